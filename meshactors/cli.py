@@ -1,0 +1,283 @@
+"""The `meshactors` command: run the control plane (`up`), register services, list and inspect them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from meshactors.errors import ConfigError, InvalidArgument, MeshError, NotFound, Unavailable
+
+DEFAULT_REGISTRY = os.environ.get("MESHACTORS_REGISTRY", "127.0.0.1:7070")
+DEFAULT_STATE_DIR = os.environ.get("MESHACTORS_STATE_DIR", str(Path.home() / ".meshactors"))
+
+
+def _ready(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read ready file {path}: {exc}") from exc
+
+
+def _registry(args: argparse.Namespace) -> str:
+    return args.registry or _ready(getattr(args, "ready_file", None)).get("registry") or DEFAULT_REGISTRY
+
+
+def _metadata(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument("--metadata", f"{pair!r} is not key=value")
+        out[key] = value
+    return out
+
+
+# ---- up ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from meshactors.runtime.embedded import UpOptions, run_up
+
+    return run_up(
+        UpOptions(
+            state_dir=Path(args.state_dir),
+            etcd=args.etcd,
+            etcd_port=args.etcd_port,
+            ray_address=args.ray_address,
+            namespace=args.namespace,
+            shards=args.shards,
+            registry_host=args.host,
+            registry_port=args.registry_port,
+            key_prefix=args.key_prefix,
+            ready_file=Path(args.ready_file) if args.ready_file else None,
+        )
+    )
+
+
+# ---- register / deregister / ls -----------------------------------------------------------------------------------
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from meshactors.model import Instance, LeaseSettings, Status
+    from meshactors.model.validate import parse_status
+    from meshactors.registry.client import RegistryClient
+
+    inst = Instance(
+        app=args.app or "",
+        instance_id=args.instance_id or "",
+        host=args.host,
+        vip=args.vip or "",
+        svip=args.svip or "",
+        port=args.port or 0,
+        secure_port=args.secure_port or 0,
+        zone=args.zone,
+        status=parse_status(args.status, "--status") if args.status else Status.UP,
+        version_label=args.version_label,
+        weight=args.weight,
+        metadata=_metadata(args.metadata),
+        lease=LeaseSettings(args.lease_renewal, args.lease_duration),
+    )
+    target = _registry(args)
+    with RegistryClient(target) as client:
+        ref, stored = client.register(inst)
+        address = f"{stored.host}:{stored.port or stored.secure_port}"
+        print(f"registered {ref.vip}/{ref.instance_id} at {address}", flush=True)
+        if args.once:
+            return 0
+        return _heartbeat_until_stopped(client, inst, ref, args.lease_renewal)
+
+
+def _heartbeat_until_stopped(client: Any, inst: Any, ref: Any, interval_s: float) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(interval_s):
+        try:
+            client.heartbeat(ref)
+        except NotFound:
+            print(f"{ref}: registration expired; registering again", file=sys.stderr, flush=True)
+            try:
+                ref, _ = client.register(inst)
+            except MeshError as exc:
+                print(f"{ref}: re-registration failed: {exc}", file=sys.stderr, flush=True)
+        except Unavailable as exc:
+            print(f"{ref}: heartbeat not recorded ({exc}); retrying", file=sys.stderr, flush=True)
+    try:
+        client.deregister(ref)
+        print(f"deregistered {ref}", flush=True)
+    except MeshError as exc:
+        print(f"{ref}: deregistration failed: {exc}", file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_deregister(args: argparse.Namespace) -> int:
+    from meshactors.model import InstanceRef
+    from meshactors.registry.client import RegistryClient
+
+    with RegistryClient(_registry(args)) as client:
+        ref = InstanceRef(args.vip, args.instance_id)
+        client.deregister(ref)
+        print(f"deregistered {ref}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from meshactors.registry.client import RegistryClient
+    from meshactors.v1 import registry_pb2 as pb
+
+    with RegistryClient(_registry(args)) as client:
+        instances, revision = client.list(vip=args.vip or "", app=args.app or "")
+    if args.json:
+        rows = [
+            json_format.MessageToDict(i, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            for i in instances
+        ]
+        print(json.dumps({"revision": revision, "instances": rows}, indent=2))
+        return 0
+    header = f"{'VIP':<24} {'SVIP':<24} {'INSTANCE':<28} {'ADDRESS':<22} {'ZONE':<10} {'STATUS':<15} WEIGHT"
+    print(header)
+    for i in instances:
+        addr = f"{i.host}:{i.port or i.secure_port}"
+        status = pb.Status.Name(i.status).removeprefix("STATUS_")
+        print(f"{i.vip:<24} {i.svip:<24} {i.instance_id:<28} {addr:<22} {i.zone:<10} {status:<15} {i.weight}")
+    print(f"{len(instances)} instance(s) at revision {revision}")
+    return 0
+
+
+# ---- status -----------------------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import ray
+
+    from meshactors.runtime.status import actor_status
+
+    info = _ready(args.ready_file)
+    address = args.ray_address or info.get("ray_address")
+    namespace = args.namespace or info.get("namespace") or "meshactors"
+    if not address:
+        raise ConfigError("status needs --ready-file (written by `meshactors up`) or --ray-address")
+    _ray_auth_env(info)
+    ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="ERROR")
+    try:
+        rows = actor_status(namespace)
+    finally:
+        ray.shutdown()
+    if args.json:
+        print(json.dumps({"namespace": namespace, "ray_address": address, "actors": rows}, indent=2, default=str))
+        return 0
+    print(f"{'ACTOR':<24} {'STATE':<14} {'RESTARTS':>8}  DETAILS")
+    for row in rows:
+        stats = row.get("stats") or {}
+        details = " ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict | list))
+        print(f"{row['name']:<24} {row['state']:<14} {row['restarts']:>8}  {details}")
+    return 0
+
+
+def _ray_auth_env(info: dict[str, Any]) -> None:
+    """A local Ray started by `up` uses token auth; a joining driver must say so to send the token."""
+    if "RAY_AUTH_MODE" not in os.environ:
+        mode = info.get("ray_auth_mode") or ("token" if (Path.home() / ".ray" / "auth_token").exists() else "")
+        if mode:
+            os.environ["RAY_AUTH_MODE"] = mode
+
+
+# ---- parser -----------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshactors", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole control plane on this machine (embedded etcd + local Ray)")
+    up.add_argument("--etcd", help="use this etcd (comma-separated URLs) instead of starting one")
+    up.add_argument("--etcd-port", type=int, default=0, help="client port of the embedded etcd (default: free)")
+    up.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    up.add_argument("--shards", type=int, default=2, help="number of registry shard actors (default 2)")
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where the embedded etcd keeps its data")
+    up.add_argument("--ready-file", help="write a JSON object with the addresses here once everything answers")
+    up.add_argument("--namespace", default="meshactors", help="Ray namespace of the actors")
+    up.add_argument("--host", default="127.0.0.1", help="address the control plane's servers listen on")
+    up.add_argument("--registry-port", type=int, default=7070, help="registry gRPC API port (0: pick a free one)")
+    up.add_argument("--key-prefix", default="/meshactors", help="etcd key prefix")
+    up.set_defaults(func=cmd_up)
+
+    reg = sub.add_parser("register", help="register an instance and keep it alive with heartbeats")
+    _registry_args(reg)
+    reg.add_argument("--vip", help="plain-traffic name, e.g. myservice")
+    reg.add_argument("--svip", help="mTLS name, e.g. myservice-secure")
+    reg.add_argument("--host", required=True)
+    reg.add_argument("--port", type=int, help="plain port (with --vip)")
+    reg.add_argument("--secure-port", type=int, help="mTLS port (with --svip)")
+    reg.add_argument("--app", help="application name (default: the VIP)")
+    reg.add_argument("--instance-id", help="instance id (default: host:port)")
+    reg.add_argument("--zone", default="default")
+    reg.add_argument("--status", help="UP (default), DOWN, STARTING or OUT_OF_SERVICE")
+    reg.add_argument("--version-label", default="")
+    reg.add_argument("--weight", type=int, default=1)
+    reg.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    reg.add_argument("--lease-renewal", type=int, default=30, help="heartbeat interval in seconds (default 30)")
+    reg.add_argument("--lease-duration", type=int, default=90, help="lease duration in seconds (default 90)")
+    reg.add_argument("--once", action="store_true", help="register and exit (the lease then runs out by itself)")
+    reg.set_defaults(func=cmd_register)
+
+    dereg = sub.add_parser("deregister", help="remove a registration")
+    _registry_args(dereg)
+    dereg.add_argument("--vip", required=True, help="the name it is registered under (VIP, or SVIP if none)")
+    dereg.add_argument("--instance-id", required=True)
+    dereg.set_defaults(func=cmd_deregister)
+
+    ls = sub.add_parser("ls", help="list registered instances")
+    _registry_args(ls)
+    ls.add_argument("--vip", help="only instances serving this VIP or SVIP")
+    ls.add_argument("--app", help="only instances of this app")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+    st = sub.add_parser("status", help="list the control plane's actors with their states and restart counts")
+    st.add_argument("--ready-file", help="the file `meshactors up --ready-file` wrote")
+    st.add_argument("--ray-address")
+    st.add_argument("--namespace")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    return p
+
+
+def _registry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", help=f"registry API host:port (default {DEFAULT_REGISTRY} or from --ready-file)")
+    p.add_argument("--ready-file", help="read the registry address from this `meshactors up` ready file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from meshactors import log
+
+    log.configure(level=os.environ.get("MESHACTORS_LOG_LEVEL", "WARNING"))
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        log.configure()
+    try:
+        return int(args.func(args))
+    except MeshError as exc:
+        print(f"meshactors {args.command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InvalidArgument | ConfigError) else 1
+    except grpc.RpcError as exc:
+        print(f"meshactors {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

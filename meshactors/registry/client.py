@@ -1,0 +1,92 @@
+"""A small synchronous client of the Registry gRPC API (CLI, sidecar, tests); maps gRPC codes to our errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from meshactors.errors import (
+    Compacted,
+    Conflict,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from meshactors.model import Instance, InstanceRef, Status
+from meshactors.registry import convert
+from meshactors.v1 import registry_pb2 as pb
+from meshactors.v1 import registry_pb2_grpc as pb_grpc
+
+
+def error_from_rpc(exc: grpc.RpcError, target: str) -> MeshError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        field, _, reason = (details or "").partition(": ")
+        return InvalidArgument(field, reason) if reason else InvalidArgument("request", details or "")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(details or "not found")
+    if code == grpc.StatusCode.ABORTED:
+        return Conflict(details or "conflict")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(details or "resource exhausted")
+    if code == grpc.StatusCode.OUT_OF_RANGE:
+        err = Compacted(0, 0)
+        err.message = details or err.message
+        err.args = (err.message,)
+        return err
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"registry at {target} is unavailable: {details}")
+    return MeshError(f"registry at {target}: {code.name if code else '?'}: {details}")
+
+
+class RegistryClient:
+    def __init__(self, target: str, timeout_s: float = 10.0) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.RegistryStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc
+
+    def register(self, instance: Instance | pb.Instance) -> tuple[InstanceRef, pb.Instance]:
+        msg = instance if isinstance(instance, pb.Instance) else convert.instance_to_pb(instance)
+        resp = self._call("Register", pb.RegisterRequest(instance=msg))
+        return convert.ref_from_pb(resp.ref), resp.instance
+
+    def heartbeat(self, ref: InstanceRef) -> int:
+        return int(self._call("Heartbeat", pb.HeartbeatRequest(ref=convert.ref_to_pb(ref))).ttl_seconds)
+
+    def deregister(self, ref: InstanceRef) -> int:
+        return int(self._call("Deregister", pb.DeregisterRequest(ref=convert.ref_to_pb(ref))).revision)
+
+    def set_status(self, ref: InstanceRef, status: Status) -> pb.Instance:
+        req = pb.SetStatusRequest(ref=convert.ref_to_pb(ref), status=convert.status_to_pb(status))
+        return self._call("SetStatus", req).instance
+
+    def list(self, vip: str = "", app: str = "") -> tuple[list[pb.Instance], int]:
+        resp = self._call("List", pb.ListRequest(vip=vip, app=app))
+        return list(resp.instances), int(resp.revision)
+
+    def watch(self, start_revision: int = 0, vip: str = "", timeout_s: float | None = None) -> Iterator[pb.WatchEvent]:
+        try:
+            yield from self.stub.Watch(pb.WatchRequest(start_revision=start_revision, vip=vip), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc

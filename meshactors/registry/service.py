@@ -1,0 +1,217 @@
+"""The Registry gRPC servicer: validates input, routes writes to the owning shard, serves List/Watch from etcd."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import grpc
+
+from meshactors import log
+from meshactors.errors import InvalidArgument, MeshError
+from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref, validate_vip_name
+from meshactors.registry import convert
+from meshactors.registry.shardmap import ShardMap
+from meshactors.store import codec
+from meshactors.store.base import Store
+from meshactors.store.keys import KeySchema
+from meshactors.store.watch import Changes, ResumableWatch, Resync
+from meshactors.v1 import registry_pb2 as pb
+from meshactors.v1 import registry_pb2_grpc as pb_grpc
+
+_log = log.get("registry.api")
+_stream_ids = itertools.count(1)
+
+
+class ShardBackend(Protocol):
+    """How the API reaches the shard that owns a VIP (a Ray actor in production, in-process in unit tests)."""
+
+    async def register(self, shard: str, instance: Instance) -> tuple[Instance, int]: ...
+
+    async def heartbeat(self, shard: str, ref: InstanceRef) -> int: ...
+
+    async def deregister(self, shard: str, ref: InstanceRef) -> int: ...
+
+    async def set_status(self, shard: str, ref: InstanceRef, status: Status) -> tuple[Instance, int]: ...
+
+
+def grpc_code(err: MeshError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, err.grpc_code_name, grpc.StatusCode.INTERNAL)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if isinstance(exc, MeshError):
+        await context.abort(grpc_code(exc), exc.message)
+    _log.exception("unexpected error in registry API", method=method, error=repr(exc))
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc!r}")
+
+
+def _ref(msg: pb.InstanceRef, present: bool) -> InstanceRef:
+    if not present:
+        raise InvalidArgument("ref", "is required")
+    ref = convert.ref_from_pb(msg)
+    try:
+        return validate_ref(ref)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"ref.{exc.field}", exc.reason) from None
+
+
+class RegistryService(pb_grpc.RegistryServicer):
+    def __init__(self, backend: ShardBackend, shard_map: ShardMap, store: Store, keys: KeySchema) -> None:
+        self.backend = backend
+        self.shard_map = shard_map
+        self.store = store
+        self.keys = keys
+
+    async def Register(self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext) -> pb.RegisterResponse:
+        try:
+            if not request.HasField("instance"):
+                raise InvalidArgument("instance", "is required")
+            try:
+                inst = validate_instance(convert.instance_from_pb(request.instance))
+            except InvalidArgument as exc:
+                field = exc.field if exc.field.startswith("instance.") else f"instance.{exc.field}"
+                raise InvalidArgument(field, exc.reason) from None
+            stored, revision = await self.backend.register(self.shard_map.owner(inst.routing_name), inst)
+            return pb.RegisterResponse(
+                instance=convert.instance_to_pb(stored, revision), ref=convert.ref_to_pb(stored.ref), revision=revision
+            )
+        except Exception as exc:
+            await _abort(context, exc, "Register")
+            raise
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        try:
+            ref = _ref(request.ref, request.HasField("ref"))
+            ttl = await self.backend.heartbeat(self.shard_map.owner(ref.vip), ref)
+            return pb.HeartbeatResponse(ttl_seconds=ttl)
+        except Exception as exc:
+            await _abort(context, exc, "Heartbeat")
+            raise
+
+    async def Deregister(
+        self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeregisterResponse:
+        try:
+            ref = _ref(request.ref, request.HasField("ref"))
+            revision = await self.backend.deregister(self.shard_map.owner(ref.vip), ref)
+            return pb.DeregisterResponse(revision=revision)
+        except Exception as exc:
+            await _abort(context, exc, "Deregister")
+            raise
+
+    async def SetStatus(self, request: pb.SetStatusRequest, context: grpc.aio.ServicerContext) -> pb.SetStatusResponse:
+        try:
+            ref = _ref(request.ref, request.HasField("ref"))
+            status = convert.status_from_pb(request.status, "status")
+            inst, revision = await self.backend.set_status(self.shard_map.owner(ref.vip), ref, status)
+            return pb.SetStatusResponse(instance=convert.instance_to_pb(inst, revision), revision=revision)
+        except Exception as exc:
+            await _abort(context, exc, "SetStatus")
+            raise
+
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
+        try:
+            prefix = self.keys.instances
+            if request.vip:
+                validate_vip_name(request.vip, "vip")
+            items, revision = await self.store.list_prefix(prefix)
+            out = []
+            for kv in items:
+                try:
+                    inst = codec.decode_instance(kv.value)
+                except MeshError as exc:
+                    _log.error("skipping undecodable registration", key=kv.key, error=str(exc))
+                    continue
+                if _matches(inst, request.vip, request.app):
+                    out.append(convert.instance_to_pb(inst, kv.mod_revision))
+            return pb.ListResponse(instances=out, revision=revision)
+        except Exception as exc:
+            await _abort(context, exc, "List")
+            raise
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:
+        stream_id = next(_stream_ids)
+        slog = _log.bind(stream=stream_id, start_revision=request.start_revision, vip=request.vip)
+        try:
+            if request.start_revision < 0:
+                raise InvalidArgument("start_revision", "must be 0 (current state) or a positive revision")
+            if request.vip:
+                validate_vip_name(request.vip, "vip")
+            watch = ResumableWatch(
+                self.store, self.keys.instances, request.start_revision or None, name=f"api-{stream_id}"
+            )
+            sent: set[InstanceRef] = set()
+            first = True
+            slog.info("registry watch opened")
+            async for change in watch:
+                if isinstance(change, Resync):
+                    if not first or request.start_revision:
+                        await context.abort(
+                            grpc.StatusCode.OUT_OF_RANGE,
+                            "etcd compacted the history this watch needed; List (or Watch from 0) again",
+                        )
+                    for kv in change.items:
+                        inst = codec.decode_instance(kv.value)
+                        if _matches(inst, request.vip, ""):
+                            sent.add(inst.ref)
+                            yield pb.WatchEvent(
+                                type=pb.WatchEvent.SNAPSHOT,
+                                instance=convert.instance_to_pb(inst, kv.mod_revision),
+                                ref=convert.ref_to_pb(inst.ref),
+                                revision=kv.mod_revision,
+                            )
+                    yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=change.revision)
+                elif isinstance(change, Changes):
+                    for ev in change.events:
+                        for out in self._events(ev, request.vip, sent):
+                            yield out
+                first = False
+        except Exception as exc:
+            slog.info("registry watch closed", reason=repr(exc))
+            await _abort(context, exc, "Watch")
+            raise
+
+    def _events(self, ev: Any, vip: str, sent: set[InstanceRef]) -> list[pb.WatchEvent]:
+        try:
+            ref = self.keys.parse_instance(ev.key)
+        except MeshError:
+            return []
+        if ev.kind == "delete":
+            if vip and ref not in sent and ref.vip != vip and not self._served(ev.prev_value, vip):
+                return []
+            sent.discard(ref)
+            return [pb.WatchEvent(type=pb.WatchEvent.DELETE, ref=convert.ref_to_pb(ref), revision=ev.mod_revision)]
+        inst = codec.decode_instance(ev.value)
+        if not _matches(inst, vip, ""):
+            if ref in sent:  # it stopped serving the filtered name
+                sent.discard(ref)
+                return [pb.WatchEvent(type=pb.WatchEvent.DELETE, ref=convert.ref_to_pb(ref), revision=ev.mod_revision)]
+            return []
+        sent.add(ref)
+        return [
+            pb.WatchEvent(
+                type=pb.WatchEvent.PUT,
+                instance=convert.instance_to_pb(inst, ev.mod_revision),
+                ref=convert.ref_to_pb(ref),
+                revision=ev.mod_revision,
+            )
+        ]
+
+    @staticmethod
+    def _served(prev_value: bytes, vip: str) -> bool:
+        if not prev_value:
+            return False
+        try:
+            return _matches(codec.decode_instance(prev_value), vip, "")
+        except MeshError:
+            return False
+
+
+def _matches(inst: Instance, vip: str, app: str) -> bool:
+    if vip and vip not in (inst.vip, inst.svip):
+        return False
+    return not (app and app != inst.app)

@@ -1,0 +1,336 @@
+"""RegistryShardCore: owns the registrations of its VIPs; writes them to the Store with leases; no Ray here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from meshactors import log
+from meshactors.errors import Conflict, MeshError, NotFound, Unavailable
+from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref
+from meshactors.registry.leases import LeaseBook, SelfPreservationPolicy
+from meshactors.registry.shardmap import ShardMap
+from meshactors.store import codec
+from meshactors.store.base import KeyValue, Store
+from meshactors.store.keys import KeySchema
+from meshactors.store.watch import Changes, ResumableWatch
+
+_FENCE_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A registration as last seen in etcd."""
+
+    instance: Instance
+    mod_revision: int
+    lease_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSettings:
+    sweep_interval_s: float = 1.0
+    ready_wait_s: float = 5.0
+    policy: SelfPreservationPolicy = field(default_factory=SelfPreservationPolicy)
+
+
+class RegistryShardCore:
+    """The registry logic of one shard, independent of how it is hosted (a Ray actor wraps it).
+
+    State in memory is a cache of etcd: loaded on start, kept current by our own writes and a resumable watch.
+    Every write is fenced on the key's mod revision, so two writers (e.g. a restarted shard and a retried call)
+    can never overwrite each other blindly.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        keys: KeySchema,
+        shard_map: ShardMap,
+        shard: str,
+        settings: ShardSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.shard_map = shard_map
+        self.shard = shard
+        self.settings = settings or ShardSettings()
+        self.book = LeaseBook(self.settings.policy)
+        self._stored: dict[InstanceRef, Stored] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self._log = log.get("registry.shard", shard=shard)
+        self.counters: dict[str, int] = {
+            "registered": 0, "deregistered": 0, "heartbeats": 0, "expired": 0, "held": 0, "status_changes": 0,
+        }  # fmt: skip
+        self.loaded_revision = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def start(self) -> None:
+        """Load this shard's registrations from etcd (retrying until etcd answers), then follow changes."""
+        backoff = 0.1
+        while True:
+            try:
+                items, revision = await self.store.list_prefix(self.keys.instances)
+                break
+            except Unavailable as exc:
+                self._log.warning("waiting for etcd to load registrations", error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        self._replace_all(items)
+        self.loaded_revision = revision
+        self._ready.set()
+        self._log.info("shard loaded", instances=len(self._stored), revision=revision)
+        self._tasks = [
+            asyncio.create_task(self._follow(revision + 1), name=f"{self.shard}-watch"),
+            asyncio.create_task(self._sweep_loop(), name=f"{self.shard}-sweep"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+
+    def _owns(self, vip: str) -> bool:
+        return self.shard_map.owner(vip) == self.shard
+
+    async def _check_owner(self, vip: str) -> None:
+        if not self._ready.is_set():
+            try:
+                await asyncio.wait_for(self._ready.wait(), self.settings.ready_wait_s)
+            except TimeoutError:
+                raise Unavailable(f"{self.shard} is still loading its registrations from etcd") from None
+        owner = self.shard_map.owner(vip)
+        if owner != self.shard:
+            raise Unavailable(f"{self.shard} does not own VIP {vip!r} ({owner} does): shard maps disagree")
+
+    # ---- the state cache ---------------------------------------------------------------------------------------
+
+    def _decode(self, kv: KeyValue) -> tuple[InstanceRef, Stored] | None:
+        try:
+            ref = self.keys.parse_instance(kv.key)
+            inst = codec.decode_instance(kv.value)
+        except MeshError as exc:
+            self._log.error("skipping undecodable registration", key=kv.key, error=str(exc))
+            return None
+        return ref, Stored(inst, kv.mod_revision, kv.lease)
+
+    def _replace_all(self, items: list[KeyValue] | tuple[KeyValue, ...]) -> None:
+        fresh: dict[InstanceRef, Stored] = {}
+        for kv in items:
+            decoded = self._decode(kv)
+            if decoded and self._owns(decoded[0].vip):
+                fresh[decoded[0]] = decoded[1]
+        for ref in set(self._stored) - set(fresh):
+            self.book.forget(ref)
+        for ref, st in fresh.items():
+            entry = self.book.get(ref)
+            if entry is None or entry.lease_id != st.lease_id:
+                self.book.track(ref, st.lease_id, st.instance.lease)
+        self._stored = fresh
+
+    def _apply(self, ref: InstanceRef, st: Stored) -> None:
+        current = self._stored.get(ref)
+        if current is not None and current.mod_revision >= st.mod_revision:
+            return
+        self._stored[ref] = st
+        entry = self.book.get(ref)
+        if entry is None or entry.lease_id != st.lease_id:
+            self.book.track(ref, st.lease_id, st.instance.lease)
+
+    def _remove(self, ref: InstanceRef, revision: int, reason: str) -> None:
+        current = self._stored.get(ref)
+        if current is None or current.mod_revision >= revision:
+            return
+        del self._stored[ref]
+        self.book.forget(ref)
+        if reason == "expired":
+            self.counters["expired"] += 1
+        self._log.info("instance removed", ref=str(ref), reason=reason, revision=revision)
+
+    async def _follow(self, start_revision: int) -> None:
+        watch = ResumableWatch(self.store, self.keys.instances, start_revision, name=self.shard)
+        while True:
+            try:
+                async for change in watch:
+                    if isinstance(change, Changes):
+                        for ev in change.events:
+                            try:
+                                ref = self.keys.parse_instance(ev.key)
+                            except MeshError:
+                                continue
+                            if not self._owns(ref.vip):
+                                continue
+                            if ev.kind == "put":
+                                decoded = self._decode(KeyValue(ev.key, ev.value, 0, ev.mod_revision, ev.lease))
+                                if decoded:
+                                    self._apply(*decoded)
+                            else:
+                                # Our own deregistrations are removed before the event arrives, so a delete
+                                # still in the cache is a lease that ran out.
+                                self._remove(ref, ev.mod_revision, "expired")
+                    else:
+                        self._replace_all(change.items)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop logs and never dies
+                self._log.exception("registry watch loop failed; restarting", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def _sweep_loop(self) -> None:
+        was_preserving = False
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                decision = self.book.sweep()
+                if decision.self_preservation:
+                    self._log.warning(
+                        "SELF-PRESERVATION: too many instances missed their heartbeats at once; expiring none",
+                        late=len(decision.late),
+                        total=decision.total,
+                        threshold=self.settings.policy.ratio,
+                    )
+                    await self._hold(decision.hold)
+                elif was_preserving:
+                    self._log.warning("self-preservation ended; late instances expire normally again",
+                                      late=len(decision.late), total=decision.total)  # fmt: skip
+                was_preserving = decision.self_preservation
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._log.exception("sweep failed", error=str(exc))
+
+    async def _hold(self, entries: Any) -> None:
+        async def one(entry: Any) -> None:
+            try:
+                ttl = await self.store.keep_alive(entry.lease_id)
+                if ttl > 0:
+                    self.book.held(entry.ref)
+                    self.counters["held"] += 1
+            except Unavailable as exc:
+                self._log.warning("could not hold lease", ref=str(entry.ref), error=str(exc))
+
+        await asyncio.gather(*(one(e) for e in entries))
+
+    # ---- operations --------------------------------------------------------------------------------------------
+
+    async def register(self, instance: Instance) -> tuple[Instance, int]:
+        """Write the instance under a fresh lease; re-registering the same id replaces it (fenced)."""
+        inst = validate_instance(instance)
+        ref = inst.ref
+        await self._check_owner(ref.vip)
+        inst = replace(inst, registered_at_ms=int(time.time() * 1000))
+        key = self.keys.instance(ref)
+        value = codec.encode_instance(inst)
+        lease_id = await self.store.grant_lease(inst.lease.duration_s)
+        try:
+            for _ in range(_FENCE_RETRIES):
+                current = await self.store.get(key)
+                try:
+                    if current is None:
+                        revision = await self.store.create(key, value, lease_id)
+                    else:
+                        revision = await self.store.replace(key, value, current.mod_revision, lease_id)
+                except Conflict:
+                    continue
+                break
+            else:
+                raise Conflict(f"{ref} kept changing under concurrent writes; try again")
+        except BaseException:
+            await self._revoke_quietly(lease_id)
+            raise
+        if current is not None and current.lease and current.lease != lease_id:
+            await self._revoke_quietly(current.lease)
+        self._apply(ref, Stored(inst, revision, lease_id))
+        self.book.track(ref, lease_id, inst.lease)
+        self.counters["registered"] += 1
+        self._log.info("registered", ref=str(ref), host=inst.host, port=inst.port, revision=revision)
+        return inst, revision
+
+    async def heartbeat(self, ref: InstanceRef) -> int:
+        """Keep the instance's lease alive; NotFound if it is not registered (any more)."""
+        validate_ref(ref)
+        await self._check_owner(ref.vip)
+        st = self._stored.get(ref)
+        if st is None:
+            raise NotFound(f"instance {ref} is not registered (its lease may have expired): register it again")
+        ttl = await self.store.keep_alive(st.lease_id)
+        if ttl <= 0:
+            self._remove(ref, st.mod_revision + 1, "expired")
+            raise NotFound(f"instance {ref}: its lease expired; register it again")
+        self.book.heartbeat(ref)
+        self.counters["heartbeats"] += 1
+        return ttl
+
+    async def deregister(self, ref: InstanceRef) -> int:
+        validate_ref(ref)
+        await self._check_owner(ref.vip)
+        key = self.keys.instance(ref)
+        current = await self.store.get(key)
+        if current is None:
+            self._stored.pop(ref, None)
+            self.book.forget(ref)
+            raise NotFound(f"instance {ref} is not registered")
+        revision = await self.store.delete(key)
+        self._stored.pop(ref, None)
+        self.book.forget(ref)
+        if current.lease:
+            await self._revoke_quietly(current.lease)
+        self.counters["deregistered"] += 1
+        self._log.info("deregistered", ref=str(ref), revision=revision)
+        return revision
+
+    async def set_status(self, ref: InstanceRef, status: Status) -> tuple[Instance, int]:
+        """Override the status (e.g. OUT_OF_SERVICE), fenced on the record's revision, keeping its lease."""
+        validate_ref(ref)
+        await self._check_owner(ref.vip)
+        key = self.keys.instance(ref)
+        for _ in range(_FENCE_RETRIES):
+            current = await self.store.get(key)
+            if current is None:
+                raise NotFound(f"instance {ref} is not registered")
+            inst = codec.decode_instance(current.value).with_status(status)
+            try:
+                revision = await self.store.replace(
+                    key, codec.encode_instance(inst), current.mod_revision, current.lease
+                )
+            except Conflict:
+                continue
+            self._apply(ref, Stored(inst, revision, current.lease))
+            self.counters["status_changes"] += 1
+            self._log.info("status set", ref=str(ref), status=status.value, revision=revision)
+            return inst, revision
+        raise Conflict(f"{ref} kept changing under concurrent writes; try again")
+
+    async def _revoke_quietly(self, lease_id: int) -> None:
+        try:
+            await self.store.revoke_lease(lease_id)
+        except MeshError as exc:
+            self._log.warning("could not revoke lease (etcd expires it by itself)", lease=lease_id, error=str(exc))
+
+    # ---- introspection -----------------------------------------------------------------------------------------
+
+    def instances(self) -> list[Instance]:
+        return [s.instance for s in self._stored.values()]
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "ready": self.ready,
+            "instances": len(self._stored),
+            "self_preservation": self.book.self_preservation,
+            "loaded_revision": self.loaded_revision,
+            **self.counters,
+        }

@@ -1,0 +1,1 @@
+"""The only package that imports Ray: thin actor wrappers, deployment, the embedded launcher and status."""

@@ -1,0 +1,141 @@
+"""Ray actor wrappers: each hosts a plain core object, reloads it from etcd in __init__ and forwards calls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import ray
+
+from meshactors import log
+from meshactors.errors import NotFound, Unavailable
+from meshactors.model import Instance, InstanceRef, Status
+from meshactors.registry.service import RegistryService
+from meshactors.registry.shard import RegistryShardCore
+from meshactors.registry.shardmap import ShardMap
+from meshactors.runtime.calls import call
+from meshactors.settings import MeshSettings
+from meshactors.store.etcd import EtcdStore
+from meshactors.v1 import registry_pb2_grpc
+
+REGISTRY_API = "registry-api"
+
+# Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
+ACTOR_OPTIONS: dict[str, Any] = {
+    "lifetime": "detached",
+    "max_restarts": -1,
+    "max_task_retries": -1,
+    "num_cpus": 0,
+}
+
+
+@ray.remote
+class RegistryShardActor:
+    """Hosts one RegistryShardCore. State is a cache of etcd, reloaded on every (re)start."""
+
+    async def __init__(self, settings: MeshSettings, shard: str) -> None:
+        log.configure()
+        self.store = EtcdStore.from_spec(settings.etcd)
+        await self.store.connect()
+        self.core = RegistryShardCore(
+            self.store, settings.keys, ShardMap.of_size(settings.shards), shard, settings.shard
+        )
+        self._starting = asyncio.create_task(self.core.start())
+
+    async def ready(self) -> bool:
+        return self.core.ready
+
+    async def register(self, instance: Instance) -> tuple[Instance, int]:
+        return await self.core.register(instance)
+
+    async def heartbeat(self, ref: InstanceRef) -> int:
+        return await self.core.heartbeat(ref)
+
+    async def deregister(self, ref: InstanceRef) -> int:
+        return await self.core.deregister(ref)
+
+    async def set_status(self, ref: InstanceRef, status: Status) -> tuple[Instance, int]:
+        return await self.core.set_status(ref, status)
+
+    async def statistics(self) -> dict[str, Any]:
+        return self.core.statistics()
+
+
+class RayShardBackend:
+    """ShardBackend over Ray: resolves shard actors by name (the handle survives actor restarts)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handles: dict[str, Any] = {}
+
+    def _handle(self, shard: str) -> Any:
+        handle = self._handles.get(shard)
+        if handle is None:
+            try:
+                handle = ray.get_actor(shard, namespace=self.namespace)
+            except ValueError as exc:
+                raise Unavailable(f"registry shard {shard!r} is not running in namespace {self.namespace!r}") from exc
+            self._handles[shard] = handle
+        return handle
+
+    async def register(self, shard: str, instance: Instance) -> tuple[Instance, int]:
+        return await call(self._handle(shard), "register", instance)
+
+    async def heartbeat(self, shard: str, ref: InstanceRef) -> int:
+        return await call(self._handle(shard), "heartbeat", ref)
+
+    async def deregister(self, shard: str, ref: InstanceRef) -> int:
+        return await call(self._handle(shard), "deregister", ref)
+
+    async def set_status(self, shard: str, ref: InstanceRef, status: Status) -> tuple[Instance, int]:
+        return await call(self._handle(shard), "set_status", ref, status)
+
+
+@ray.remote
+class RegistryApiActor:
+    """Serves the Registry gRPC API on a fixed address, so clients reconnect to it after a restart."""
+
+    async def __init__(self, settings: MeshSettings) -> None:
+        log.configure()
+        self._log = log.get("runtime.registry_api")
+        self.settings = settings
+        self.store = EtcdStore.from_spec(settings.etcd)
+        await self.store.connect()
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        registry_pb2_grpc.add_RegistryServicer_to_server(
+            RegistryService(RayShardBackend(settings.namespace), ShardMap.of_size(settings.shards), self.store,
+                            settings.keys),
+            self.server,
+        )  # fmt: skip
+        address = settings.registry_address
+        port = 0
+        for _ in range(50):  # the previous incarnation's socket may take a moment to go away
+            try:
+                port = self.server.add_insecure_port(address)
+            except RuntimeError:
+                port = 0
+            if port:
+                break
+            await asyncio.sleep(0.1)
+        if not port:
+            raise Unavailable(f"registry API cannot listen on {address}")
+        await self.server.start()
+        self.port = port
+        self._log.info("registry API listening", address=f"{settings.registry_host}:{port}")
+
+    async def ready(self) -> bool:
+        return True
+
+    async def address(self) -> str:
+        return f"{self.settings.registry_host}:{self.port}"
+
+    async def statistics(self) -> dict[str, Any]:
+        return {"address": f"{self.settings.registry_host}:{self.port}"}
+
+
+def get_actor(name: str, namespace: str) -> Any:
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError as exc:
+        raise NotFound(f"no actor {name!r} in namespace {namespace!r}") from exc

@@ -1,0 +1,46 @@
+"""Every `.remote()` call goes through here: one timeout policy and one mapping of Ray errors into ours."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+from ray import exceptions as rex
+
+from meshactors.errors import MeshError, Unavailable
+
+DEFAULT_TIMEOUT_S = 15.0
+
+
+def _map(exc: BaseException, what: str) -> BaseException:
+    if isinstance(exc, rex.RayTaskError):
+        cause = exc.cause
+        if isinstance(cause, MeshError):
+            return cause
+        return MeshError(f"{what} failed: {cause!r}")
+    if isinstance(exc, rex.ActorDiedError | rex.ActorUnavailableError | rex.RayActorError):
+        return Unavailable(f"{what}: actor unavailable ({type(exc).__name__}); it is restarting, try again")
+    if isinstance(exc, rex.GetTimeoutError | TimeoutError):
+        return Unavailable(f"{what}: no answer in time")
+    if isinstance(exc, rex.RayError):
+        return Unavailable(f"{what}: {exc}")
+    return exc
+
+
+async def call(handle: Any, method: str, *args: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """Await an actor method from asyncio code (inside actors)."""
+    what = f"{method}()"
+    try:
+        return await asyncio.wait_for(asyncio.ensure_future(getattr(handle, method).remote(*args)), timeout_s)
+    except (rex.RayError, TimeoutError) as exc:
+        raise _map(exc, what) from exc
+
+
+def call_sync(handle: Any, method: str, *args: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """Call an actor method from a plain driver thread (CLI, launcher, tests)."""
+    what = f"{method}()"
+    try:
+        return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
+    except (rex.RayError, TimeoutError) as exc:
+        raise _map(exc, what) from exc

@@ -1,0 +1,126 @@
+"""`meshactors up`: starts etcd (unless given), Ray (unless given) and the actors; stops what it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from meshactors import log
+from meshactors.runtime.deploy import deploy, teardown
+from meshactors.settings import MeshSettings
+from meshactors.store.server import EtcdServer
+
+_log = log.get("runtime.embedded")
+
+
+@dataclass
+class UpOptions:
+    state_dir: Path
+    etcd: str | None = None
+    etcd_port: int = 0
+    ray_address: str | None = None
+    namespace: str = "meshactors"
+    shards: int = 2
+    registry_host: str = "127.0.0.1"
+    registry_port: int = 7070
+    key_prefix: str = "/meshactors"
+    ready_file: Path | None = None
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    """Atomically: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _load_etcd_port(state_dir: Path) -> int:
+    """Reuse last run's etcd port so addresses stay stable across restarts (data is kept anyway)."""
+    try:
+        return int((state_dir / "etcd" / "port").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    state_dir = opts.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    etcd_server: EtcdServer | None = None
+    started_ray = False
+    settings: MeshSettings | None = None
+    try:
+        if opts.etcd:
+            etcd = opts.etcd
+        else:
+            etcd_server = EtcdServer(
+                data_dir=state_dir / "etcd" / "data", client_port=opts.etcd_port or _load_etcd_port(state_dir)
+            )
+            try:
+                etcd_server.start()
+            except Exception:
+                if etcd_server.client_port and not opts.etcd_port:
+                    etcd_server.stop()  # the remembered port may be taken now: take a fresh one
+                    etcd_server = EtcdServer(data_dir=state_dir / "etcd" / "data").start()
+                else:
+                    raise
+            (state_dir / "etcd" / "port").write_text(str(etcd_server.client_port))
+            etcd = etcd_server.url
+        if opts.ray_address:
+            ray.init(address=opts.ray_address, namespace=opts.namespace, log_to_driver=True)
+        else:
+            ray.init(namespace=opts.namespace, include_dashboard=False)
+            started_ray = True
+        settings = deploy(
+            MeshSettings(
+                etcd=etcd,
+                namespace=opts.namespace,
+                key_prefix=opts.key_prefix,
+                shards=opts.shards,
+                registry_host=opts.registry_host,
+                registry_port=opts.registry_port,
+            )
+        )
+        info = {
+            "registry": settings.registry_address,
+            "etcd": etcd,
+            "ray_address": ray.get_runtime_context().gcs_address,
+            "namespace": settings.namespace,
+            "ray_auth_mode": os.environ.get("RAY_AUTH_MODE", "token" if started_ray else ""),
+            "key_prefix": settings.key_prefix,
+            "shards": settings.shards,
+            "state_dir": str(state_dir),
+            "pid": os.getpid(),
+        }
+        if opts.ready_file:
+            write_ready_file(opts.ready_file, info)
+        _log.info("meshactors is up", **info)
+        print(f"meshactors is up: registry {info['registry']}, etcd {etcd}, Ray {info['ray_address']}", flush=True)
+        print("Ctrl-C stops everything this command started.", flush=True)
+        stop.wait()
+        return 0
+    finally:
+        _log.info("shutting down")
+        if settings is not None:
+            try:
+                teardown(settings)
+            except Exception as exc:
+                _log.warning("teardown incomplete", error=repr(exc))
+        if ray.is_initialized():
+            ray.shutdown()
+        if started_ray:
+            _log.info("local Ray stopped")
+        if etcd_server is not None:
+            etcd_server.stop()
+        if opts.ready_file and opts.ready_file.exists():
+            opts.ready_file.unlink()

@@ -1,0 +1,1 @@
+"""Read side: from the registry's instances to per-VIP xDS resources."""

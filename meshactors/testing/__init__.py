@@ -1,0 +1,1 @@
+"""Fakes and checkers shipped with the package for tests: a checking xDS client and its invariant checker."""

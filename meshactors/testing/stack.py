@@ -1,0 +1,82 @@
+"""Runs `meshactors up` as a child process for tests, demos and benchmarks; stops it and all it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class UpProcess:
+    """A `meshactors up` child in its own session. `start()` returns once the ready file exists."""
+
+    state_dir: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready_file(self) -> Path:
+        return self.state_dir / "ready.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "up.log"
+
+    def start(self, timeout_s: float = 90.0) -> dict[str, Any]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.ready_file.exists():
+            self.ready_file.unlink()
+        cmd = [
+            sys.executable, "-m", "meshactors.cli", "up",
+            "--state-dir", str(self.state_dir), "--ready-file", str(self.ready_file), *self.args,
+        ]  # fmt: skip
+        env = {**os.environ, "MESHACTORS_LOG_JSON": "1", **self.env}
+        with open(self.log_file, "ab") as logf:
+            self.proc = subprocess.Popen(
+                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"meshactors up exited with {self.proc.returncode}:\n{self.tail()}")
+            if self.ready_file.exists():
+                self.info = json.loads(self.ready_file.read_text())
+                return self.info
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"meshactors up not ready within {timeout_s} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGINT (graceful: actors, Ray and etcd stopped by `up` itself), then SIGKILL its process group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc = None

@@ -1,0 +1,163 @@
+"""Plain xDS value types shared by state machines, hosts and codecs: no protobuf, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+TYPE_PREFIX = "type.googleapis.com/"
+LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+VIRTUAL_HOST = TYPE_PREFIX + "envoy.config.route.v3.VirtualHost"
+CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+
+# Make before break: when several types change at once they are sent in this order.
+SEND_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET)
+
+WILDCARD = "*"
+
+
+def content_version(body: bytes | None) -> str:
+    """A resource's version is a hash of its serialized content: equal content, equal version."""
+    if body is None:
+        return "absent"
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedResource:
+    """One xDS resource, serialized once and shared by every session that subscribes to it.
+
+    `body` is the serialized resource message (the `value` of its `Any`); None means the resource is
+    answered as "does not exist" (a `Resource{name, aliases}` with no body, as VHDS needs).
+    """
+
+    type_url: str
+    name: str
+    version: str
+    body: bytes | None
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        type_url: str,
+        name: str,
+        body: bytes | None,
+        aliases: tuple[str, ...] = (),
+    ) -> VersionedResource:
+        return cls(type_url, name, content_version(body), body, aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    cluster: str = ""
+    user_agent_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """The `error_detail` of a NACK (a google.rpc.Status)."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRequest:
+    type_url: str
+    node: Node | None = None
+    response_nonce: str = ""
+    error_detail: ErrorDetail | None = None
+    subscribe: tuple[str, ...] = ()
+    unsubscribe: tuple[str, ...] = ()
+    initial_resource_versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaResponse:
+    type_url: str
+    nonce: str
+    resources: tuple[VersionedResource, ...] = ()
+    removed: tuple[str, ...] = ()
+    system_version_info: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SotwRequest:
+    type_url: str
+    node: Node | None = None
+    version_info: str = ""
+    resource_names: tuple[str, ...] = ()
+    response_nonce: str = ""
+    error_detail: ErrorDetail | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SotwResponse:
+    type_url: str
+    version_info: str
+    nonce: str
+    resources: tuple[VersionedResource, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one client may make a stream hold (design invariant 10)."""
+
+    max_names_per_type: int = 10_000
+    max_name_length: int = 253
+    max_type_urls: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedName:
+    """A subscribed name that was not stored (failed validation or over a bound), with the reason."""
+
+    type_url: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NackRecord:
+    """What a client rejected: the NACKed response's nonce, the error it sent, and the content it refused.
+
+    `rejected` holds the (name, version) pairs the NACKed response carried that differed from what the
+    client had ACKed (a NACK does not say which resource was bad, so all of them are suspect).
+    `version_info` is the SotW version of the rejected response ("" for delta).
+    """
+
+    type_url: str
+    nonce: str
+    code: int
+    message: str
+    rejected: tuple[tuple[str, str], ...]
+    at: float
+    version_info: str = ""
+
+
+R = TypeVar("R", DeltaResponse, SotwResponse)
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """What a stream state machine decided for one request.
+
+    `responses` go out in this order. `interest_added` / `interest_removed` are (type URL, name) pairs,
+    name `"*"` for wildcard, so the host can fetch or drop resources. `ack` says the request ACKed a
+    response in flight; `nack` is set when the request was a NACK; `stale` says the request's nonce was
+    not one this stream is waiting for (SotW ignores such requests, delta still applies subscriptions).
+    """
+
+    responses: tuple[R, ...] = ()
+    interest_added: tuple[tuple[str, str], ...] = ()
+    interest_removed: tuple[tuple[str, str], ...] = ()
+    rejected: tuple[RejectedName, ...] = ()
+    ack: bool = False
+    nack: NackRecord | None = None
+    stale: bool = False

@@ -1,0 +1,65 @@
+"""Session fixtures: one `meshactors up` (embedded etcd + local Ray) shared by every integration test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshactors.registry.client import RegistryClient
+from meshactors.store.etcd import EtcdStore
+from meshactors.testing.stack import UpProcess
+
+# Short socket paths for Ray and a directory this test session owns (and removes).
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="ma-"))
+os.environ.setdefault("RAY_TMPDIR", str(_SESSION_DIR / "ray"))
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+(_SESSION_DIR / "ray").mkdir(exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Iterator[Path]:
+    yield _SESSION_DIR
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(session_dir: Path) -> Iterator[dict[str, Any]]:
+    """The embedded default, exactly as a user runs it: `meshactors up --ready-file ...`."""
+    up = UpProcess(session_dir / "stack", args=["--registry-port", "0", "--namespace", "meshtest"])
+    info = up.start(timeout_s=120)
+    info["_up"] = up
+    try:
+        yield info
+    finally:
+        up.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(stack: dict[str, Any]) -> Iterator[RegistryClient]:
+    with RegistryClient(stack["registry"]) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def store(stack: dict[str, Any]) -> AsyncIterator[EtcdStore]:
+    st = EtcdStore.from_spec(stack["etcd"])
+    await st.connect()
+    yield st
+    await st.close()
+
+
+@pytest.fixture(scope="session")
+def ray_driver(stack: dict[str, Any]) -> Iterator[Any]:
+    """This test process joins the stack's Ray cluster as a driver (to kill actors, read their state)."""
+    import ray
+
+    ray.init(address=stack["ray_address"], namespace=stack["namespace"], log_to_driver=False)
+    yield ray
+    ray.shutdown()

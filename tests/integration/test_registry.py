@@ -1,0 +1,218 @@
+"""The registry end to end: gRPC API -> registry-api actor -> shard actors -> real etcd (the `up` stack)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+
+from meshactors.errors import Compacted, InvalidArgument, NotFound
+from meshactors.model import InstanceRef, Status
+from meshactors.registry.client import RegistryClient
+from meshactors.store import codec
+from meshactors.store.etcd import EtcdStore
+from meshactors.store.keys import KeySchema
+from meshactors.v1 import registry_pb2 as pb
+from meshactors.v1 import registry_pb2_grpc as pb_grpc
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+KEYS = KeySchema()
+
+
+def _vip() -> str:
+    return f"svc-{uuid.uuid4().hex[:8]}"
+
+
+def _instance(vip: str, port: int = 8080, **kw: Any) -> pb.Instance:
+    return pb.Instance(vip=vip, host="127.0.0.1", port=port, **kw)
+
+
+def test_register_list_set_status_deregister(registry: RegistryClient) -> None:
+    vip = _vip()
+    ref, stored = registry.register(
+        _instance(vip, zone="z1", version_label="v1", weight=3, metadata={"team": "blue"}, svip=f"{vip}-secure",
+                  secure_port=8443)
+    )  # fmt: skip
+    assert ref == InstanceRef(vip, "127.0.0.1:8080")
+    assert stored.app == vip and stored.registered_at_ms > 0 and stored.mod_revision > 0
+    listed, revision = registry.list(vip=vip)
+    assert revision >= stored.mod_revision
+    assert [(i.instance_id, i.zone, i.weight, dict(i.metadata)) for i in listed] == [
+        ("127.0.0.1:8080", "z1", 3, {"team": "blue"})
+    ]
+    assert [i.instance_id for i in registry.list(vip=f"{vip}-secure")[0]] == ["127.0.0.1:8080"]
+    assert registry.list(app=vip)[0] and not registry.list(app="nobody-here")[0]
+
+    updated = registry.set_status(ref, Status.OUT_OF_SERVICE)
+    assert updated.status == pb.STATUS_OUT_OF_SERVICE and updated.mod_revision > stored.mod_revision
+    assert registry.list(vip=vip)[0][0].status == pb.STATUS_OUT_OF_SERVICE
+    assert registry.heartbeat(ref) > 0  # the override kept the lease
+
+    registry.deregister(ref)
+    assert registry.list(vip=vip)[0] == []
+    with pytest.raises(NotFound):
+        registry.heartbeat(ref)
+    with pytest.raises(NotFound):
+        registry.deregister(ref)
+
+
+def test_heartbeats_keep_an_instance_past_its_lease_and_a_missed_lease_removes_it(registry: RegistryClient) -> None:
+    vip = _vip()
+    lease = pb.LeaseSettings(renewal_interval_seconds=1, duration_seconds=3)
+    kept, _ = registry.register(_instance(vip, 9001, lease=lease))
+    dropped, _ = registry.register(_instance(vip, 9002, lease=lease))
+    deadline = time.monotonic() + 6  # twice the lease duration
+    while time.monotonic() < deadline:
+        registry.heartbeat(kept)
+        time.sleep(0.5)
+    ids = {i.instance_id for i in registry.list(vip=vip)[0]}
+    assert ids == {kept.instance_id}, "the heartbeating instance stays, the silent one expired"
+    with pytest.raises(NotFound, match="register it again"):
+        registry.heartbeat(dropped)
+    registry.deregister(kept)
+
+
+def test_self_preservation_holds_a_mass_expiry(registry: RegistryClient) -> None:
+    vip = _vip()
+    lease = pb.LeaseSettings(renewal_interval_seconds=1, duration_seconds=3)
+    refs = [registry.register(_instance(vip, 9100 + i, lease=lease))[0] for i in range(12)]
+    time.sleep(7)  # no heartbeats at all: every lease would have run out twice over
+    assert len(registry.list(vip=vip)[0]) == 12, "a partition-like heartbeat loss must not wipe the VIP"
+    for ref in refs:
+        registry.heartbeat(ref)
+        registry.deregister(ref)
+    assert registry.list(vip=vip)[0] == []
+
+
+def test_watch_streams_snapshot_then_changes(registry: RegistryClient) -> None:
+    vip = _vip()
+    first, _ = registry.register(_instance(vip, 9201))
+    events: list[pb.WatchEvent] = []
+    synced = threading.Event()
+    done = threading.Event()
+
+    def follow() -> None:
+        try:
+            for ev in registry.watch(0, vip=vip, timeout_s=30):
+                events.append(ev)
+                if ev.type == pb.WatchEvent.SYNCED:
+                    synced.set()
+                if ev.type == pb.WatchEvent.DELETE:
+                    break
+        finally:
+            done.set()
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    assert synced.wait(10)
+    second, _ = registry.register(_instance(vip, 9202))
+    registry.deregister(first)
+    assert done.wait(10)
+    kinds = [(pb.WatchEvent.Type.Name(e.type), e.ref.instance_id) for e in events]
+    assert kinds == [
+        ("SNAPSHOT", first.instance_id),
+        ("SYNCED", ""),
+        ("PUT", second.instance_id),
+        ("DELETE", first.instance_id),
+    ]
+    revs = [e.revision for e in events[2:]]
+    assert revs == sorted(revs)
+
+    # resuming from a revision replays exactly what followed it
+    replay = []
+    for ev in registry.watch(events[2].revision, vip=vip, timeout_s=10):
+        replay.append((pb.WatchEvent.Type.Name(ev.type), ev.ref.instance_id))
+        if ev.type == pb.WatchEvent.DELETE:
+            break
+    assert replay == kinds[2:]
+    registry.deregister(second)
+
+
+async def test_watch_from_a_compacted_revision_is_out_of_range(registry: RegistryClient, store: EtcdStore) -> None:
+    vip = _vip()
+    ref, stored = registry.register(_instance(vip, 9301))
+    registry.deregister(ref)
+    await store.compact(await store.revision())
+    with pytest.raises(Compacted, match="compacted"):
+        for _ in registry.watch(stored.mod_revision, vip=vip, timeout_s=10):
+            pass
+
+
+BAD_REGISTRATIONS = [
+    (pb.Instance(host="127.0.0.1", port=80), "instance.vip", "VIP or an SVIP"),
+    (pb.Instance(vip="Bad_Name", host="127.0.0.1", port=80), "instance.vip", "lowercase DNS name"),
+    (pb.Instance(vip="ok", host="127.0.0.1", port=70000), "instance.port", "out of range"),
+    (pb.Instance(vip="ok", host="127.0.0.1", port=0), "instance.port", "out of range"),
+    (pb.Instance(vip="ok", host="127.0.0.1", port=80, status=42), "instance.status", "unknown status 42"),
+    (pb.Instance(vip="ok", host="127.0.0.1", port=80, metadata={"k": "v" * 300}), "instance.metadata['k']", "256"),
+    (pb.Instance(vip="ok", host="127.0.0.1", port=80, metadata={f"k{i}": "v" for i in range(40)}),
+     "instance.metadata", "at most 32"),
+    (pb.Instance(vip="ok", host="", port=80), "instance.host", "must not be empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("msg, field, reason", BAD_REGISTRATIONS)
+async def test_bad_registrations_are_rejected_naming_the_field_and_write_nothing(
+    stack: dict[str, Any], store: EtcdStore, msg: pb.Instance, field: str, reason: str
+) -> None:
+    before = await store.revision()
+    with grpc.insecure_channel(stack["registry"]) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            pb_grpc.RegistryStub(channel).Register(pb.RegisterRequest(instance=msg), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"{field}: ")
+    assert reason in err.value.details()
+    assert await store.revision() == before, "a rejected registration must not write"
+
+
+async def test_bad_refs_and_unknown_instances(stack: dict[str, Any], store: EtcdStore) -> None:
+    before = await store.revision()
+    with grpc.insecure_channel(stack["registry"]) as channel:
+        stub = pb_grpc.RegistryStub(channel)
+        cases = [
+            (stub.Heartbeat, pb.HeartbeatRequest(), grpc.StatusCode.INVALID_ARGUMENT, "ref: is required"),
+            (stub.Heartbeat, pb.HeartbeatRequest(ref=pb.InstanceRef(vip="", instance_id="x")),
+             grpc.StatusCode.INVALID_ARGUMENT, "ref.vip: "),
+            (stub.Heartbeat, pb.HeartbeatRequest(ref=pb.InstanceRef(vip="nope", instance_id="x")),
+             grpc.StatusCode.NOT_FOUND, "not registered"),
+            (stub.Deregister, pb.DeregisterRequest(ref=pb.InstanceRef(vip="nope", instance_id="x")),
+             grpc.StatusCode.NOT_FOUND, "not registered"),
+            (stub.SetStatus, pb.SetStatusRequest(ref=pb.InstanceRef(vip="nope", instance_id="x"), status=9),
+             grpc.StatusCode.INVALID_ARGUMENT, "status: unknown status 9"),
+            (stub.SetStatus, pb.SetStatusRequest(ref=pb.InstanceRef(vip="nope", instance_id="x"),
+                                                 status=pb.STATUS_DOWN),
+             grpc.StatusCode.NOT_FOUND, "not registered"),
+            (stub.List, pb.ListRequest(vip="UPPER"), grpc.StatusCode.INVALID_ARGUMENT, "vip: "),
+        ]  # fmt: skip
+        for method, request, code, text in cases:
+            with pytest.raises(grpc.RpcError) as err:
+                method(request, timeout=10)
+            assert err.value.code() == code, (request, err.value.details())
+            assert text in err.value.details()
+    assert await store.revision() == before
+
+
+def test_client_maps_invalid_argument_to_the_field(registry: RegistryClient) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        registry.register(pb.Instance(vip="ok", host="127.0.0.1", port=99999))
+    assert err.value.field == "instance.port"
+
+
+async def test_registrations_are_stored_in_etcd_with_their_own_lease(
+    registry: RegistryClient, store: EtcdStore
+) -> None:
+    vip = _vip()
+    a, _ = registry.register(_instance(vip, 9401))
+    b, _ = registry.register(_instance(vip, 9402))
+    kva = await store.get(KEYS.instance(a))
+    kvb = await store.get(KEYS.instance(b))
+    assert kva is not None and kvb is not None
+    assert kva.lease and kvb.lease and kva.lease != kvb.lease
+    assert codec.decode_instance(kva.value).port == 9401
+    registry.deregister(a)
+    registry.deregister(b)
+    assert await store.get(KEYS.instance(a)) is None
