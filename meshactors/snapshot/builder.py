@@ -1,0 +1,124 @@
+"""Pure per-VIP resource building: registry `Instance` records in, versioned Cluster, CLA and Listener out.
+
+Called by the snapshot builders on every registry change (and for every VIP at cold start), so it does no
+I/O and only what the resources need. The bytes come from `meshactors.envoy.resources`; this module never
+touches a protobuf message itself.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from meshactors.envoy.resources import Endpoint, cluster_load_assignment, eds_cluster, grpc_api_listener
+from meshactors.model.instance import Instance, Status
+from meshactors.xds import types
+from meshactors.xds.types import VersionedResource
+
+# Reasons an UP instance is left out of its VIP's ClusterLoadAssignment (reported in VipResources.skipped).
+SKIP_NOT_IP = "host is not an IP address (EDS needs IP literals)"
+SKIP_NO_PORT = "no port for this name"
+SKIP_DUPLICATE = "same address as a more recently registered instance"
+
+
+@dataclass(frozen=True, slots=True)
+class VipResources:
+    """Everything one VIP publishes, each resource versioned by a hash of its bytes.
+
+    `skipped` lists (instance_id, reason) for UP instances that could not be served (so the caller can
+    log them); it does not take part in any version.
+    """
+
+    vip: str
+    cluster: VersionedResource
+    load_assignment: VersionedResource
+    listener: VersionedResource
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def resources(self) -> tuple[VersionedResource, ...]:
+        """The resources in send order (make before break: Cluster, then CLA, then Listener)."""
+        return (self.cluster, self.load_assignment, self.listener)
+
+    def get(self, type_url: str) -> VersionedResource | None:
+        for resource in self.resources():
+            if resource.type_url == type_url:
+                return resource
+        return None
+
+
+def _ip_literal(host: str) -> str | None:
+    """The canonical form of an IP literal (so `::0:1` and `::1` are one address), or None for a name."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.inet_ntop(family, socket.inet_pton(family, host))
+    except (OSError, ValueError):
+        return None
+
+
+def _port_for(vip: str, inst: Instance) -> int | None:
+    """The port `inst` serves `vip` on: `port` for its VIP, `secure_port` for its SVIP, None otherwise."""
+    if inst.vip == vip:
+        return inst.port
+    if inst.svip == vip:
+        return inst.secure_port
+    return None
+
+
+def select_endpoints(
+    vip: str, instances: Iterable[Instance]
+) -> tuple[tuple[Endpoint, ...], tuple[tuple[str, str], ...]]:
+    """The endpoints serving `vip` (sorted by zone, host, port) and the UP instances left out, with why.
+
+    Only UP instances are served. Instances of other names are ignored, so any superset may be passed.
+    When two instances claim one address (an instance re-registered under a new id before the old lease
+    ran out) the most recently registered one wins: grpcio NACKs a CLA that lists an address twice.
+    """
+    by_address: dict[tuple[str, int], tuple[tuple[int, str], Endpoint]] = {}
+    skipped: list[tuple[str, str]] = []
+    for inst in instances:
+        if inst.status is not Status.UP:
+            continue
+        port = _port_for(vip, inst)
+        if port is None:
+            continue
+        if not port:
+            skipped.append((inst.instance_id, SKIP_NO_PORT))
+            continue
+        host = _ip_literal(inst.host)
+        if host is None:
+            skipped.append((inst.instance_id, SKIP_NOT_IP))
+            continue
+        rank = (inst.registered_at_ms, inst.instance_id)
+        endpoint = Endpoint(host, port, inst.zone, inst.weight, inst.instance_id, inst.version_label)
+        previous = by_address.get((host, port))
+        if previous is None:
+            by_address[(host, port)] = (rank, endpoint)
+        elif rank > previous[0]:
+            skipped.append((previous[1].instance_id, SKIP_DUPLICATE))
+            by_address[(host, port)] = (rank, endpoint)
+        else:
+            skipped.append((inst.instance_id, SKIP_DUPLICATE))
+    endpoints = sorted((ep for _, ep in by_address.values()), key=Endpoint.sort_key)
+    return tuple(endpoints), tuple(sorted(skipped))
+
+
+def endpoints_for(vip: str, instances: Iterable[Instance]) -> tuple[Endpoint, ...]:
+    """The endpoints serving `vip`, sorted by (zone, host, port); see `select_endpoints`."""
+    return select_endpoints(vip, instances)[0]
+
+
+def build_vip(vip: str, instances: Iterable[Instance]) -> VipResources:
+    """The Cluster, ClusterLoadAssignment and gRPC api Listener of `vip`, all named `vip`.
+
+    An unknown VIP (no UP instances) gets the same cluster and an empty CLA: Envoy answers 503 at once
+    instead of waiting for the on-demand CDS timeout.
+    """
+    endpoints, skipped = select_endpoints(vip, instances)
+    return VipResources(
+        vip=vip,
+        cluster=VersionedResource.of(types.CLUSTER, vip, eds_cluster(vip)),
+        load_assignment=VersionedResource.of(types.ENDPOINT, vip, cluster_load_assignment(vip, endpoints)),
+        listener=VersionedResource.of(types.LISTENER, vip, grpc_api_listener(vip, vip)),
+        skipped=skipped,
+    )
