@@ -141,11 +141,11 @@ class NackRecord:
     version_info: str = ""
 
 
-R = TypeVar("R", DeltaResponse, SotwResponse)
+ResponseT = TypeVar("ResponseT", DeltaResponse, SotwResponse)
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[R]):
+class Outcome(Generic[ResponseT]):
     """What a stream state machine decided for one request.
 
     `responses` go out in this order. `interest_added` / `interest_removed` are (type URL, name) pairs,
@@ -154,7 +154,7 @@ class Outcome(Generic[R]):
     not one this stream is waiting for (SotW ignores such requests, delta still applies subscriptions).
     """
 
-    responses: tuple[R, ...] = ()
+    responses: tuple[ResponseT, ...] = ()
     interest_added: tuple[tuple[str, str], ...] = ()
     interest_removed: tuple[tuple[str, str], ...] = ()
     rejected: tuple[RejectedName, ...] = ()

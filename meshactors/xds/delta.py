@@ -1,0 +1,386 @@
+"""Delta (incremental) ADS state machine of one stream: DeltaRequests and view changes in, DeltaResponses out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from meshactors.errors import InvalidArgument, ResourceExhausted
+from meshactors.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    SEND_ORDER,
+    WILDCARD,
+    DeltaRequest,
+    DeltaResponse,
+    Limits,
+    NackRecord,
+    Outcome,
+    RejectedName,
+    VersionedResource,
+)
+from meshactors.xds.view import NameValidator, NonceSource, ResourceView, check_name
+
+_ORDER = {type_url: i for i, type_url in enumerate(SEND_ORDER)}
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaTypeStatistics:
+    """One type URL of a delta stream, as seen by the server."""
+
+    type_url: str
+    wildcard: bool
+    subscribed: tuple[str, ...]
+    acked: tuple[tuple[str, str], ...]
+    # Latest version sent per name and not ACKed yet (None: a removal not ACKed yet).
+    unacked: tuple[tuple[str, str | None], ...]
+    pending_nonces: tuple[str, ...]
+    last_nack: NackRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaStatistics:
+    stream_id: str
+    types: tuple[DeltaTypeStatistics, ...]
+    requests: int
+    responses: int
+    acks: int
+    nacks: int
+    unknown_nonces: int
+    last_nack: NackRecord | None
+
+    def for_type(self, type_url: str) -> DeltaTypeStatistics | None:
+        return next((t for t in self.types if t.type_url == type_url), None)
+
+
+class _TypeState:
+    """What one type URL of the stream holds. Keys are subscribed names (a resource may be an alias hit)."""
+
+    __slots__ = ("acked", "last_nack", "pending", "rejected", "sent", "subscribed", "wildcard")
+
+    def __init__(self) -> None:
+        self.wildcard = False
+        self.subscribed: set[str] = set()
+        # Version the client has, or will have once the responses in flight land.
+        self.sent: dict[str, str] = {}
+        self.acked: dict[str, str] = {}
+        # name -> version a NACK refused: never sent again (a different version is).
+        self.rejected: dict[str, str] = {}
+        # nonce -> {name: version sent, None for a removal}, oldest first.
+        self.pending: dict[str, dict[str, str | None]] = {}
+        self.last_nack: NackRecord | None = None
+
+    def covers(self, name: str) -> bool:
+        return self.wildcard or name in self.subscribed
+
+    def forget(self, name: str) -> None:
+        self.sent.pop(name, None)
+        self.acked.pop(name, None)
+        self.rejected.pop(name, None)
+
+
+class DeltaStream:
+    """The server side of one delta ADS stream, every type URL of it. Pure and synchronous.
+
+    The host feeds it each request (`on_request`) and each change of its ResourceView (`on_update`) and
+    sends the responses it returns, in order. Semantics follow design.md section 5; the notable ones:
+
+    - A name subscribed but absent from the view is remembered and sent by `on_update` once it appears.
+      Absence seen in `on_request` never removes an explicitly subscribed name the client holds (the
+      host may not have loaded it yet); absence seen in `on_update` does. Wildcard-only names follow
+      `view.names`, which must be complete.
+    - After a NACK the rejected (name, version) pairs are never sent again; the session keeps the last
+      ACKed version as what the client has, and sends again when the content changes.
+    - A ClusterLoadAssignment is held back while the Cluster of the same name is wanted on this stream
+      but not sent yet (CDS before EDS); cluster removals go in a response of their own, last.
+    """
+
+    def __init__(
+        self,
+        view: ResourceView,
+        limits: Limits | None = None,
+        stream_id: str = "",
+        name_validator: NameValidator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._view = view
+        self._limits = limits or Limits()
+        self.stream_id = stream_id
+        self._validator = name_validator
+        self._clock = clock
+        self._nonces = NonceSource()
+        self._types: dict[str, _TypeState] = {}
+        self._last_nack: NackRecord | None = None
+        self._requests = 0
+        self._responses = 0
+        self._acks = 0
+        self._nacks = 0
+        self._unknown_nonces = 0
+
+    # ------------------------------------------------------------------------------------- requests
+
+    def on_request(self, req: DeltaRequest) -> Outcome[DeltaResponse]:
+        """Apply one DeltaRequest: ACK/NACK bookkeeping, then (even for a stale nonce) its subscriptions."""
+        if not req.type_url:
+            raise InvalidArgument("type_url", "must not be empty")
+        self._requests += 1
+        type_url = req.type_url
+        ts = self._types.get(type_url)
+        first = ts is None
+        if ts is None:
+            if len(self._types) >= self._limits.max_type_urls:
+                raise ResourceExhausted(
+                    f"stream {self.stream_id!r} already uses {len(self._types)} type URLs "
+                    f"(limit {self._limits.max_type_urls}); refused {type_url!r}"
+                )
+            ts = self._types[type_url] = _TypeState()
+
+        nack: NackRecord | None = None
+        ack = False
+        known_nonce = req.response_nonce in ts.pending
+        if req.response_nonce and not known_nonce:
+            self._unknown_nonces += 1
+        if req.error_detail is not None:
+            nack = self._apply_nack(type_url, ts, req)
+        elif known_nonce:
+            self._apply_ack(ts, req.response_nonce)
+            ack = True
+
+        added: list[tuple[str, str]] = []
+        dropped: list[tuple[str, str]] = []
+        rejected: list[RejectedName] = []
+        candidates: set[str] = set()
+
+        if first and not req.subscribe:
+            ts.wildcard = True  # legacy wildcard: the first request of a type names nothing
+            added.append((type_url, WILDCARD))
+            candidates.update(self._view.names(type_url))
+        for name in req.subscribe:
+            if name == WILDCARD:
+                if not ts.wildcard:
+                    ts.wildcard = True
+                    added.append((type_url, WILDCARD))
+                    candidates.update(self._view.names(type_url))
+                continue
+            if name in ts.subscribed:
+                candidates.add(name)  # re-subscribed: sent again only if the client lacks this version
+                continue
+            reason = check_name(self._limits, self._validator, type_url, name)
+            if reason is None and len(ts.subscribed) >= self._limits.max_names_per_type:
+                reason = f"more than {self._limits.max_names_per_type} names subscribed for this type URL"
+            if reason is not None:
+                rejected.append(RejectedName(type_url, name, reason))
+                continue
+            ts.subscribed.add(name)
+            added.append((type_url, name))
+            candidates.add(name)
+
+        for name in req.unsubscribe:
+            if name == WILDCARD:
+                if ts.wildcard:
+                    ts.wildcard = False
+                    dropped.append((type_url, WILDCARD))
+                    for held in [*ts.sent, *ts.rejected]:
+                        if held not in ts.subscribed:
+                            ts.forget(held)
+                            candidates.discard(held)
+                continue
+            if name in ts.subscribed:
+                ts.subscribed.discard(name)
+                dropped.append((type_url, name))
+                if not ts.wildcard:
+                    ts.forget(name)
+                    candidates.discard(name)
+
+        if first:
+            # Reconnect: what the client already holds. Only names it is interested in are kept, and
+            # wildcard-only names only as many as could be subscribed.
+            room = self._limits.max_names_per_type
+            for name, version in req.initial_resource_versions.items():
+                if name not in ts.subscribed:
+                    if not ts.wildcard or room <= 0 or check_name(self._limits, None, type_url, name):
+                        continue
+                    room -= 1
+                ts.sent[name] = version
+                ts.acked[name] = version
+                candidates.add(name)
+
+        refused = [r.name for r in rejected]
+        responses = self._compute({type_url: candidates}, from_update=False, refused={type_url: refused})
+        return Outcome(
+            responses=tuple(responses),
+            interest_added=tuple(added),
+            interest_removed=tuple(dropped),
+            rejected=tuple(rejected),
+            ack=ack,
+            nack=nack,
+            stale=bool(req.response_nonce) and not known_nonce,
+        )
+
+    def _apply_ack(self, ts: _TypeState, nonce: str) -> None:
+        """ACK of `nonce`; responses sent before it were processed first (in order) and count as ACKed."""
+        self._acks += 1
+        while ts.pending:
+            sent_nonce, entry = next(iter(ts.pending.items()))
+            del ts.pending[sent_nonce]
+            self._ack_entry(ts, entry)
+            if sent_nonce == nonce:
+                return
+
+    @staticmethod
+    def _ack_entry(ts: _TypeState, entry: dict[str, str | None]) -> None:
+        for name, version in entry.items():
+            if version is None:
+                ts.acked.pop(name, None)
+            elif name in ts.sent:
+                ts.acked[name] = version
+
+    def _apply_nack(self, type_url: str, ts: _TypeState, req: DeltaRequest) -> NackRecord:
+        self._nacks += 1
+        refused: list[tuple[str, str]] = []
+        if req.response_nonce in ts.pending:
+            while ts.pending:
+                sent_nonce, entry = next(iter(ts.pending.items()))
+                del ts.pending[sent_nonce]
+                if sent_nonce != req.response_nonce:
+                    self._ack_entry(ts, entry)
+                    continue
+                for name, version in entry.items():
+                    if version is None:
+                        continue  # a refused removal is not re-sent either: the name stays dropped
+                    refused.append((name, version))
+                    ts.rejected[name] = version
+                    if ts.sent.get(name) == version:  # no newer version is in flight: back to last good
+                        good = ts.acked.get(name)
+                        if good is None:
+                            ts.sent.pop(name, None)
+                        else:
+                            ts.sent[name] = good
+                break
+        assert req.error_detail is not None
+        record = NackRecord(
+            type_url=type_url,
+            nonce=req.response_nonce,
+            code=req.error_detail.code,
+            message=req.error_detail.message,
+            rejected=tuple(sorted(refused)),
+            at=self._clock(),
+        )
+        ts.last_nack = record
+        self._last_nack = record
+        return record
+
+    # -------------------------------------------------------------------------------------- updates
+
+    def on_update(self, changed: Iterable[tuple[str, str]]) -> list[DeltaResponse]:
+        """The view changed for these (type URL, name) pairs: the responses that bring the client up to date.
+
+        Here a name the view does not have is gone: if the client holds it, it is sent as removed.
+        """
+        candidates: dict[str, set[str]] = {}
+        for type_url, name in changed:
+            ts = self._types.get(type_url)
+            if ts is not None and name != WILDCARD and ts.covers(name):
+                candidates.setdefault(type_url, set()).add(name)
+        return self._compute(candidates, from_update=True, refused={})
+
+    # ------------------------------------------------------------------------------------ computing
+
+    def _cluster_pending(self, name: str) -> bool:
+        """True while the Cluster `name` is wanted on this stream but not sent: its EDS must wait."""
+        cs = self._types.get(CLUSTER)
+        if cs is None or name in cs.sent:
+            return False
+        return name in cs.subscribed or (cs.wildcard and self._view.get(CLUSTER, name) is not None)
+
+    def _compute(
+        self, candidates: dict[str, set[str]], *, from_update: bool, refused: dict[str, list[str]]
+    ) -> list[DeltaResponse]:
+        """Responses for the candidate names, one per type URL in SEND_ORDER, cluster removals last."""
+        responses: list[DeltaResponse] = []
+        cluster_removals: dict[str, str | None] = {}
+        todo = set(candidates) | {t for t, names in refused.items() if names}
+        while todo:
+            type_url = min(todo, key=lambda t: (_ORDER.get(t, len(_ORDER)), t))
+            todo.discard(type_url)
+            ts = self._types[type_url]
+            resources: dict[str, VersionedResource] = {}
+            removed: dict[str, None] = dict.fromkeys(refused.get(type_url, ()))
+            entry: dict[str, str | None] = {}
+            for name in sorted(candidates.get(type_url, ())):
+                res = self._view.get(type_url, name)
+                have = ts.sent.get(name)
+                if res is None:
+                    # Absent: a removal only when we know it is gone (see the class docstring).
+                    if have is not None and (from_update or name not in ts.subscribed):
+                        del ts.sent[name]
+                        if type_url == CLUSTER:
+                            cluster_removals[name] = None
+                        elif name not in resources:
+                            entry[name] = None
+                            removed[name] = None
+                    continue
+                if res.version == have or ts.rejected.get(name) == res.version:
+                    continue
+                if type_url == ENDPOINT and self._cluster_pending(name):
+                    continue  # goes out with (after) its Cluster
+                ts.sent[name] = res.version
+                entry[name] = res.version
+                resources.setdefault(res.name, res)
+                removed.pop(res.name, None)
+                if type_url == CLUSTER:
+                    es = self._types.get(ENDPOINT)
+                    if es is not None and es.covers(name):
+                        candidates.setdefault(ENDPOINT, set()).add(name)
+                        todo.add(ENDPOINT)
+            if resources or removed:
+                responses.append(self._respond(ts, type_url, tuple(resources.values()), tuple(removed), entry))
+        if cluster_removals:
+            cs = self._types[CLUSTER]
+            responses.append(self._respond(cs, CLUSTER, (), tuple(cluster_removals), cluster_removals))
+        return responses
+
+    def _respond(
+        self,
+        ts: _TypeState,
+        type_url: str,
+        resources: tuple[VersionedResource, ...],
+        removed: tuple[str, ...],
+        entry: dict[str, str | None],
+    ) -> DeltaResponse:
+        nonce = self._nonces.next()
+        ts.pending[nonce] = entry
+        self._responses += 1
+        return DeltaResponse(type_url=type_url, nonce=nonce, resources=resources, removed=removed)
+
+    # ----------------------------------------------------------------------------------- statistics
+
+    def statistics(self) -> DeltaStatistics:
+        types = []
+        for type_url in sorted(self._types, key=lambda t: (_ORDER.get(t, len(_ORDER)), t)):
+            ts = self._types[type_url]
+            unacked: dict[str, str | None] = {}
+            for entry in ts.pending.values():
+                unacked.update(entry)
+            types.append(
+                DeltaTypeStatistics(
+                    type_url=type_url,
+                    wildcard=ts.wildcard,
+                    subscribed=tuple(sorted(ts.subscribed)),
+                    acked=tuple(sorted(ts.acked.items())),
+                    unacked=tuple(sorted(unacked.items())),
+                    pending_nonces=tuple(ts.pending),
+                    last_nack=ts.last_nack,
+                )
+            )
+        return DeltaStatistics(
+            stream_id=self.stream_id,
+            types=tuple(types),
+            requests=self._requests,
+            responses=self._responses,
+            acks=self._acks,
+            nacks=self._nacks,
+            unknown_nonces=self._unknown_nonces,
+            last_nack=self._last_nack,
+        )

@@ -1,0 +1,370 @@
+"""The delta ADS state machine (meshactors.xds.delta) fed with plain requests and a dict-backed view."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from meshactors.errors import InvalidArgument, ResourceExhausted
+from meshactors.xds.delta import DeltaStream
+from meshactors.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    VIRTUAL_HOST,
+    DeltaRequest,
+    DeltaResponse,
+    ErrorDetail,
+    Limits,
+    VersionedResource,
+)
+from meshactors.xds.view import DictView
+
+
+def res(type_url: str, name: str, body: bytes | None = b"v1") -> VersionedResource:
+    return VersionedResource.of(type_url, name, body)
+
+
+def names(resp: DeltaResponse) -> list[str]:
+    return [r.name for r in resp.resources]
+
+
+def sub(type_url: str, *subscribe: str, nonce: str = "") -> DeltaRequest:
+    return DeltaRequest(type_url=type_url, subscribe=subscribe, response_nonce=nonce)
+
+
+def ack(stream: DeltaStream, resp: DeltaResponse) -> None:
+    out = stream.on_request(DeltaRequest(type_url=resp.type_url, response_nonce=resp.nonce))
+    assert out.ack and not out.responses
+
+
+def nack(stream: DeltaStream, resp: DeltaResponse, message: str = "bad") -> None:
+    out = stream.on_request(
+        DeltaRequest(type_url=resp.type_url, response_nonce=resp.nonce, error_detail=ErrorDetail(3, message))
+    )
+    assert out.nack is not None and not out.responses
+
+
+@pytest.fixture
+def view() -> DictView:
+    return DictView([res(CLUSTER, "a"), res(CLUSTER, "b"), res(ENDPOINT, "a"), res(ENDPOINT, "b")])
+
+
+def test_subscribe_sends_existing_name_with_a_nonce_and_reports_interest(view: DictView) -> None:
+    stream = DeltaStream(view, stream_id="s1")
+    out = stream.on_request(sub(CLUSTER, "a"))
+    assert [names(r) for r in out.responses] == [["a"]]
+    assert out.responses[0].nonce
+    assert out.interest_added == ((CLUSTER, "a"),)
+    assert out.responses[0].resources[0] is view.get(CLUSTER, "a")
+
+
+def test_unknown_name_is_remembered_and_pushed_when_it_appears(view: DictView) -> None:
+    stream = DeltaStream(view)
+    out = stream.on_request(sub(CLUSTER, "later"))
+    assert out.responses == ()
+    assert out.interest_added == ((CLUSTER, "later"),)
+    assert stream.on_update(view.put(res(CLUSTER, "other"))) == []  # not subscribed
+    [resp] = stream.on_update(view.put(res(CLUSTER, "later")))
+    assert names(resp) == ["later"]
+
+
+def test_legacy_wildcard_first_request_without_names(view: DictView) -> None:
+    stream = DeltaStream(view)
+    out = stream.on_request(DeltaRequest(type_url=CLUSTER))
+    assert out.interest_added == ((CLUSTER, "*"),)
+    assert [names(r) for r in out.responses] == [["a", "b"]]
+    [added] = stream.on_update(view.put(res(CLUSTER, "c")))
+    assert names(added) == ["c"]
+    [gone] = stream.on_update(view.delete(CLUSTER, "a"))
+    assert gone.removed == ("a",) and gone.resources == ()
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and stats.wildcard
+
+
+def test_star_wildcard_after_explicit_names(view: DictView) -> None:
+    stream = DeltaStream(view)
+    [first] = stream.on_request(sub(CLUSTER, "a")).responses
+    ack(stream, first)
+    out = stream.on_request(sub(CLUSTER, "*"))
+    assert out.interest_added == ((CLUSTER, "*"),)
+    assert [names(r) for r in out.responses] == [["b"]]  # "a" is already held
+
+
+def test_empty_request_after_names_is_not_wildcard(view: DictView) -> None:
+    stream = DeltaStream(view)
+    [first] = stream.on_request(sub(CLUSTER, "a")).responses
+    out = stream.on_request(DeltaRequest(type_url=CLUSTER, response_nonce=first.nonce))
+    assert out.responses == () and out.interest_added == ()
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and not stats.wildcard
+    assert stream.on_update(view.put(res(CLUSTER, "new"))) == []
+
+
+def test_ack_moves_versions_from_unacked_to_acked(view: DictView) -> None:
+    stream = DeltaStream(view)
+    [resp] = stream.on_request(sub(CLUSTER, "a")).responses
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None
+    assert stats.unacked == (("a", view.get(CLUSTER, "a").version),)  # type: ignore[union-attr]
+    assert stats.pending_nonces == (resp.nonce,)
+    ack(stream, resp)
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None
+    assert stats.acked == (("a", resp.resources[0].version),)
+    assert stats.unacked == () and stats.pending_nonces == ()
+    assert stream.statistics().acks == 1
+
+
+def test_nack_keeps_last_good_and_never_resends_the_rejected_version() -> None:
+    times = iter([100.0, 200.0])
+    view = DictView([res(CLUSTER, "a", b"good")])
+    stream = DeltaStream(view, clock=lambda: next(times))
+    [first] = stream.on_request(sub(CLUSTER, "a")).responses
+    ack(stream, first)
+    good = first.resources[0].version
+
+    [bad] = stream.on_update(view.put(res(CLUSTER, "a", b"bad")))
+    bad_version = bad.resources[0].version
+    nack(stream, bad, "xDS response validation errors")
+    stats = stream.statistics()
+    assert stats.last_nack is not None
+    assert stats.last_nack.nonce == bad.nonce
+    assert stats.last_nack.message == "xDS response validation errors"
+    assert stats.last_nack.rejected == (("a", bad_version),)
+    assert stats.last_nack.at == 100.0
+    cluster_stats = stats.for_type(CLUSTER)
+    assert cluster_stats is not None and cluster_stats.acked == (("a", good),)
+
+    # The same bad content again (any number of times): nothing is sent.
+    assert stream.on_update([(CLUSTER, "a")]) == []
+    assert stream.on_update(view.put(res(CLUSTER, "a", b"bad"))) == []
+    # A re-subscribe does not resend it either.
+    assert stream.on_request(sub(CLUSTER, "a")).responses == ()
+    # New content is sent.
+    [fixed] = stream.on_update(view.put(res(CLUSTER, "a", b"fixed")))
+    assert fixed.resources[0].body == b"fixed"
+    assert fixed.nonce not in (first.nonce, bad.nonce)
+
+
+def test_nack_of_first_response_sends_nothing_until_content_changes() -> None:
+    view = DictView([res(CLUSTER, "a", b"bad")])
+    stream = DeltaStream(view)
+    [bad] = stream.on_request(sub(CLUSTER, "a")).responses
+    nack(stream, bad)
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and stats.acked == () and stats.unacked == ()
+    assert stream.on_update([(CLUSTER, "a")]) == []
+    [resp] = stream.on_update(view.put(res(CLUSTER, "a", b"good")))
+    assert resp.resources[0].body == b"good"
+
+
+def test_nack_is_detected_by_error_detail_not_by_version(view: DictView) -> None:
+    stream = DeltaStream(view)
+    [resp] = stream.on_request(sub(CLUSTER, "a")).responses
+    out = stream.on_request(
+        DeltaRequest(type_url=CLUSTER, response_nonce=resp.nonce, error_detail=ErrorDetail(13, "boom"))
+    )
+    assert out.nack is not None and not out.ack
+    assert stream.statistics().nacks == 1
+
+
+def test_stale_nonce_still_applies_subscriptions(view: DictView) -> None:
+    stream = DeltaStream(view)
+    [first] = stream.on_request(sub(CLUSTER, "a")).responses
+    out = stream.on_request(sub(CLUSTER, "b", nonce="not-a-nonce-of-this-stream"))
+    assert out.stale and not out.ack
+    assert [names(r) for r in out.responses] == [["b"]]
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and stats.acked == ()  # the stale nonce ACKed nothing
+    assert first.nonce in stats.pending_nonces
+    assert stream.statistics().unknown_nonces == 1
+
+
+def test_nonce_from_a_previous_stream_is_not_valid(view: DictView) -> None:
+    old = DeltaStream(view)
+    [resp] = old.on_request(sub(CLUSTER, "a")).responses
+    new = DeltaStream(view)
+    out = new.on_request(sub(CLUSTER, "a", nonce=resp.nonce))
+    assert out.stale
+    assert out.responses[0].nonce != resp.nonce
+
+
+def test_fresh_nonces_and_no_duplicate_names(view: DictView) -> None:
+    stream = DeltaStream(view)
+    seen: list[str] = []
+    for r in stream.on_request(sub(CLUSTER, "a", "b", "a")).responses:
+        seen.append(r.nonce)
+        assert sorted(names(r)) == ["a", "b"]
+    for i in range(20):
+        changed = view.put(res(CLUSTER, "a", f"v{i}".encode()))
+        [resp] = stream.on_update(changed + changed)  # the same name twice in one update
+        assert names(resp) == ["a"]
+        seen.append(resp.nonce)
+    assert len(set(seen)) == len(seen) == 21
+    assert stream.on_update([(CLUSTER, "a")]) == []  # nothing changed, nothing sent
+
+
+def test_reconnect_sends_only_differing_and_removes_vanished_wildcard_names(view: DictView) -> None:
+    stream = DeltaStream(view)
+    a, b = view.get(CLUSTER, "a"), view.get(CLUSTER, "b")
+    assert a is not None and b is not None
+    out = stream.on_request(
+        DeltaRequest(
+            type_url=CLUSTER,
+            subscribe=("*",),
+            initial_resource_versions={"a": a.version, "b": "old", "vanished": "x"},
+        )
+    )
+    [resp, removal] = out.responses  # cluster removals go in a response of their own, last
+    assert names(resp) == ["b"] and resp.removed == ()
+    assert removal.removed == ("vanished",) and removal.resources == ()
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and ("a", a.version) in stats.acked
+
+
+def test_reconnect_with_explicit_names_waits_for_the_host_before_removing(view: DictView) -> None:
+    stream = DeltaStream(view)
+    a = view.get(ENDPOINT, "a")
+    assert a is not None
+    out = stream.on_request(
+        DeltaRequest(
+            type_url=ENDPOINT,
+            subscribe=("a", "b", "unloaded"),
+            initial_resource_versions={"a": a.version, "b": "old", "unloaded": "v0"},
+        )
+    )
+    assert [names(r) for r in out.responses] == [["b"]]
+    assert out.responses[0].removed == ()  # "unloaded" may still be loading: the client keeps it
+    # The host fetched it: it does not exist. Now it is removed.
+    [gone] = stream.on_update([(ENDPOINT, "unloaded")])
+    assert gone.removed == ("unloaded",) and gone.resources == ()
+
+
+def test_unsubscribe_forgets_and_resubscribe_sends_again(view: DictView) -> None:
+    stream = DeltaStream(view)
+    [resp] = stream.on_request(sub(CLUSTER, "a", "b")).responses
+    ack(stream, resp)
+    out = stream.on_request(DeltaRequest(type_url=CLUSTER, unsubscribe=("a",)))
+    assert out.responses == ()
+    assert out.interest_removed == ((CLUSTER, "a"),)
+    assert stream.on_update(view.put(res(CLUSTER, "a", b"v2"))) == []
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and stats.subscribed == ("b",) and [n for n, _ in stats.acked] == ["b"]
+    [again] = stream.on_request(sub(CLUSTER, "a")).responses
+    assert names(again) == ["a"]
+
+
+def test_unsubscribe_wildcard_forgets_names_held_only_through_it(view: DictView) -> None:
+    stream = DeltaStream(view)
+    [resp] = stream.on_request(sub(CLUSTER, "*", "a")).responses
+    assert names(resp) == ["a", "b"]
+    out = stream.on_request(DeltaRequest(type_url=CLUSTER, response_nonce=resp.nonce, unsubscribe=("*",)))
+    assert out.interest_removed == ((CLUSTER, "*"),)
+    assert stream.on_update(view.put(res(CLUSTER, "b", b"v2"))) == []
+    [still] = stream.on_update(view.put(res(CLUSTER, "a", b"v2")))
+    assert names(still) == ["a"]
+
+
+def test_names_over_the_bound_are_not_stored_and_answered_as_removed(view: DictView) -> None:
+    stream = DeltaStream(view, limits=Limits(max_names_per_type=2))
+    out = stream.on_request(sub(CLUSTER, "a", "b", "c"))
+    assert [(r.name, "more than 2" in r.reason) for r in out.rejected] == [("c", True)]
+    [resp] = out.responses
+    assert names(resp) == ["a", "b"] and resp.removed == ("c",)
+    assert out.interest_added == ((CLUSTER, "a"), (CLUSTER, "b"))
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and stats.subscribed == ("a", "b")
+    assert stream.on_update(view.put(res(CLUSTER, "c"))) == []
+
+
+def test_invalid_names_are_rejected_with_the_reason(view: DictView) -> None:
+    def validator(type_url: str, name: str) -> str | None:
+        return None if name.islower() else "not a lowercase DNS name"
+
+    stream = DeltaStream(view, limits=Limits(max_name_length=10), name_validator=validator)
+    out = stream.on_request(sub(CLUSTER, "*", "a", "BAD", "x" * 11))
+    reasons = {r.name: r.reason for r in out.rejected}
+    assert reasons == {"BAD": "not a lowercase DNS name", "x" * 11: "longer than 10 characters"}
+    [resp] = out.responses
+    assert sorted(resp.removed) == sorted(["BAD", "x" * 11])
+    assert names(resp) == ["a", "b"]  # "*" is not a name to validate
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and stats.subscribed == ("a",) and stats.wildcard
+
+
+def test_type_url_bound_and_empty_type_url(view: DictView) -> None:
+    stream = DeltaStream(view, limits=Limits(max_type_urls=1))
+    stream.on_request(sub(CLUSTER, "a"))
+    with pytest.raises(ResourceExhausted):
+        stream.on_request(sub(ENDPOINT, "a"))
+    with pytest.raises(InvalidArgument):
+        stream.on_request(DeltaRequest(type_url=""))
+
+
+def test_cds_before_eds_in_one_update(view: DictView) -> None:
+    stream = DeltaStream(view)
+    for resp in stream.on_request(sub(CLUSTER, "a")).responses:
+        ack(stream, resp)
+    for resp in stream.on_request(sub(ENDPOINT, "a")).responses:
+        ack(stream, resp)
+    changed = view.put(res(ENDPOINT, "a", b"e2")) + view.put(res(LISTENER, "l")) + view.put(res(CLUSTER, "a", b"c2"))
+    assert [r.type_url for r in stream.on_update(changed)] == [CLUSTER, ENDPOINT]
+
+
+def test_eds_waits_for_its_cluster_on_the_same_stream(view: DictView) -> None:
+    stream = DeltaStream(view)
+    assert stream.on_request(sub(CLUSTER, "svc")).responses == ()  # cluster not there yet
+    view.put(res(ENDPOINT, "svc"))
+    assert stream.on_request(sub(ENDPOINT, "svc")).responses == ()  # held back: its cluster is missing
+    responses = stream.on_update(view.put(res(CLUSTER, "svc")))
+    assert [(r.type_url, names(r)) for r in responses] == [(CLUSTER, ["svc"]), (ENDPOINT, ["svc"])]
+
+
+def test_cluster_removals_go_last(view: DictView) -> None:
+    stream = DeltaStream(view)
+    for type_url in (CLUSTER, ENDPOINT):
+        for resp in stream.on_request(sub(type_url, "a", "b")).responses:
+            ack(stream, resp)
+    changed = view.delete(CLUSTER, "a") + view.put(res(CLUSTER, "b", b"v2")) + view.put(res(ENDPOINT, "b", b"v2"))
+    responses = stream.on_update(changed)
+    assert [(r.type_url, names(r), r.removed) for r in responses] == [
+        (CLUSTER, ["b"], ()),
+        (ENDPOINT, ["b"], ()),
+        (CLUSTER, [], ("a",)),
+    ]
+    assert len({r.nonce for r in responses}) == 3
+    ack(stream, responses[-1])
+    stats = stream.statistics().for_type(CLUSTER)
+    assert stats is not None and [n for n, _ in stats.acked] == ["b"]
+
+
+def test_bodyless_resource_is_sent_as_does_not_exist() -> None:
+    view = DictView([VersionedResource.of(VIRTUAL_HOST, "routes/ghost", None, aliases=("routes/ghost",))])
+    stream = DeltaStream(view)
+    [resp] = stream.on_request(sub(VIRTUAL_HOST, "routes/ghost")).responses
+    assert resp.resources[0].body is None and resp.resources[0].aliases == ("routes/ghost",)
+
+
+def test_statistics_are_frozen(view: DictView) -> None:
+    stream = DeltaStream(view, stream_id="node-1")
+    stream.on_request(sub(CLUSTER, "a"))
+    stats = stream.statistics()
+    assert stats.stream_id == "node-1" and stats.requests == 1 and stats.responses == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.requests = 5  # type: ignore[misc]
+
+
+def test_reconnect_initial_versions_are_bounded_and_ignored_when_not_of_interest(view: DictView) -> None:
+    stream = DeltaStream(view, limits=Limits(max_names_per_type=2))
+    held = {f"gone-{i}": "v" for i in range(5)}
+    out = stream.on_request(DeltaRequest(type_url=LISTENER, subscribe=("*",), initial_resource_versions=held))
+    [removal] = out.responses
+    assert len(removal.removed) == 2 and set(removal.removed) <= set(held)
+    explicit = DeltaStream(view)
+    out = explicit.on_request(
+        DeltaRequest(type_url=CLUSTER, subscribe=("a",), initial_resource_versions={"not-subscribed": "v"})
+    )
+    stats = explicit.statistics().for_type(CLUSTER)
+    assert stats is not None and [n for n, _ in stats.unacked] == ["a"] and stats.acked == ()
