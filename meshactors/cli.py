@@ -60,6 +60,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             registry_port=args.registry_port,
             key_prefix=args.key_prefix,
             ready_file=Path(args.ready_file) if args.ready_file else None,
+            builders=args.builders,
+            xds_servers=args.xds_servers,
+            xds_port=args.xds_port,
         )
     )
 
@@ -194,6 +197,43 @@ def _ray_auth_env(info: dict[str, Any]) -> None:
             os.environ["RAY_AUTH_MODE"] = mode
 
 
+# ---- bootstrap -----------------------------------------------------------------------------------------------
+
+
+def _address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{what}: {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _xds_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
+    spec = args.xds or ",".join(_ready(getattr(args, "ready_file", None)).get("xds", []))
+    if not spec:
+        raise ConfigError("--xds HOST:PORT[,HOST:PORT...] (or --ready-file) is required")
+    return [_address(part, "--xds") for part in spec.split(",") if part.strip()]
+
+
+def bootstrap_text(args: argparse.Namespace) -> str:
+    import yaml
+
+    from meshactors.envoy.bootstrap import envoy_bootstrap, grpc_bootstrap
+
+    xds = _xds_addresses(args)
+    if args.grpc:
+        return json.dumps(grpc_bootstrap(xds, args.node_id), indent=2) + "\n"
+    doc = envoy_bootstrap(
+        xds, args.node_id, listen=_address(args.listen, "--listen"), admin=_address(args.admin, "--admin")
+    )
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    sys.stdout.write(bootstrap_text(args))
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------------------------
 
 
@@ -212,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="address the control plane's servers listen on")
     up.add_argument("--registry-port", type=int, default=7070, help="registry gRPC API port (0: pick a free one)")
     up.add_argument("--key-prefix", default="/meshactors", help="etcd key prefix")
+    up.add_argument("--builders", type=int, default=2, help="number of snapshot builder actors (default 2)")
+    up.add_argument("--xds-servers", type=int, default=2, help="number of xDS server actors (default 2)")
+    up.add_argument(
+        "--xds-port", type=int, default=18000, help="first xDS server's port; the others follow (0: free ports)"
+    )
     up.set_defaults(func=cmd_up)
 
     reg = sub.add_parser("register", help="register an instance and keep it alive with heartbeats")
@@ -245,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--app", help="only instances of this app")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
+
+    bs = sub.add_parser("bootstrap", help="print the generic Envoy bootstrap (or grpcio's, with --grpc)")
+    bs.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from --ready-file)")
+    bs.add_argument("--ready-file", help="read the xDS addresses from this `meshactors up` ready file")
+    bs.add_argument("--node-id", required=True, help="this proxy's node id (the only per-proxy setting)")
+    bs.add_argument("--listen", default="127.0.0.1:15001", help="outbound listener apps send HTTP to")
+    bs.add_argument("--admin", default="127.0.0.1:15000", help="Envoy admin address")
+    bs.add_argument("--grpc", action="store_true", help="print a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
+    bs.set_defaults(func=cmd_bootstrap)
 
     st = sub.add_parser("status", help="list the control plane's actors with their states and restart counts")
     st.add_argument("--ready-file", help="the file `meshactors up --ready-file` wrote")

@@ -8,9 +8,11 @@ from meshactors.errors import ConfigError
 from meshactors.registry.leases import SelfPreservationPolicy
 from meshactors.registry.shard import ShardSettings
 from meshactors.store.keys import DEFAULT_PREFIX, KeySchema
+from meshactors.xds.host import HostSettings
 
 DEFAULT_NAMESPACE = "meshactors"
 DEFAULT_REGISTRY_PORT = 7070
+DEFAULT_XDS_PORT = 18000
 
 
 @dataclass(frozen=True)
@@ -22,12 +24,23 @@ class MeshSettings:
     registry_host: str = "127.0.0.1"
     registry_port: int = DEFAULT_REGISTRY_PORT
     shard: ShardSettings = field(default_factory=ShardSettings)
+    builders: int = 2
+    xds_servers: int = 2
+    xds_host: str = "127.0.0.1"
+    xds_ports: tuple[int, ...] = ()  # one per xDS server; empty: DEFAULT_XDS_PORT, +1, ...
+    xds: HostSettings = field(default_factory=HostSettings)
 
     def __post_init__(self) -> None:
         if self.shards < 1:
             raise ConfigError(f"shards must be at least 1 (got {self.shards})")
         if not 0 <= self.registry_port <= 65535:
             raise ConfigError(f"registry port {self.registry_port} is out of range")
+        if self.builders < 1:
+            raise ConfigError(f"builders must be at least 1 (got {self.builders})")
+        if self.xds_servers < 1:
+            raise ConfigError(f"xds servers must be at least 1 (got {self.xds_servers})")
+        if self.xds_ports and len(self.xds_ports) != self.xds_servers:
+            raise ConfigError(f"{len(self.xds_ports)} xDS ports given for {self.xds_servers} xDS servers")
         KeySchema(self.key_prefix)
 
     @property
@@ -37,6 +50,13 @@ class MeshSettings:
     @property
     def registry_address(self) -> str:
         return f"{self.registry_host}:{self.registry_port}"
+
+    def xds_port_list(self) -> tuple[int, ...]:
+        return self.xds_ports or tuple(DEFAULT_XDS_PORT + i for i in range(self.xds_servers))
+
+    @property
+    def xds_addresses(self) -> list[str]:
+        return [f"{self.xds_host}:{p}" for p in self.xds_port_list()]
 
 
 def shard_settings(

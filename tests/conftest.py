@@ -13,6 +13,9 @@ import pytest
 
 from meshactors.registry.client import RegistryClient
 from meshactors.store.etcd import EtcdStore
+from meshactors.store.server import free_port
+from meshactors.testing.backends import Backend
+from meshactors.testing.envoy import EnvoyProcess
 from meshactors.testing.stack import UpProcess
 
 # Short socket paths for Ray and a directory this test session owns (and removes).
@@ -32,7 +35,7 @@ def session_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def stack(session_dir: Path) -> Iterator[dict[str, Any]]:
     """The embedded default, exactly as a user runs it: `meshactors up --ready-file ...`."""
-    up = UpProcess(session_dir / "stack", args=["--registry-port", "0", "--namespace", "meshtest"])
+    up = UpProcess(session_dir / "stack", args=["--registry-port", "0", "--xds-port", "0", "--namespace", "meshtest"])
     info = up.start(timeout_s=120)
     info["_up"] = up
     try:
@@ -63,3 +66,41 @@ def ray_driver(stack: dict[str, Any]) -> Iterator[Any]:
     ray.init(address=stack["ray_address"], namespace=stack["namespace"], log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def envoy(stack: dict[str, Any], session_dir: Path) -> Iterator[EnvoyProcess]:
+    """One real Envoy started from `meshactors bootstrap`: the generic bootstrap, knowing no services."""
+    import subprocess
+    import sys
+
+    listen, admin = free_port(), free_port()
+    ready = Path(stack["state_dir"]) / "ready.json"
+    bootstrap = session_dir / "envoy.yaml"
+    out = subprocess.run(
+        [sys.executable, "-m", "meshactors.cli", "bootstrap", "--ready-file", str(ready), "--node-id", "e2e-envoy",
+         "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    bootstrap.write_text(out.stdout)
+    proc = EnvoyProcess(bootstrap, ("127.0.0.1", admin), session_dir / "envoy.log").start()
+    proc.listen = ("127.0.0.1", listen)  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def backends() -> Iterator[Any]:
+    """Make backends with `backends("name")`; all are stopped after the test."""
+    made: list[Backend] = []
+
+    def make(name: str) -> Backend:
+        b = Backend(name)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()

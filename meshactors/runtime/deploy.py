@@ -13,6 +13,7 @@ from meshactors.errors import NotReady, Unavailable
 from meshactors.registry.shardmap import shard_name
 from meshactors.runtime.actors import ACTOR_OPTIONS, REGISTRY_API, RegistryApiActor, RegistryShardActor
 from meshactors.runtime.calls import call_sync
+from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor, builder_name, xds_server_name
 from meshactors.settings import MeshSettings
 from meshactors.store.server import free_port
 
@@ -20,13 +21,22 @@ _log = log.get("runtime.deploy")
 
 
 def actor_names(settings: MeshSettings) -> list[str]:
-    return [*(shard_name(i) for i in range(settings.shards)), REGISTRY_API]
+    return [
+        *(shard_name(i) for i in range(settings.shards)),
+        *(builder_name(i) for i in range(settings.builders)),
+        *(xds_server_name(i) for i in range(settings.xds_servers)),
+        REGISTRY_API,
+    ]
 
 
 def resolve_ports(settings: MeshSettings) -> MeshSettings:
     """Actors must rebind the same address after a restart, so port 0 is resolved once, here."""
     if settings.registry_port == 0:
         settings = dataclasses.replace(settings, registry_port=free_port(settings.registry_host))
+    ports = settings.xds_port_list()
+    if any(p == 0 for p in ports):
+        ports = tuple(p or free_port(settings.xds_host) for p in ports)
+        settings = dataclasses.replace(settings, xds_ports=ports)
     return settings
 
 
@@ -39,6 +49,16 @@ def deploy(settings: MeshSettings, timeout_s: float = 60.0) -> MeshSettings:
         handles[name] = RegistryShardActor.options(
             name=name, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
         ).remote(settings, name)
+    for i in range(settings.builders):
+        name = builder_name(i)
+        handles[name] = SnapshotBuilderActor.options(
+            name=name, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
+        ).remote(settings, name)
+    for i, port in enumerate(settings.xds_port_list()):
+        name = xds_server_name(i)
+        handles[name] = XdsServerActor.options(
+            name=name, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
+        ).remote(settings, name, port)
     handles[REGISTRY_API] = RegistryApiActor.options(
         name=REGISTRY_API, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
     ).remote(settings)

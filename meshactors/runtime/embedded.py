@@ -32,6 +32,9 @@ class UpOptions:
     registry_port: int = 7070
     key_prefix: str = "/meshactors"
     ready_file: Path | None = None
+    builders: int = 2
+    xds_servers: int = 2
+    xds_port: int = 18000  # first xDS server's port, the others follow; 0: free ports
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
@@ -89,10 +92,15 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
                 shards=opts.shards,
                 registry_host=opts.registry_host,
                 registry_port=opts.registry_port,
+                builders=opts.builders,
+                xds_servers=opts.xds_servers,
+                xds_host=opts.registry_host,
+                xds_ports=tuple((opts.xds_port + i) if opts.xds_port else 0 for i in range(opts.xds_servers)),
             )
         )
         info = {
             "registry": settings.registry_address,
+            "xds": settings.xds_addresses,
             "etcd": etcd,
             "ray_address": ray.get_runtime_context().gcs_address,
             "namespace": settings.namespace,
@@ -105,7 +113,11 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
         if opts.ready_file:
             write_ready_file(opts.ready_file, info)
         _log.info("meshactors is up", **info)
-        print(f"meshactors is up: registry {info['registry']}, etcd {etcd}, Ray {info['ray_address']}", flush=True)
+        print(
+            f"meshactors is up: registry {info['registry']}, xDS {','.join(info['xds'])}, etcd {etcd}, "
+            f"Ray {info['ray_address']}",
+            flush=True,
+        )
         print("Ctrl-C stops everything this command started.", flush=True)
         stop.wait()
         return 0

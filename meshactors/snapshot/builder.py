@@ -122,3 +122,8 @@ def build_vip(vip: str, instances: Iterable[Instance]) -> VipResources:
         listener=VersionedResource.of(types.LISTENER, vip, grpc_api_listener(vip, vip)),
         skipped=skipped,
     )
+
+
+def listener_for(name: str, vip: str) -> VersionedResource:
+    """A gRPC api Listener named as the client asked (`vip` or `vip:port`), routing to cluster `vip`."""
+    return VersionedResource.of(types.LISTENER, name, grpc_api_listener(name, vip))

@@ -1,0 +1,74 @@
+"""Runs a real Envoy from a bootstrap file in its own session; waits for its admin API; stops it by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshactors.store.server import find_binary
+
+
+@dataclass
+class EnvoyProcess:
+    bootstrap: Path
+    admin: tuple[str, int]
+    log_file: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> EnvoyProcess:
+        cmd = [
+            find_binary("envoy"), "-c", str(self.bootstrap), "--disable-hot-restart",
+            "--log-level", "warning", "--concurrency", "1", *self.extra_args,
+        ]  # fmt: skip
+        with open(self.log_file, "ab") as logf:
+            self.proc = subprocess.Popen(
+                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}; see {self.log_file}")
+            try:
+                if self.admin_get("/ready").strip() == "LIVE":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"envoy admin not LIVE within {timeout_s} s; see {self.log_file}")
+
+    def admin_get(self, path: str, timeout_s: float = 5.0) -> str:
+        url = f"http://{self.admin[0]}:{self.admin[1]}{path}"
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.read().decode()
+
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for line in self.admin_get("/stats").splitlines():
+            key, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[key] = int(value)
+        return out
+
+    def config_dump(self) -> dict[str, Any]:
+        return json.loads(self.admin_get("/config_dump"))
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None

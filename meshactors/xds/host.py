@@ -1,0 +1,341 @@
+"""XdsHost: the ADS server of one process: sessions (one asyncio task + bounded mailbox per stream) over a
+ResourceCache filled on demand from the snapshot side. No Ray here: the runtime wraps it in an actor."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+from meshactors import log
+from meshactors.envoy.codec import ads_generic_handler
+from meshactors.errors import MeshError
+from meshactors.snapshot.builder import VipResources
+from meshactors.xds.cache import ResourceCache, validate_name, vip_of
+from meshactors.xds.delta import DeltaStream
+from meshactors.xds.sotw import SotwStream
+from meshactors.xds.types import WILDCARD, DeltaRequest, DeltaResponse, Limits, SotwRequest, SotwResponse
+
+_log = log.get("xds.host")
+_WAKE = object()
+_END = object()
+
+
+class SnapshotSource(Protocol):
+    """Where a host gets VIP resources: the snapshot builders (over Ray in production)."""
+
+    async def subscribe(self, vips: list[str]) -> list[VipResources]: ...
+
+    async def unsubscribe(self, vips: list[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettings:
+    limits: Limits = field(default_factory=Limits)
+    mailbox_size: int = 64
+    max_new_streams_per_s: float = 1000.0
+    fetch_timeout_s: float = 5.0
+    unsubscribe_grace_s: float = 30.0
+
+
+class _TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class Session:
+    """One ADS stream: its state machine, its mailbox, and the VIPs it holds interest in."""
+
+    __slots__ = (
+        "bad_messages",
+        "kind",
+        "machine",
+        "mailbox",
+        "node_id",
+        "opened_at",
+        "peer",
+        "pending",
+        "resources_sent",
+        "stream_id",
+        "vips",
+        "woken",
+    )  # fmt: skip
+
+    def __init__(self, kind: str, stream_id: str, machine: Any, mailbox_size: int, peer: str) -> None:
+        self.kind = kind
+        self.stream_id = stream_id
+        self.machine = machine
+        self.mailbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=mailbox_size)
+        self.node_id = ""
+        self.peer = peer
+        self.opened_at = time.time()
+        self.pending: set[tuple[str, str]] = set()
+        self.woken = False
+        self.vips: dict[str, set[tuple[str, str]]] = {}
+        self.resources_sent = 0
+        self.bad_messages = 0
+
+    def notify(self, changed: Iterable[tuple[str, str]]) -> None:
+        self.pending.update(changed)
+        if not self.woken:
+            try:
+                self.mailbox.put_nowait(_WAKE)
+                self.woken = True
+            except asyncio.QueueFull:
+                pass  # requests are queued: the loop looks at `pending` after each of them
+
+
+class XdsHost:
+    def __init__(self, name: str, source: SnapshotSource, settings: HostSettings | None = None) -> None:
+        self.name = name
+        self.source = source
+        self.settings = settings or HostSettings()
+        self.cache = ResourceCache()
+        self.ready = asyncio.Event()
+        self.incarnation = secrets.token_hex(6)
+        self._sessions: dict[str, Session] = {}
+        self._vip_sessions: dict[str, set[Session]] = {}
+        self._idle_since: dict[str, float] = {}
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._bucket = _TokenBucket(self.settings.max_new_streams_per_s)
+        self._ids = itertools.count(1)
+        self._background: set[asyncio.Future[None]] = set()
+        self.counters = {"streams": 0, "refused_not_ready": 0, "refused_rate": 0, "nacks": 0, "fetch_failures": 0}
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        return ads_generic_handler(self.delta, self.sotw)
+
+    # ---- streams -------------------------------------------------------------------------------------------
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        if not self.ready.is_set():
+            self.counters["refused_not_ready"] += 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"xDS server {self.name} is still loading; retry")
+        if not self._bucket.take():
+            self.counters["refused_rate"] += 1
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"xDS server {self.name} accepts at most {self.settings.max_new_streams_per_s:g} new streams/s",
+            )
+
+    async def delta(
+        self, requests: AsyncIterator[DeltaRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[DeltaResponse]:
+        await self._admit(context)
+        stream_id = f"{self.name}-{next(self._ids)}"
+        machine = DeltaStream(self.cache, self.settings.limits, stream_id, validate_name)
+        session = Session("delta", stream_id, machine, self.settings.mailbox_size, context.peer())
+        async for resp in self._serve(session, requests):
+            yield resp
+
+    async def sotw(
+        self, requests: AsyncIterator[SotwRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[SotwResponse]:
+        await self._admit(context)
+        stream_id = f"{self.name}-{next(self._ids)}"
+        machine = SotwStream(self.cache, self.settings.limits, stream_id, validate_name)
+        session = Session("sotw", stream_id, machine, self.settings.mailbox_size, context.peer())
+        async for resp in self._serve(session, requests):
+            yield resp
+
+    async def _read(self, session: Session, requests: AsyncIterator[Any]) -> None:
+        try:
+            async for req in requests:
+                await session.mailbox.put(req)  # bounded: a client that floods us is slowed by flow control
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken stream ends the session like a closed one
+            _log.debug("stream read ended", stream=session.stream_id, error=repr(exc))
+        await session.mailbox.put(_END)
+
+    async def _serve(self, session: Session, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        self._sessions[session.stream_id] = session
+        self.counters["streams"] += 1
+        slog = _log.bind(stream=session.stream_id, kind=session.kind, peer=session.peer)
+        slog.info("stream opened")
+        reader = asyncio.create_task(self._read(session, requests))
+        try:
+            while True:
+                item = await session.mailbox.get()
+                if item is _END:
+                    break
+                if item is _WAKE:
+                    session.woken = False
+                else:
+                    if item.node is not None and not session.node_id:
+                        session.node_id = item.node.id
+                        slog = slog.bind(node_id=session.node_id)
+                    for resp in await self._on_request(session, item, slog):
+                        session.resources_sent += len(resp.resources)
+                        yield resp
+                if session.pending:
+                    changed, session.pending = session.pending, set()
+                    for resp in session.machine.on_update(changed):
+                        session.resources_sent += len(resp.resources)
+                        yield resp
+        finally:
+            reader.cancel()
+            self._close(session)
+            slog.info("stream closed", resources_sent=session.resources_sent)
+
+    async def _on_request(self, session: Session, req: Any, slog: Any) -> list[Any]:
+        try:
+            outcome = session.machine.on_request(req)
+        except MeshError as exc:  # one bad message does not end the stream
+            session.bad_messages += 1
+            slog.warning("bad request ignored", error=str(exc), type_url=req.type_url)
+            return []
+        if outcome.nack is not None:
+            self.counters["nacks"] += 1
+            slog.warning(
+                "NACK",
+                type_url=outcome.nack.type_url,
+                error=outcome.nack.message,
+                rejected=list(outcome.nack.rejected),
+            )
+        for rej in outcome.rejected:
+            slog.warning("subscription refused", type_url=rej.type_url, name=rej.name, reason=rej.reason)
+        for type_url, name in outcome.interest_removed:
+            if name != WILDCARD:
+                self._release(session, vip_of(type_url, name), (type_url, name))
+        wanted = [(t, n) for t, n in outcome.interest_added if n != WILDCARD]
+        if wanted:
+            vips = set()
+            for type_url, name in wanted:
+                vip = vip_of(type_url, name)
+                session.vips.setdefault(vip, set()).add((type_url, name))
+                self._vip_sessions.setdefault(vip, set()).add(session)
+                self._idle_since.pop(vip, None)
+                vips.add(vip)
+            missing = [v for v in vips if v not in self.cache]
+            if missing:
+                await self._fetch(missing, slog)
+            # names the cache could not fill are looked at again (sent, or removed if the client held them)
+            session.pending.update(wanted)
+        return list(outcome.responses)
+
+    async def _fetch(self, vips: list[str], slog: Any) -> None:
+        """Get resources for VIPs not in the cache; concurrent asks for one VIP share one fetch."""
+        waits = [self._inflight[v] for v in vips if v in self._inflight]
+        todo = [v for v in vips if v not in self._inflight]
+        if todo:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for v in todo:
+                self._inflight[v] = fut
+            try:
+                got = await asyncio.wait_for(self.source.subscribe(todo), self.settings.fetch_timeout_s)
+                self.apply(got)
+                fut.set_result(None)
+            except (MeshError, TimeoutError) as exc:
+                self.counters["fetch_failures"] += 1
+                slog.warning("could not fetch VIP resources; the names stay subscribed", vips=todo, error=str(exc))
+                fut.set_result(None)
+                asyncio.get_running_loop().call_later(1.0, self._retry, todo)
+            finally:
+                for v in todo:
+                    self._inflight.pop(v, None)
+        if waits:
+            await asyncio.gather(*waits)
+
+    def _retry(self, vips: list[str]) -> None:
+        still = [v for v in vips if v in self._vip_sessions and v not in self.cache]
+        if still:
+            task = asyncio.ensure_future(self._fetch(still, _log.bind(retry=True)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _release(self, session: Session, vip: str, key: tuple[str, str]) -> None:
+        names = session.vips.get(vip)
+        if names is None:
+            return
+        names.discard(key)
+        if names:
+            return
+        del session.vips[vip]
+        holders = self._vip_sessions.get(vip)
+        if holders is not None:
+            holders.discard(session)
+            if not holders:
+                del self._vip_sessions[vip]
+                self._idle_since[vip] = time.monotonic()
+
+    def _close(self, session: Session) -> None:
+        self._sessions.pop(session.stream_id, None)
+        for vip in list(session.vips):
+            for key in list(session.vips.get(vip, ())):
+                self._release(session, vip, key)
+
+    # ---- pushes from the snapshot side ---------------------------------------------------------------------
+
+    def apply(self, resources: Iterable[VipResources]) -> list[str]:
+        """New resources for VIPs; notifies the sessions holding them. Returns the VIPs nobody here wants."""
+        unwanted = []
+        for res in resources:
+            if res.vip not in self._vip_sessions and res.vip not in self._inflight and res.vip not in self.cache:
+                unwanted.append(res.vip)
+                continue
+            changed = self.cache.apply(res)
+            if changed:
+                for session in self._vip_sessions.get(res.vip, ()):
+                    session.notify(changed)
+        return unwanted
+
+    async def evict_idle(self) -> list[str]:
+        """Forget VIPs no session has wanted for the grace period; tell the snapshot side."""
+        now = time.monotonic()
+        idle = [v for v, t in self._idle_since.items() if now - t >= self.settings.unsubscribe_grace_s]
+        for vip in idle:
+            del self._idle_since[vip]
+            self.cache.evict(vip)
+        if idle:
+            try:
+                await self.source.unsubscribe(idle)
+            except MeshError as exc:
+                _log.warning("unsubscribe failed (the builder drops it when it next pushes)", error=str(exc))
+        return idle
+
+    # ---- introspection -------------------------------------------------------------------------------------
+
+    def statistics(self, sessions: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "server": self.name,
+            "ready": self.ready.is_set(),
+            "incarnation": self.incarnation,
+            "sessions": len(self._sessions),
+            "vips_cached": len(self.cache),
+            **self.counters,
+        }
+        if sessions:
+            out["streams"] = [self.session_statistics(s) for s in self._sessions.values()]
+        return out
+
+    @staticmethod
+    def session_statistics(session: Session) -> dict[str, Any]:
+        stats = asdict(session.machine.statistics())
+        return {
+            "stream_id": session.stream_id,
+            "node_id": session.node_id,
+            "kind": session.kind,
+            "peer": session.peer,
+            "opened_at": session.opened_at,
+            "resources_sent": session.resources_sent,
+            "bad_messages": session.bad_messages,
+            "protocol": stats,
+        }

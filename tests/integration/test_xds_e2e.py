@@ -1,0 +1,153 @@
+"""On-demand discovery end to end: a real Envoy from the generic bootstrap, the `up` stack, real backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from meshactors.model import InstanceRef
+from meshactors.registry.client import RegistryClient
+from meshactors.testing.backends import get
+from meshactors.testing.envoy import EnvoyProcess
+from meshactors.v1 import registry_pb2 as pb
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+# e2e registrations outlive the test session: no lease runs out mid-test and changes a version by itself
+LONG_LEASE = pb.LeaseSettings(renewal_interval_seconds=1200, duration_seconds=3600)
+
+
+def _vip(prefix: str = "e2e") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _register(registry: RegistryClient, vip: str, port: int, **kw: Any) -> InstanceRef:
+    ref, _ = registry.register(pb.Instance(vip=vip, host="127.0.0.1", port=port, lease=LONG_LEASE, **kw))
+    return ref
+
+
+def _until(predicate: Any, timeout_s: float, interval_s: float = 0.01) -> float:
+    """Poll until predicate() is true; returns the seconds it took; fails loudly on timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
+    return time.monotonic() - start
+
+
+def test_first_request_to_a_never_seen_vip_returns_200(registry: RegistryClient, envoy: EnvoyProcess, backends) -> None:
+    vip = _vip()
+    b = backends("first")
+    _register(registry, vip, b.port)
+    before = envoy.stats().get("cluster_manager.odcds.update_success", 0)
+    reply = get(envoy.listen, vip)
+    assert (reply.status, reply.body) == (200, "first")
+    again = get(envoy.listen, f"{vip}:8080")  # the port in Host is stripped: same cluster
+    assert (again.status, again.body) == (200, "first")
+    assert envoy.stats()["cluster_manager.odcds.update_success"] == before + 1
+
+
+def test_new_instance_gets_traffic_and_deregistered_one_stops_within_a_second(
+    registry: RegistryClient, envoy: EnvoyProcess, backends
+) -> None:
+    vip = _vip()
+    a, b = backends("a"), backends("b")
+    ref_a = _register(registry, vip, a.port)
+    assert get(envoy.listen, vip).body == "a"
+
+    _register(registry, vip, b.port)
+    took = _until(lambda: get(envoy.listen, vip).body == "b", timeout_s=1.0)
+    assert took < 1.0
+    seen = Counter(get(envoy.listen, vip).body for _ in range(20))
+    assert set(seen) == {"a", "b"}, seen  # round robin over both
+
+    registry.deregister(ref_a)
+    start = time.monotonic()
+    _until(lambda: all(get(envoy.listen, vip).body == "b" for _ in range(4)), timeout_s=1.0)
+    assert time.monotonic() - start < 1.0
+    assert all(get(envoy.listen, vip).body == "b" for _ in range(20))
+
+
+def test_unknown_vip_fails_fast_every_time_then_works_once_registered(
+    registry: RegistryClient, envoy: EnvoyProcess, backends
+) -> None:
+    vip = _vip("later")
+    first, second = get(envoy.listen, vip), get(envoy.listen, vip)
+    assert (first.status, second.status) == (503, 503)
+    assert first.seconds < 0.1 and second.seconds < 0.1, (first.seconds, second.seconds)
+
+    b = backends("late")
+    _register(registry, vip, b.port)
+    _until(lambda: get(envoy.listen, vip).status == 200, timeout_s=2.0)
+    assert get(envoy.listen, vip).body == "late"
+
+
+def _sessions_of(ray: Any, namespace: str, node_id: str) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for name in ("xds-server-0", "xds-server-1"):
+        try:
+            handle = ray.get_actor(name, namespace=namespace)
+            sessions = ray.get(handle.sessions.remote(), timeout=10)
+        except Exception:
+            continue
+        out[name] = [s for s in sessions if s["node_id"] == node_id]
+    return out
+
+
+def test_killing_the_attached_xds_server_keeps_traffic_flowing_and_resends_nothing(
+    stack: dict[str, Any], registry: RegistryClient, envoy: EnvoyProcess, ray_driver: Any, backends
+) -> None:
+    ray = ray_driver
+    vips = [_vip("chaos"), _vip("chaos")]
+    for vip in vips:
+        b = backends(vip)
+        _register(registry, vip, b.port)
+        assert get(envoy.listen, vip).status == 200
+    attached = {k: v for k, v in _sessions_of(ray, stack["namespace"], "e2e-envoy").items() if v}
+    assert len(attached) == 1, attached
+    victim, [old_session] = next(iter(attached.items()))
+
+    failures: list[Any] = []
+    sent = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            for vip in vips:
+                reply = get(envoy.listen, vip)
+                sent += 1
+                if reply.status != 200 or reply.body != vip:
+                    failures.append((vip, reply))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    ray.kill(ray.get_actor(victim, namespace=stack["namespace"]), no_restart=False)
+
+    def reattached() -> bool:
+        now = _sessions_of(ray, stack["namespace"], "e2e-envoy")
+        return any(s["stream_id"] != old_session["stream_id"] for ss in now.values() for s in ss)
+
+    _until(reattached, timeout_s=20, interval_s=0.2)
+    time.sleep(1.0)  # traffic keeps flowing after the reconnect too
+    stop.set()
+    t.join(10)
+    assert sent > 50
+    assert failures == [], failures[:5]
+
+    now = _sessions_of(ray, stack["namespace"], "e2e-envoy")
+    [new_session] = [s for ss in now.values() for s in ss]
+    assert new_session["stream_id"] != old_session["stream_id"]
+    # Envoy came back with initial_resource_versions for everything it held: nothing was resent
+    assert new_session["resources_sent"] == 0, new_session
+    clusters = next(t for t in new_session["protocol"]["types"] if t["type_url"].endswith("Cluster"))
+    assert set(vips) <= set(clusters["subscribed"])
+    assert envoy.stats()["control_plane.connected_state"] == 1

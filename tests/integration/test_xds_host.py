@@ -1,0 +1,218 @@
+"""The ADS host over real gRPC streams with the checking xDS client (no Ray, no etcd: a scripted source).
+
+Every response the clients receive is run through the invariant checker of meshactors.testing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from meshactors.errors import Unavailable
+from meshactors.model import Instance
+from meshactors.snapshot.builder import VipResources, build_vip
+from meshactors.testing.xds_client import DeltaAdsClient, SotwAdsClient
+from meshactors.xds.host import HostSettings, XdsHost
+from meshactors.xds.types import CLUSTER, ENDPOINT, LISTENER, Node
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+class ScriptedSource:
+    """Plays the snapshot builders: serves build_vip over a dict of instances and counts the asks."""
+
+    def __init__(self) -> None:
+        self.instances: dict[str, list[Instance]] = {}
+        self.asked: list[list[str]] = []
+        self.fail = False
+
+    async def subscribe(self, vips: list[str]) -> list[VipResources]:
+        self.asked.append(list(vips))
+        if self.fail:
+            raise Unavailable("builder down (scripted)")
+        return [build_vip(v, self.instances.get(v, [])) for v in vips]
+
+    async def unsubscribe(self, vips: list[str]) -> None:
+        return None
+
+    def set(self, vip: str, *ports: int) -> VipResources:
+        self.instances[vip] = [Instance(app=vip, instance_id=f"i{p}", host="127.0.0.1", vip=vip, port=p) for p in ports]
+        return build_vip(vip, self.instances[vip])
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[XdsHost, ScriptedSource, str]]:
+    source = ScriptedSource()
+    host = XdsHost("test-host", source, HostSettings(max_new_streams_per_s=50))
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((host.generic_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    host.ready.set()
+    try:
+        yield host, source, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+def _cla_ports(body: bytes | None) -> set[int]:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    cla = endpoint_pb2.ClusterLoadAssignment.FromString(body or b"")
+    return {lb.endpoint.address.socket_address.port_value for loc in cla.endpoints for lb in loc.lb_endpoints}
+
+
+async def test_on_demand_cds_then_eds_and_pushes(served: Any) -> None:
+    host, source, target = served
+    source.set("shop", 9001)
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n1")) as client:
+        await client.subscribe(CLUSTER, ["shop"])
+        await client.wait_for(CLUSTER, "shop")
+        await client.subscribe(ENDPOINT, ["shop"])
+        cla = await client.wait_for(ENDPOINT, "shop")
+        assert _cla_ports(cla.body) == {9001}
+        assert source.asked == [["shop"]]  # one fetch served both CDS and EDS
+
+        host.apply([source.set("shop", 9001, 9002)])  # a push from the builder
+        cla = await client.wait_for(ENDPOINT, "shop", lambda r: _cla_ports(r.body) == {9001, 9002})
+        await client.expect_silence(0.3)  # nothing else changed: nothing else sent
+        assert client.violations == []
+
+
+async def test_unknown_vip_gets_an_endpointless_cluster_then_the_real_one(served: Any) -> None:
+    host, source, target = served
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n2")) as client:
+        await client.subscribe(CLUSTER, ["ghost"])
+        await client.wait_for(CLUSTER, "ghost")
+        await client.subscribe(ENDPOINT, ["ghost"])
+        cla = await client.wait_for(ENDPOINT, "ghost")
+        assert _cla_ports(cla.body) == set()
+        host.apply([source.set("ghost", 9100)])
+        await client.wait_for(ENDPOINT, "ghost", lambda r: _cla_ports(r.body) == {9100})
+        assert client.violations == []
+
+
+async def test_reconnect_with_initial_versions_resends_only_what_changed(served: Any) -> None:
+    host, source, target = served
+    source.set("a", 1001)
+    source.set("b", 1002)
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n3")) as client:
+        await client.subscribe(CLUSTER, ["a", "b"])
+        await client.subscribe(ENDPOINT, ["a", "b"])
+        await client.wait_for(ENDPOINT, "a")
+        await client.wait_for(ENDPOINT, "b")
+        sessions_before = host.statistics()["streams"]
+        # while the client is away, b changes; a does not
+        await client.close()
+        host.apply([source.set("b", 1002, 1003)])
+        await client.reconnect()
+        await client.wait_for(ENDPOINT, "b", lambda r: _cla_ports(r.body) == {1002, 1003})
+        await client.expect_silence(0.3)
+        new = [s for s in host.statistics()["streams"] if s["node_id"] == "n3"]
+        assert len(new) == 1 and new[0]["stream_id"] not in {s["stream_id"] for s in sessions_before}
+        assert new[0]["resources_sent"] == 1  # only b's endpoints
+        assert client.violations == []
+
+
+async def test_nack_keeps_last_good_and_is_reported(served: Any) -> None:
+    host, source, target = served
+    source.set("n", 2001)
+    bad_version: list[str] = []
+
+    def nack(resp: Any) -> str | None:
+        if resp.type_url == ENDPOINT and any(_cla_ports(r.body) == {2001, 2002} for r in resp.resources):
+            bad_version.append(resp.resources[0].version)
+            return "rejected by test"
+        return None
+
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n4"), nack_when=nack) as client:
+        await client.subscribe(CLUSTER, ["n"])
+        await client.subscribe(ENDPOINT, ["n"])
+        await client.wait_for(ENDPOINT, "n")
+        host.apply([source.set("n", 2001, 2002)])
+        await asyncio.sleep(0.3)
+        host.apply([source.set("n", 2001, 2002)])  # same content pushed again: never resent after the NACK
+        await client.expect_silence(0.3)
+        [session] = [s for s in host.statistics()["streams"] if s["node_id"] == "n4"]
+        nack_record = session["protocol"]["last_nack"]
+        assert nack_record["message"] == "rejected by test"
+        assert host.counters["nacks"] == 1
+        host.apply([source.set("n", 2003)])  # new content is sent again
+        await client.wait_for(ENDPOINT, "n", lambda r: _cla_ports(r.body) == {2003})
+        assert client.violations == []
+
+
+async def test_proxyless_sotw_lds_cds_eds(served: Any) -> None:
+    _host, source, target = served
+    source.set("greeter", 50051)
+    async with grpc.aio.insecure_channel(target) as ch, SotwAdsClient(ch, Node("g1")) as client:
+        await client.subscribe(LISTENER, ["greeter:50051"])
+        await client.wait_for(LISTENER, "greeter:50051")
+        await client.subscribe(CLUSTER, ["greeter"])
+        await client.wait_for(CLUSTER, "greeter")
+        await client.subscribe(ENDPOINT, ["greeter"])
+        cla = await client.wait_for(ENDPOINT, "greeter")
+        assert _cla_ports(cla.body) == {50051}
+        await client.expect_silence(0.3)  # ACKs are not answered
+        assert client.violations == []
+
+
+async def test_invalid_names_are_refused_without_ending_the_stream(served: Any) -> None:
+    _host, source, target = served
+    source.set("ok", 3001)
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n5")) as client:
+        await client.subscribe(CLUSTER, ["Not_A_VIP", "x" * 300])
+        await client.subscribe(CLUSTER, ["ok"])
+        await client.wait_for(CLUSTER, "ok")
+        assert all("Not_A_VIP" not in asked for asked in source.asked)
+        assert client.violations == []
+
+
+async def test_streams_are_refused_until_loaded_and_beyond_the_rate(served: Any) -> None:
+    host, _source, target = served
+    host.ready.clear()
+    async with grpc.aio.insecure_channel(target) as ch:
+        client = DeltaAdsClient(ch, Node("early"))
+        with pytest.raises(Unavailable):
+            await client.connect()
+            await client.subscribe(CLUSTER, ["x"])
+            await client.wait_for(CLUSTER, "x", timeout=5)
+        await client.close()
+    assert host.counters["refused_not_ready"] >= 1
+    host.ready.set()
+    codes = []
+    async with grpc.aio.insecure_channel(target) as ch:
+        from meshactors.envoy.codec import delta_ads_stream
+        from meshactors.xds.types import DeltaRequest
+
+        async def one() -> grpc.StatusCode:
+            call = delta_ads_stream(ch)(iter([DeltaRequest(type_url=CLUSTER, node=Node("burst"))]))
+            try:
+                async for _ in call:
+                    break
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            finally:
+                call.cancel()
+            return grpc.StatusCode.OK
+
+        codes = await asyncio.gather(*(one() for _ in range(120)))
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert host.counters["refused_rate"] >= 1
+
+
+async def test_a_failed_fetch_is_retried(served: Any) -> None:
+    _host, source, target = served
+    source.set("flaky", 4001)
+    source.fail = True
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n6")) as client:
+        await client.subscribe(CLUSTER, ["flaky"])
+        await asyncio.sleep(0.2)
+        source.fail = False
+        await client.wait_for(CLUSTER, "flaky", timeout=5)
+        assert len(source.asked) >= 2
+        assert client.violations == []
