@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 # ---- register / deregister / ls -----------------------------------------------------------------------------------
 
 
-def cmd_register(args: argparse.Namespace) -> int:
+def _instance_from_args(args: argparse.Namespace) -> Any:
     from meshactors.model import Instance, LeaseSettings, Status
     from meshactors.model.validate import parse_status
-    from meshactors.registry.client import RegistryClient
 
-    inst = Instance(
+    return Instance(
         app=args.app or "",
         instance_id=args.instance_id or "",
         host=args.host,
@@ -90,21 +90,43 @@ def cmd_register(args: argparse.Namespace) -> int:
         metadata=_metadata(args.metadata),
         lease=LeaseSettings(args.lease_renewal, args.lease_duration),
     )
-    target = _registry(args)
-    with RegistryClient(target) as client:
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from meshactors.registry.client import RegistryClient
+
+    inst = _instance_from_args(args)
+    with RegistryClient(_registry(args)) as client:
         ref, stored = client.register(inst)
         address = f"{stored.host}:{stored.port or stored.secure_port}"
         print(f"registered {ref.vip}/{ref.instance_id} at {address}", flush=True)
         if args.once:
             return 0
-        return _heartbeat_until_stopped(client, inst, ref, args.lease_renewal)
+        stop = _stop_on_signals()
+        _heartbeat_until_stopped(client, inst, ref, args.lease_renewal, stop)
+        return 0
 
 
-def _heartbeat_until_stopped(client: Any, inst: Any, ref: Any, interval_s: float) -> int:
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(interval_s):
+    return stop
+
+
+def _heartbeat_until_stopped(
+    client: Any, inst: Any, ref: Any, interval_s: float, stop: threading.Event, alive: Any = None
+) -> None:
+    """Heartbeat every renewal interval (re-registering if the lease ran out) until `stop`; then deregister."""
+    tick = min(interval_s, 0.5) if alive is not None else interval_s
+    next_beat = time.monotonic() + interval_s
+    while not stop.wait(tick):
+        if alive is not None and not alive():
+            print(f"{ref}: the proxy exited; stopping", file=sys.stderr, flush=True)
+            break
+        if time.monotonic() < next_beat:
+            continue
+        next_beat = time.monotonic() + interval_s
         try:
             client.heartbeat(ref)
         except NotFound:
@@ -120,7 +142,41 @@ def _heartbeat_until_stopped(client: Any, inst: Any, ref: Any, interval_s: float
         print(f"deregistered {ref}", flush=True)
     except MeshError as exc:
         print(f"{ref}: deregistration failed: {exc}", file=sys.stderr, flush=True)
-    return 0
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    """Join the mesh: register the local app, run Envoy from the generic bootstrap, heartbeat, clean up."""
+    import tempfile
+
+    import yaml
+
+    from meshactors.envoy.bootstrap import envoy_bootstrap
+    from meshactors.envoy.process import EnvoyProcess
+    from meshactors.registry.client import RegistryClient
+
+    inst = _instance_from_args(args)
+    xds = _xds_addresses(args)
+    listen, admin = _address(args.listen, "--listen"), _address(args.admin, "--admin")
+    node_id = args.node_id or f"{args.vip or args.svip}-{args.host}-{args.port or args.secure_port}"
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="meshactors-sidecar-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bootstrap = work / "envoy.yaml"
+    bootstrap.write_text(yaml.safe_dump(envoy_bootstrap(xds, node_id, listen=listen, admin=admin), sort_keys=False))
+    stop = _stop_on_signals()
+    envoy = EnvoyProcess(bootstrap, admin, work / "envoy.log", listen=listen).start()
+    print(f"envoy running (pid {envoy.proc.pid if envoy.proc else '?'}): apps send http://<vip>/ to "
+          f"{listen[0]}:{listen[1]}; admin {admin[0]}:{admin[1]}; log {work / 'envoy.log'}", flush=True)  # fmt: skip
+    try:
+        with RegistryClient(_registry(args)) as client:
+            ref, stored = client.register(inst)
+            print(f"registered {ref.vip}/{ref.instance_id} at {stored.host}:{stored.port or stored.secure_port}",
+                  flush=True)  # fmt: skip
+            _heartbeat_until_stopped(client, inst, ref, args.lease_renewal, stop, alive=envoy.alive)
+    finally:
+        crashed = not envoy.alive()
+        envoy.stop()
+        print("envoy stopped", flush=True)
+    return 1 if crashed and not stop.is_set() else 0
 
 
 def cmd_deregister(args: argparse.Namespace) -> int:
@@ -234,6 +290,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from meshactors.demo import run_demo
+
+    return run_demo(Path(args.keep_dir) if args.keep_dir else None)
+
+
 # ---- parser -----------------------------------------------------------------------------------------------------
 
 
@@ -260,23 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     reg = sub.add_parser("register", help="register an instance and keep it alive with heartbeats")
-    _registry_args(reg)
-    reg.add_argument("--vip", help="plain-traffic name, e.g. myservice")
-    reg.add_argument("--svip", help="mTLS name, e.g. myservice-secure")
-    reg.add_argument("--host", required=True)
-    reg.add_argument("--port", type=int, help="plain port (with --vip)")
-    reg.add_argument("--secure-port", type=int, help="mTLS port (with --svip)")
-    reg.add_argument("--app", help="application name (default: the VIP)")
-    reg.add_argument("--instance-id", help="instance id (default: host:port)")
-    reg.add_argument("--zone", default="default")
-    reg.add_argument("--status", help="UP (default), DOWN, STARTING or OUT_OF_SERVICE")
-    reg.add_argument("--version-label", default="")
-    reg.add_argument("--weight", type=int, default=1)
-    reg.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
-    reg.add_argument("--lease-renewal", type=int, default=30, help="heartbeat interval in seconds (default 30)")
-    reg.add_argument("--lease-duration", type=int, default=90, help="lease duration in seconds (default 90)")
+    _instance_args(reg)
     reg.add_argument("--once", action="store_true", help="register and exit (the lease then runs out by itself)")
     reg.set_defaults(func=cmd_register)
+
+    car = sub.add_parser("sidecar", help="join the mesh: register the local app and run its Envoy sidecar")
+    _instance_args(car, host_default="127.0.0.1")
+    car.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from --ready-file)")
+    car.add_argument("--listen", default="127.0.0.1:15001", help="outbound listener the app sends HTTP to")
+    car.add_argument("--admin", default="127.0.0.1:15000", help="Envoy admin address")
+    car.add_argument("--node-id", help="proxy node id (default: <vip>-<host>-<port>)")
+    car.add_argument("--work-dir", help="where the bootstrap and Envoy's log go (default: a temp dir)")
+    car.set_defaults(func=cmd_sidecar)
 
     dereg = sub.add_parser("deregister", help="remove a registration")
     _registry_args(dereg)
@@ -300,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--grpc", action="store_true", help="print a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
     bs.set_defaults(func=cmd_bootstrap)
 
+    demo = sub.add_parser("demo", help="show the whole story on the embedded default in under a minute")
+    demo.add_argument("--keep-dir", help="keep logs and state here instead of a temp dir")
+    demo.set_defaults(func=cmd_demo)
+
     st = sub.add_parser("status", help="list the control plane's actors with their states and restart counts")
     st.add_argument("--ready-file", help="the file `meshactors up --ready-file` wrote")
     st.add_argument("--ray-address")
@@ -307,6 +368,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     return p
+
+
+def _instance_args(reg: argparse.ArgumentParser, host_default: str | None = None) -> None:
+    _registry_args(reg)
+    reg.add_argument("--vip", help="plain-traffic name, e.g. myservice")
+    reg.add_argument("--svip", help="mTLS name, e.g. myservice-secure")
+    reg.add_argument("--host", required=host_default is None, default=host_default, help="the app's address")
+    reg.add_argument("--port", type=int, help="plain port (with --vip)")
+    reg.add_argument("--secure-port", type=int, help="mTLS port (with --svip)")
+    reg.add_argument("--app", help="application name (default: the VIP)")
+    reg.add_argument("--instance-id", help="instance id (default: host:port)")
+    reg.add_argument("--zone", default="default")
+    reg.add_argument("--status", help="UP (default), DOWN, STARTING or OUT_OF_SERVICE")
+    reg.add_argument("--version-label", default="")
+    reg.add_argument("--weight", type=int, default=1)
+    reg.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    reg.add_argument("--lease-renewal", type=int, default=30, help="heartbeat interval in seconds (default 30)")
+    reg.add_argument("--lease-duration", type=int, default=90, help="lease duration in seconds (default 90)")
 
 
 def _registry_args(p: argparse.ArgumentParser) -> None:

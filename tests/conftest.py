@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from meshactors.envoy.process import EnvoyProcess
 from meshactors.registry.client import RegistryClient
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.server import free_port
 from meshactors.testing.backends import Backend
-from meshactors.testing.envoy import EnvoyProcess
 from meshactors.testing.stack import UpProcess
 
 # Short socket paths for Ray and a directory this test session owns (and removes).
@@ -83,8 +83,9 @@ def envoy(stack: dict[str, Any], session_dir: Path) -> Iterator[EnvoyProcess]:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     bootstrap.write_text(out.stdout)
-    proc = EnvoyProcess(bootstrap, ("127.0.0.1", admin), session_dir / "envoy.log").start()
-    proc.listen = ("127.0.0.1", listen)  # type: ignore[attr-defined]
+    proc = EnvoyProcess(
+        bootstrap, ("127.0.0.1", admin), session_dir / "envoy.log", listen=("127.0.0.1", listen)
+    ).start()
     try:
         yield proc
     finally:

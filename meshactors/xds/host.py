@@ -169,7 +169,6 @@ class XdsHost:
         self._sessions[session.stream_id] = session
         self.counters["streams"] += 1
         slog = _log.bind(stream=session.stream_id, kind=session.kind, peer=session.peer)
-        slog.info("stream opened")
         reader = asyncio.create_task(self._read(session, requests))
         try:
             while True:
@@ -182,6 +181,7 @@ class XdsHost:
                     if item.node is not None and not session.node_id:
                         session.node_id = item.node.id
                         slog = slog.bind(node_id=session.node_id)
+                        slog.info("stream opened")
                     for resp in await self._on_request(session, item, slog):
                         session.resources_sent += len(resp.resources)
                         yield resp

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from meshactors.envoy.process import EnvoyProcess
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
 from meshactors.testing.backends import get
-from meshactors.testing.envoy import EnvoyProcess
 from meshactors.v1 import registry_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -1,4 +1,4 @@
-"""Runs a real Envoy from a bootstrap file in its own session; waits for its admin API; stops it by PID."""
+"""EnvoyProcess: runs the real Envoy binary from a bootstrap file in its own session; admin API; stop by PID."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class EnvoyProcess:
     log_file: Path
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    listen: tuple[str, int] = ("127.0.0.1", 15001)
 
     def start(self, timeout_s: float = 30.0) -> EnvoyProcess:
         cmd = [
@@ -72,3 +73,6 @@ class EnvoyProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
