@@ -43,6 +43,20 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _resources(pairs: list[str]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for pair in pairs:
+        name, sep, amount = pair.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not name or value <= 0:
+            raise ConfigError(f"--actor-resource {pair!r} is not NAME=AMOUNT with AMOUNT > 0")
+        out.append((name, value))
+    return tuple(out)
+
+
 # ---- up ---------------------------------------------------------------------------------------------------------
 
 
@@ -64,6 +78,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             builders=args.builders,
             xds_servers=args.xds_servers,
             xds_port=args.xds_port,
+            max_new_streams_per_s=args.max_new_streams_per_s,
+            actor_resources=_resources(args.actor_resource),
         )
     )
 
@@ -219,16 +235,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    info = _ready(args.ready_file)
+    _ray_auth_env(info)  # before Ray is imported: it reads the auth mode once
     import ray
 
     from meshactors.runtime.status import actor_status
 
-    info = _ready(args.ready_file)
     address = args.ray_address or info.get("ray_address")
     namespace = args.namespace or info.get("namespace") or "meshactors"
     if not address:
         raise ConfigError("status needs --ready-file (written by `meshactors up`) or --ray-address")
-    _ray_auth_env(info)
     ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="ERROR")
     try:
         rows = actor_status(namespace)
@@ -290,6 +306,38 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    info = _ready(args.ready_file)
+    _ray_auth_env(info)  # before Ray is imported: it reads the auth mode once
+    from meshactors.runtime.chaos import ChaosOptions, format_report, run_chaos
+
+    for key, value in (("registry", args.registry), ("etcd", args.etcd), ("ray_address", args.ray_address),
+                       ("namespace", args.namespace)):  # fmt: skip
+        if value:
+            info[key] = value
+    if args.xds:
+        info["xds"] = [a.strip() for a in args.xds.split(",") if a.strip()]
+    info.setdefault("namespace", "meshactors")
+    kill = [name.strip() for item in args.kill for name in item.split(",") if name.strip()]
+    report = run_chaos(
+        ChaosOptions(
+            info=info,
+            duration_s=args.duration,
+            interval_s=args.interval,
+            kill=kill,
+            rate=args.rate,
+            vips=args.vips,
+            etcd_fault=args.etcd_fault or "",
+            etcd_fault_s=args.etcd_fault_seconds,
+            seed=args.seed,
+        )
+    )
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["ok"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from meshactors.demo import run_demo
 
@@ -318,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--xds-servers", type=int, default=2, help="number of xDS server actors (default 2)")
     up.add_argument(
         "--xds-port", type=int, default=18000, help="first xDS server's port; the others follow (0: free ports)"
+    )
+    up.add_argument(
+        "--max-new-streams-per-s",
+        type=float,
+        default=1000.0,
+        help="new ADS streams each xDS server accepts per second; beyond: RESOURCE_EXHAUSTED (default 1000)",
+    )
+    up.add_argument(
+        "--actor-resource",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="a Ray resource every control-plane actor asks for (keeps them on nodes that offer it)",
     )
     up.set_defaults(func=cmd_up)
 
@@ -360,6 +421,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="show the whole story on the embedded default in under a minute")
     demo.add_argument("--keep-dir", help="keep logs and state here instead of a temp dir")
     demo.set_defaults(func=cmd_demo)
+
+    ch = sub.add_parser("chaos", help="kill actors (and etcd) under load through a real Envoy; report the damage")
+    ch.add_argument("--ready-file", help="the file `meshactors up --ready-file` wrote")
+    ch.add_argument("--registry", help="registry API host:port (instead of the ready file)")
+    ch.add_argument("--xds", help="xDS servers HOST:PORT[,...] (instead of the ready file)")
+    ch.add_argument("--etcd", help="etcd URL(s) (instead of the ready file)")
+    ch.add_argument("--ray-address", help="Ray cluster address (instead of the ready file)")
+    ch.add_argument("--namespace", help="Ray namespace of the actors (default meshactors)")
+    ch.add_argument("--duration", type=float, default=30.0, help="seconds of load and faults (default 30)")
+    ch.add_argument("--interval", type=float, default=4.0, help="seconds between kills (default 4)")
+    ch.add_argument(
+        "--kill",
+        action="append",
+        default=[],
+        metavar="ACTOR",
+        help="kill these actors in turn (repeatable or comma-separated; default: every kind, random)",
+    )
+    ch.add_argument("--rate", type=float, default=50.0, help="requests per second through Envoy (default 50)")
+    ch.add_argument("--vips", type=int, default=2, help="VIPs the load is spread over (default 2)")
+    ch.add_argument("--etcd-fault", choices=["pause", "kill"], help="also pause (SIGSTOP) or kill the embedded etcd")
+    ch.add_argument("--etcd-fault-seconds", type=float, default=10.0, help="how long a pause lasts (default 10)")
+    ch.add_argument("--seed", type=int, help="random seed for the choice of victims")
+    ch.add_argument("--json", help="also write the report here as JSON")
+    ch.set_defaults(func=cmd_chaos)
 
     st = sub.add_parser("status", help="list the control plane's actors with their states and restart counts")
     st.add_argument("--ready-file", help="the file `meshactors up --ready-file` wrote")

@@ -29,6 +29,8 @@ class MeshSettings:
     xds_host: str = "127.0.0.1"
     xds_ports: tuple[int, ...] = ()  # one per xDS server; empty: DEFAULT_XDS_PORT, +1, ...
     xds: HostSettings = field(default_factory=HostSettings)
+    # Ray resources every control-plane actor asks for, e.g. {"meshactors": 1} to keep them on labeled nodes.
+    actor_resources: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.shards < 1:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from meshactors import log
 from meshactors.errors import Conflict, MeshError, NotFound, Unavailable
@@ -18,6 +19,7 @@ from meshactors.store.keys import KeySchema
 from meshactors.store.watch import Changes, ResumableWatch
 
 _FENCE_RETRIES = 5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class Stored:
 class ShardSettings:
     sweep_interval_s: float = 1.0
     ready_wait_s: float = 5.0
+    # An etcd call that fails as Unavailable (e.g. the member we talk to just died) is retried this long.
+    etcd_retry_s: float = 3.0
     policy: SelfPreservationPolicy = field(default_factory=SelfPreservationPolicy)
 
 
@@ -234,15 +238,15 @@ class RegistryShardCore:
         inst = replace(inst, registered_at_ms=int(time.time() * 1000))
         key = self.keys.instance(ref)
         value = codec.encode_instance(inst)
-        lease_id = await self.store.grant_lease(inst.lease.duration_s)
+        lease_id = await self._etcd(self.store.grant_lease, inst.lease.duration_s)
         try:
             for _ in range(_FENCE_RETRIES):
-                current = await self.store.get(key)
+                current = await self._etcd(self.store.get, key)
                 try:
                     if current is None:
-                        revision = await self.store.create(key, value, lease_id)
+                        revision = await self._etcd(self.store.create, key, value, lease_id)
                     else:
-                        revision = await self.store.replace(key, value, current.mod_revision, lease_id)
+                        revision = await self._etcd(self.store.replace, key, value, current.mod_revision, lease_id)
                 except Conflict:
                     continue
                 break
@@ -266,7 +270,7 @@ class RegistryShardCore:
         st = self._stored.get(ref)
         if st is None:
             raise NotFound(f"instance {ref} is not registered (its lease may have expired): register it again")
-        ttl = await self.store.keep_alive(st.lease_id)
+        ttl = await self._etcd(self.store.keep_alive, st.lease_id)
         if ttl <= 0:
             self._remove(ref, st.mod_revision + 1, "expired")
             raise NotFound(f"instance {ref}: its lease expired; register it again")
@@ -278,12 +282,15 @@ class RegistryShardCore:
         validate_ref(ref)
         await self._check_owner(ref.vip)
         key = self.keys.instance(ref)
-        current = await self.store.get(key)
+        current = await self._etcd(self.store.get, key)
         if current is None:
             self._stored.pop(ref, None)
             self.book.forget(ref)
             raise NotFound(f"instance {ref} is not registered")
-        revision = await self.store.delete(key)
+        try:
+            revision = await self._etcd(self.store.delete, key, current.mod_revision)
+        except Conflict:
+            revision = await self._etcd(self.store.delete, key)  # changed meanwhile (e.g. a status override)
         self._stored.pop(ref, None)
         self.book.forget(ref)
         if current.lease:
@@ -298,13 +305,13 @@ class RegistryShardCore:
         await self._check_owner(ref.vip)
         key = self.keys.instance(ref)
         for _ in range(_FENCE_RETRIES):
-            current = await self.store.get(key)
+            current = await self._etcd(self.store.get, key)
             if current is None:
                 raise NotFound(f"instance {ref} is not registered")
             inst = codec.decode_instance(current.value).with_status(status)
             try:
-                revision = await self.store.replace(
-                    key, codec.encode_instance(inst), current.mod_revision, current.lease
+                revision = await self._etcd(
+                    self.store.replace, key, codec.encode_instance(inst), current.mod_revision, current.lease
                 )
             except Conflict:
                 continue
@@ -313,6 +320,19 @@ class RegistryShardCore:
             self._log.info("status set", ref=str(ref), status=status.value, revision=revision)
             return inst, revision
         raise Conflict(f"{ref} kept changing under concurrent writes; try again")
+
+    async def _etcd(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run one store call, retrying while etcd is briefly unavailable (member failover, leader election)."""
+        deadline = time.monotonic() + self.settings.etcd_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await op(*args)
+            except Unavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         try:

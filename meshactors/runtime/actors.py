@@ -134,6 +134,13 @@ class RegistryApiActor:
         return {"address": f"{self.settings.registry_host}:{self.port}"}
 
 
+def actor_options(settings: MeshSettings) -> dict[str, Any]:
+    """ACTOR_OPTIONS plus the deployment's placement resources."""
+    if not settings.actor_resources:
+        return dict(ACTOR_OPTIONS)
+    return {**ACTOR_OPTIONS, "resources": dict(settings.actor_resources)}
+
+
 def get_actor(name: str, namespace: str) -> Any:
     try:
         return ray.get_actor(name, namespace=namespace)

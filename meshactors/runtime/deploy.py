@@ -1,4 +1,4 @@
-"""Creates, finds, waits for and removes the control plane's named actors in a Ray namespace."""
+"""Creates the controller (which creates everything else), waits for it, and removes a deployment."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import ray
 
 from meshactors import log
 from meshactors.errors import NotReady, Unavailable
-from meshactors.registry.shardmap import shard_name
-from meshactors.runtime.actors import ACTOR_OPTIONS, REGISTRY_API, RegistryApiActor, RegistryShardActor
+from meshactors.runtime.actors import actor_options
 from meshactors.runtime.calls import call_sync
-from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor, builder_name, xds_server_name
+from meshactors.runtime.controller import CONTROLLER, ControllerActor, actor_specs
 from meshactors.settings import MeshSettings
 from meshactors.store.server import free_port
 
@@ -21,12 +20,7 @@ _log = log.get("runtime.deploy")
 
 
 def actor_names(settings: MeshSettings) -> list[str]:
-    return [
-        *(shard_name(i) for i in range(settings.shards)),
-        *(builder_name(i) for i in range(settings.builders)),
-        *(xds_server_name(i) for i in range(settings.xds_servers)),
-        REGISTRY_API,
-    ]
+    return [CONTROLLER, *actor_specs(settings)]
 
 
 def resolve_ports(settings: MeshSettings) -> MeshSettings:
@@ -40,30 +34,14 @@ def resolve_ports(settings: MeshSettings) -> MeshSettings:
     return settings
 
 
-def deploy(settings: MeshSettings, timeout_s: float = 60.0) -> MeshSettings:
-    """Create every actor (or reuse the ones already running) and wait until each answers ready()."""
+def deploy(settings: MeshSettings, timeout_s: float = 90.0) -> MeshSettings:
+    """Create the controller (or reuse the running one) and wait until it reports every actor ready."""
     settings = resolve_ports(settings)
-    handles: dict[str, Any] = {}
-    for i in range(settings.shards):
-        name = shard_name(i)
-        handles[name] = RegistryShardActor.options(
-            name=name, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
-        ).remote(settings, name)
-    for i in range(settings.builders):
-        name = builder_name(i)
-        handles[name] = SnapshotBuilderActor.options(
-            name=name, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
-        ).remote(settings, name)
-    for i, port in enumerate(settings.xds_port_list()):
-        name = xds_server_name(i)
-        handles[name] = XdsServerActor.options(
-            name=name, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
-        ).remote(settings, name, port)
-    handles[REGISTRY_API] = RegistryApiActor.options(
-        name=REGISTRY_API, namespace=settings.namespace, get_if_exists=True, **ACTOR_OPTIONS
+    controller = ControllerActor.options(
+        name=CONTROLLER, namespace=settings.namespace, get_if_exists=True, **actor_options(settings)
     ).remote(settings)
-    wait_ready(handles, timeout_s)
-    _log.info("control plane deployed", namespace=settings.namespace, actors=sorted(handles))
+    wait_ready({CONTROLLER: controller}, timeout_s)
+    _log.info("control plane deployed", namespace=settings.namespace, actors=actor_names(settings))
     return settings
 
 
@@ -85,7 +63,7 @@ def wait_ready(handles: dict[str, Any], timeout_s: float) -> None:
 
 
 def teardown(settings: MeshSettings) -> None:
-    """Kill (without restart) every actor this deployment created; missing ones are fine."""
+    """Kill (without restart) the controller first, then every actor it created; missing ones are fine."""
     for name in actor_names(settings):
         try:
             ray.kill(ray.get_actor(name, namespace=settings.namespace), no_restart=True)

@@ -16,6 +16,7 @@ from meshactors import log
 from meshactors.runtime.deploy import deploy, teardown
 from meshactors.settings import MeshSettings
 from meshactors.store.server import EtcdServer
+from meshactors.xds.host import HostSettings
 
 _log = log.get("runtime.embedded")
 
@@ -35,6 +36,8 @@ class UpOptions:
     builders: int = 2
     xds_servers: int = 2
     xds_port: int = 18000  # first xDS server's port, the others follow; 0: free ports
+    max_new_streams_per_s: float = 1000.0
+    actor_resources: tuple[tuple[str, float], ...] = ()
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
@@ -51,6 +54,24 @@ def _load_etcd_port(state_dir: Path) -> int:
         return int((state_dir / "etcd" / "port").read_text())
     except (OSError, ValueError):
         return 0
+
+
+def _etcd_died(server: EtcdServer) -> bool:
+    return server.proc is None or server.proc.poll() is not None
+
+
+def _restart_etcd(server: EtcdServer) -> int:
+    """The embedded etcd is supervised: if it dies it comes back on the same port with the same data."""
+    code = server.proc.returncode if server.proc is not None else None
+    _log.warning("embedded etcd exited; restarting it", code=code, url=server.url)
+    server.proc = None
+    try:
+        server.start(timeout_s=20)
+    except Exception as exc:
+        _log.error("embedded etcd did not come back; retrying", error=repr(exc))
+        server.stop()
+        return 0
+    return server.proc.pid if server.proc else 0
 
 
 def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
@@ -96,6 +117,8 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
                 xds_servers=opts.xds_servers,
                 xds_host=opts.registry_host,
                 xds_ports=tuple((opts.xds_port + i) if opts.xds_port else 0 for i in range(opts.xds_servers)),
+                xds=HostSettings(max_new_streams_per_s=opts.max_new_streams_per_s),
+                actor_resources=opts.actor_resources,
             )
         )
         info = {
@@ -109,6 +132,7 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             "shards": settings.shards,
             "state_dir": str(state_dir),
             "pid": os.getpid(),
+            "etcd_pid": etcd_server.proc.pid if etcd_server and etcd_server.proc else 0,
         }
         if opts.ready_file:
             write_ready_file(opts.ready_file, info)
@@ -119,7 +143,11 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             flush=True,
         )
         print("Ctrl-C stops everything this command started.", flush=True)
-        stop.wait()
+        while not stop.wait(0.5):
+            if etcd_server is not None and _etcd_died(etcd_server):
+                info["etcd_pid"] = _restart_etcd(etcd_server)
+                if opts.ready_file and info["etcd_pid"]:
+                    write_ready_file(opts.ready_file, info)
         return 0
     finally:
         _log.info("shutting down")

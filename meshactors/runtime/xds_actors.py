@@ -87,6 +87,9 @@ class SnapshotBuilderActor:
     async def statistics(self) -> dict[str, Any]:
         return self.core.statistics()
 
+    async def versions(self, vips: list[str]) -> dict[str, tuple[str, str]]:
+        return self.core.versions(vips)
+
 
 class RaySnapshotSource:
     """The XdsHost's SnapshotSource: asks the builder that owns each VIP, and re-syncs after builder restarts."""
@@ -210,6 +213,9 @@ class XdsServerActor:
 
     async def statistics(self) -> dict[str, Any]:
         return {"address": self.address, **self.host.statistics()}
+
+    async def convergence(self) -> dict[str, Any]:
+        return self.host.convergence()
 
     async def sessions(self) -> list[dict[str, Any]]:
         return self.host.statistics()["streams"]

@@ -253,6 +253,15 @@ class SnapshotBuilderCore:
                 out.append(cur)
         return out
 
+    def versions(self, vips: list[str]) -> dict[str, tuple[str, str]]:
+        """The (cluster, CLA) versions the registry's current state gives these VIPs (for convergence checks)."""
+        out = {}
+        for vip in vips:
+            if self.builders.owner(vip) == self.name:
+                built = build_vip(vip, self.view.instances(vip))
+                out[vip] = (built.cluster.version, built.load_assignment.version)
+        return out
+
     def statistics(self) -> dict[str, Any]:
         return {
             "builder": self.name,

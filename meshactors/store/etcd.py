@@ -135,7 +135,7 @@ class _KeepAliveStream:
 class EtcdStore:
     """A Store backed by etcd v3. Create with endpoints, `await connect()`, `await close()`."""
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout_s: float = 5.0) -> None:
+    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout_s: float = 2.0) -> None:
         if not endpoints:
             raise ConfigError("EtcdStore needs at least one endpoint")
         self.endpoints = list(endpoints)
@@ -148,7 +148,7 @@ class EtcdStore:
         self._keepalive: _KeepAliveStream | None = None
 
     @classmethod
-    def from_spec(cls, spec: str, timeout_s: float = 5.0) -> EtcdStore:
+    def from_spec(cls, spec: str, timeout_s: float = 2.0) -> EtcdStore:
         return cls(parse_endpoints(spec), timeout_s)
 
     async def connect(self) -> None:
@@ -186,7 +186,7 @@ class EtcdStore:
     async def get(self, key: str) -> KeyValue | None:
         kv, _ = self._stubs()
         try:
-            resp = await kv.Range(rpc.RangeRequest(key=key.encode()), timeout=self.timeout_s)
+            resp = await kv.Range(rpc.RangeRequest(key=key.encode()), timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise _map_error(exc, f"get {key}") from exc
         if not resp.kvs:
@@ -205,6 +205,7 @@ class EtcdStore:
                 resp = await kv.Range(
                     rpc.RangeRequest(key=start, range_end=end, limit=5000, revision=revision),
                     timeout=self.timeout_s * 4,
+                    wait_for_ready=True,
                 )
                 if revision == 0:
                     revision = resp.header.revision
@@ -219,7 +220,9 @@ class EtcdStore:
     async def revision(self) -> int:
         kv, _ = self._stubs()
         try:
-            resp = await kv.Range(rpc.RangeRequest(key=b"\x00", limit=1, count_only=True), timeout=self.timeout_s)
+            resp = await kv.Range(
+                rpc.RangeRequest(key=b"\x00", limit=1, count_only=True), timeout=self.timeout_s, wait_for_ready=True
+            )
         except grpc.RpcError as exc:
             raise _map_error(exc, "revision") from exc
         return int(resp.header.revision)
@@ -229,7 +232,9 @@ class EtcdStore:
     async def _txn(self, compare: list[rpc.Compare], success: list[rpc.RequestOp], what: str) -> rpc.TxnResponse:
         kv, _ = self._stubs()
         try:
-            return await kv.Txn(rpc.TxnRequest(compare=compare, success=success), timeout=self.timeout_s)
+            return await kv.Txn(
+                rpc.TxnRequest(compare=compare, success=success), timeout=self.timeout_s, wait_for_ready=True
+            )
         except grpc.RpcError as exc:
             raise _map_error(exc, what) from exc
 
@@ -280,7 +285,9 @@ class EtcdStore:
         """Unfenced put: for tests and tools only; the registry always fences."""
         kv, _ = self._stubs()
         try:
-            resp = await kv.Put(rpc.PutRequest(key=key.encode(), value=value, lease=lease), timeout=self.timeout_s)
+            resp = await kv.Put(
+                rpc.PutRequest(key=key.encode(), value=value, lease=lease), timeout=self.timeout_s, wait_for_ready=True
+            )
         except grpc.RpcError as exc:
             raise _map_error(exc, f"put {key}") from exc
         return int(resp.header.revision)
@@ -289,7 +296,9 @@ class EtcdStore:
         kv, _ = self._stubs()
         k = prefix.encode()
         try:
-            resp = await kv.DeleteRange(rpc.DeleteRangeRequest(key=k, range_end=_prefix_end(k)), timeout=self.timeout_s)
+            resp = await kv.DeleteRange(
+                rpc.DeleteRangeRequest(key=k, range_end=_prefix_end(k)), timeout=self.timeout_s, wait_for_ready=True
+            )
         except grpc.RpcError as exc:
             raise _map_error(exc, f"delete prefix {prefix}") from exc
         return int(resp.header.revision)
@@ -297,7 +306,9 @@ class EtcdStore:
     async def compact(self, revision: int) -> None:
         kv, _ = self._stubs()
         try:
-            await kv.Compact(rpc.CompactionRequest(revision=revision, physical=True), timeout=self.timeout_s)
+            await kv.Compact(
+                rpc.CompactionRequest(revision=revision, physical=True), timeout=self.timeout_s, wait_for_ready=True
+            )
         except grpc.RpcError as exc:
             raise _map_error(exc, f"compact {revision}") from exc
 
@@ -306,7 +317,7 @@ class EtcdStore:
     async def grant_lease(self, ttl_s: int) -> int:
         _, lease = self._stubs()
         try:
-            resp = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s), timeout=self.timeout_s)
+            resp = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s), timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise _map_error(exc, "lease grant") from exc
         if resp.error:
@@ -322,7 +333,7 @@ class EtcdStore:
     async def revoke_lease(self, lease_id: int) -> None:
         _, lease = self._stubs()
         try:
-            await lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout_s)
+            await lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
             err = _map_error(exc, f"revoke lease {lease_id:x}")
             if isinstance(err, NotFound):
@@ -333,7 +344,9 @@ class EtcdStore:
         """Remaining TTL of a lease in seconds (-1 or 0 when gone)."""
         _, lease = self._stubs()
         try:
-            resp = await lease.LeaseTimeToLive(rpc.LeaseTimeToLiveRequest(ID=lease_id), timeout=self.timeout_s)
+            resp = await lease.LeaseTimeToLive(
+                rpc.LeaseTimeToLiveRequest(ID=lease_id), timeout=self.timeout_s, wait_for_ready=True
+            )
         except grpc.RpcError as exc:
             raise _map_error(exc, f"lease ttl {lease_id:x}") from exc
         return int(resp.TTL)

@@ -45,7 +45,7 @@ class ResumableWatch:
         start_revision: int | None = None,
         *,
         retry_initial_s: float = 0.1,
-        retry_max_s: float = 2.0,
+        retry_max_s: float = 1.0,
         name: str = "watch",
     ) -> None:
         self.store = store

@@ -313,6 +313,28 @@ class XdsHost:
 
     # ---- introspection -------------------------------------------------------------------------------------
 
+    def lagging(self, session: Session) -> bool:
+        """True while the session has not ACKed the version this host holds of every name it subscribed."""
+        if session.pending:
+            return True
+        for t in session.machine.statistics().types:
+            if getattr(t, "unacked", None) or getattr(t, "unacked_version_info", None):
+                return True
+            acked = dict(t.acked)
+            for name in getattr(t, "subscribed", None) or getattr(t, "names", ()):
+                res = self.cache.get(t.type_url, name)
+                if res is not None and acked.get(name) != res.version:
+                    return True
+        return False
+
+    def convergence(self) -> dict[str, Any]:
+        """Which sessions still lag behind this host's resources, and the versions the host holds."""
+        return {
+            "sessions": len(self._sessions),
+            "lagging": [s.stream_id for s in self._sessions.values() if self.lagging(s)],
+            "versions": self.cache.versions(),
+        }
+
     def statistics(self, sessions: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "server": self.name,

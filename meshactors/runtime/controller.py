@@ -1,0 +1,110 @@
+"""The controller actor: creates every named actor of a deployment and keeps them so, in a loop that never dies."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+from ray._private import state as ray_state
+
+from meshactors import log
+from meshactors.errors import MeshError
+from meshactors.registry.shardmap import shard_name
+from meshactors.runtime.actors import REGISTRY_API, RegistryApiActor, RegistryShardActor, actor_options
+from meshactors.runtime.calls import call
+from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor, builder_name, xds_server_name
+from meshactors.settings import MeshSettings
+from meshactors.supervise import MISSING, ControllerState, Observed
+
+CONTROLLER = "controller"
+
+
+def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]]:
+    """Every actor of the deployment but the controller: name -> (actor class, constructor arguments)."""
+    specs: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+    for i in range(settings.shards):
+        specs[shard_name(i)] = (RegistryShardActor, (settings, shard_name(i)))
+    for i in range(settings.builders):
+        specs[builder_name(i)] = (SnapshotBuilderActor, (settings, builder_name(i)))
+    for i, port in enumerate(settings.xds_port_list()):
+        specs[xds_server_name(i)] = (XdsServerActor, (settings, xds_server_name(i), port))
+    specs[REGISTRY_API] = (RegistryApiActor, (settings,))
+    return specs
+
+
+def observe(name: str, namespace: str) -> tuple[Observed, Any]:
+    """Ray's view of one named actor (MISSING if the name is free) and its handle."""
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return Observed(name, MISSING), None
+    info = ray_state.actors(actor_id=handle._actor_id.hex()) or {}
+    return (
+        Observed(
+            name=name,
+            state=str(info.get("State", MISSING)),
+            restarts=int(info.get("NumRestarts", 0)),
+            node_id=str((info.get("Address") or {}).get("NodeID", "")),
+            pid=int(info.get("Pid", 0) or 0),
+        ),
+        handle,
+    )
+
+
+@ray.remote
+class ControllerActor:
+    """Reconciles the deployment every `interval_s`: creates missing actors, reports restarts and moves."""
+
+    async def __init__(self, settings: MeshSettings, interval_s: float = 0.5) -> None:
+        log.configure()
+        self._log = log.get("runtime.controller")
+        self.settings = settings
+        self.specs = actor_specs(settings)
+        self.state = ControllerState(list(self.specs))
+        self.interval_s = interval_s
+        self.converged = False
+        self._task = asyncio.create_task(self._loop())
+        self._log.info("controller started", actors=list(self.specs))
+
+    async def _observe_all(self) -> dict[str, Observed]:
+        seen: dict[str, Observed] = {}
+        for name in self.specs:
+            obs, handle = await asyncio.to_thread(observe, name, self.settings.namespace)
+            if handle is not None and obs.state == "ALIVE":
+                try:
+                    ready = bool(await call(handle, "ready", timeout_s=2.0))
+                except MeshError:
+                    ready = False
+                obs = Observed(obs.name, obs.state, obs.restarts, ready, obs.node_id, obs.pid)
+            seen[name] = obs
+        return seen
+
+    def _create(self, name: str) -> None:
+        cls, args = self.specs[name]
+        cls.options(
+            name=name, namespace=self.settings.namespace, get_if_exists=True, **actor_options(self.settings)
+        ).remote(*args)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                plan = self.state.reconcile(await self._observe_all())
+                for event in plan.events:
+                    getattr(self._log, event.level)(event.message, **event.fields)
+                for name in plan.create:
+                    self._create(name)
+                if plan.converged and not self.converged:
+                    self._log.info("deployment converged: every actor alive and ready")
+                self.converged = plan.converged
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop logs and never dies
+                self._log.exception("reconcile failed", error=str(exc))
+            await asyncio.sleep(self.interval_s)
+
+    async def ready(self) -> bool:
+        return self.converged
+
+    async def statistics(self) -> dict[str, Any]:
+        return {"converged": self.converged, "rounds": self.state.rounds, "actors": self.state.summary()}
