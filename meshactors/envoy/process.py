@@ -27,7 +27,7 @@ class EnvoyProcess:
     def start(self, timeout_s: float = 30.0) -> EnvoyProcess:
         cmd = [
             find_binary("envoy"), "-c", str(self.bootstrap), "--disable-hot-restart",
-            "--log-level", "warning", "--concurrency", "1", *self.extra_args,
+            "--log-level", "warning", *(self.extra_args or ["--concurrency", "1"]),
         ]  # fmt: skip
         with open(self.log_file, "ab") as logf:
             self.proc = subprocess.Popen(

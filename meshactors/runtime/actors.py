@@ -22,11 +22,14 @@ from meshactors.v1 import registry_pb2_grpc
 REGISTRY_API = "registry-api"
 
 # Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
+# Ray nices its workers to 15 by default; the control plane answers proxies on their first request's
+# critical path, so its actors run at normal priority.
 ACTOR_OPTIONS: dict[str, Any] = {
     "lifetime": "detached",
     "max_restarts": -1,
     "max_task_retries": -1,
     "num_cpus": 0,
+    "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}},
 }
 
 

@@ -14,7 +14,9 @@ from meshactors.runtime.calls import call
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.builder import VipResources
 from meshactors.snapshot.publisher import SnapshotBuilderCore, builder_map, builder_name
+from meshactors.snapshot.service import SnapshotService, from_pb
 from meshactors.store.etcd import EtcdStore
+from meshactors.v1 import snapshot_pb2, snapshot_pb2_grpc
 from meshactors.xds.host import XdsHost
 
 ADS_SERVER_OPTIONS: list[tuple[str, Any]] = [
@@ -68,15 +70,21 @@ class SnapshotBuilderActor:
             self.store, settings.keys, name, builder_map(settings.builders), RayPusher(settings.namespace)
         )
         await self.core.start()
+        # The on-demand fetch of the xDS servers comes over a direct gRPC call: a Ray call costs ~3 ms here.
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        snapshot_pb2_grpc.add_SnapshotBuilderServicer_to_server(SnapshotService(self.core), self.server)
+        port = self.server.add_insecure_port(f"{settings.xds_host}:0")
+        await self.server.start()
+        self._address = f"{settings.xds_host}:{port}"
 
     async def ready(self) -> bool:
         return self.core.ready
 
+    async def address(self) -> str:
+        return self._address
+
     async def incarnation(self) -> str:
         return self.core.incarnation
-
-    async def subscribe(self, host: str, incarnation: str, vips: list[str]) -> list[VipResources]:
-        return self.core.subscribe(host, incarnation, vips)
 
     async def unsubscribe(self, host: str, incarnation: str, vips: list[str]) -> None:
         self.core.unsubscribe(host, incarnation, vips)
@@ -92,7 +100,11 @@ class SnapshotBuilderActor:
 
 
 class RaySnapshotSource:
-    """The XdsHost's SnapshotSource: asks the builder that owns each VIP, and re-syncs after builder restarts."""
+    """The XdsHost's SnapshotSource: asks the builder that owns each VIP, and re-syncs after builder restarts.
+
+    The fetch itself is a direct gRPC call to the builder's SnapshotBuilder service (its address comes
+    from a Ray call, again whenever the channel fails: a restarted builder listens elsewhere).
+    """
 
     def __init__(self, settings: MeshSettings, host_name: str) -> None:
         self.map = builder_map(settings.builders)
@@ -100,6 +112,37 @@ class RaySnapshotSource:
         self.host_name = host_name
         self.host: XdsHost | None = None
         self.seen: dict[str, str] = {}  # builder -> incarnation we last subscribed with
+        self._stubs: dict[str, snapshot_pb2_grpc.SnapshotBuilderStub] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def _stub(self, builder: str) -> snapshot_pb2_grpc.SnapshotBuilderStub:
+        stub = self._stubs.get(builder)
+        if stub is None:
+            address = await call(self.handles.get(builder), "address", timeout_s=5)
+            channel = grpc.aio.insecure_channel(address)
+            self._channels[builder] = channel
+            stub = self._stubs[builder] = snapshot_pb2_grpc.SnapshotBuilderStub(channel)
+        return stub
+
+    async def _forget(self, builder: str) -> None:
+        self._stubs.pop(builder, None)
+        channel = self._channels.pop(builder, None)
+        if channel is not None:
+            await channel.close()
+
+    async def _subscribe_one(self, builder: str, vips: list[str]) -> list[VipResources]:
+        assert self.host is not None
+        request = snapshot_pb2.SubscribeRequest(host=self.host_name, incarnation=self.host.incarnation, vips=vips)
+        for attempt in range(2):
+            stub = await self._stub(builder)
+            try:
+                resp = await stub.Subscribe(request, timeout=5)
+                return [from_pb(s) for s in resp.snapshots]
+            except grpc.aio.AioRpcError as exc:
+                await self._forget(builder)  # the builder may have restarted on another port
+                if attempt or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise Unavailable(f"{builder}: {exc.code().name} {exc.details()}") from exc
+        return []
 
     def _by_builder(self, vips: list[str]) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
@@ -108,13 +151,7 @@ class RaySnapshotSource:
         return groups
 
     async def subscribe(self, vips: list[str]) -> list[VipResources]:
-        assert self.host is not None
-        results = await asyncio.gather(
-            *(
-                call(self.handles.get(b), "subscribe", self.host_name, self.host.incarnation, group)
-                for b, group in self._by_builder(vips).items()
-            )
-        )
+        results = await asyncio.gather(*(self._subscribe_one(b, group) for b, group in self._by_builder(vips).items()))
         return [r for batch in results for r in batch]
 
     async def unsubscribe(self, vips: list[str]) -> None:

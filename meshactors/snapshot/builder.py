@@ -117,11 +117,16 @@ def build_vip(vip: str, instances: Iterable[Instance]) -> VipResources:
     endpoints, skipped = select_endpoints(vip, instances)
     return VipResources(
         vip=vip,
-        cluster=VersionedResource.of(types.CLUSTER, vip, eds_cluster(vip)),
+        cluster=cluster_for(vip),
         load_assignment=VersionedResource.of(types.ENDPOINT, vip, cluster_load_assignment(vip, endpoints)),
         listener=VersionedResource.of(types.LISTENER, vip, grpc_api_listener(vip, vip)),
         skipped=skipped,
     )
+
+
+def cluster_for(vip: str) -> VersionedResource:
+    """A VIP's Cluster: it depends only on the name (endpoints come by EDS), so any host can build it."""
+    return VersionedResource.of(types.CLUSTER, vip, eds_cluster(vip))
 
 
 def listener_for(name: str, vip: str) -> VersionedResource:

@@ -20,7 +20,16 @@ from meshactors.snapshot.builder import VipResources
 from meshactors.xds.cache import ResourceCache, validate_name, vip_of
 from meshactors.xds.delta import DeltaStream
 from meshactors.xds.sotw import SotwStream
-from meshactors.xds.types import WILDCARD, DeltaRequest, DeltaResponse, Limits, SotwRequest, SotwResponse
+from meshactors.xds.types import (
+    CLUSTER,
+    LISTENER,
+    WILDCARD,
+    DeltaRequest,
+    DeltaResponse,
+    Limits,
+    SotwRequest,
+    SotwResponse,
+)
 
 _log = log.get("xds.host")
 _WAKE = object()
@@ -195,7 +204,32 @@ class XdsHost:
             self._close(session)
             slog.info("stream closed", resources_sent=session.resources_sent)
 
+    def _speculate(self, req: Any) -> list[str]:
+        """A VIP not held yet gets its Cluster and Listener at once: they do not depend on the registry.
+
+        Envoy then asks for the endpoints while we fetch them, so the fetch overlaps its round trip.
+        """
+        if req.type_url not in (CLUSTER, LISTENER):
+            return []
+        names = req.subscribe if isinstance(req, DeltaRequest) else req.resource_names
+        fresh = []
+        for name in names:
+            if validate_name(req.type_url, name) is None:
+                vip = vip_of(req.type_url, name)
+                if self.cache.provisional(vip):
+                    fresh.append(vip)
+        return fresh
+
     async def _on_request(self, session: Session, req: Any, slog: Any) -> list[Any]:
+        speculated = self._speculate(req)
+        try:
+            return await self._handle_request(session, req, slog)
+        finally:
+            for vip in speculated:  # names the stream did not keep (refused, over a bound) are not held
+                if vip not in self._vip_sessions and vip not in self._inflight:
+                    self.cache.drop_provisional(vip)
+
+    async def _handle_request(self, session: Session, req: Any, slog: Any) -> list[Any]:
         try:
             outcome = session.machine.on_request(req)
         except MeshError as exc:  # one bad message does not end the stream
@@ -226,10 +260,23 @@ class XdsHost:
                 vips.add(vip)
             missing = [v for v in vips if v not in self.cache]
             if missing:
-                await self._fetch(missing, slog)
-            # names the cache could not fill are looked at again (sent, or removed if the client held them)
-            session.pending.update(wanted)
+                # fetched in the background: the stream goes on (e.g. Envoy's EDS request for the same VIP)
+                self._spawn(self._fetch_then_notify(session, missing, wanted, slog))
+            else:
+                session.pending.update(wanted)
         return list(outcome.responses)
+
+    async def _fetch_then_notify(
+        self, session: Session, vips: list[str], wanted: list[tuple[str, str]], slog: Any
+    ) -> None:
+        await self._fetch(vips, slog)
+        # names the cache could not fill are looked at again (sent, or removed if the client held them)
+        session.notify(wanted)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _fetch(self, vips: list[str], slog: Any) -> None:
         """Get resources for VIPs not in the cache; concurrent asks for one VIP share one fetch."""
@@ -257,9 +304,7 @@ class XdsHost:
     def _retry(self, vips: list[str]) -> None:
         still = [v for v in vips if v in self._vip_sessions and v not in self.cache]
         if still:
-            task = asyncio.ensure_future(self._fetch(still, _log.bind(retry=True)))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._fetch(still, _log.bind(retry=True)))
 
     def _release(self, session: Session, vip: str, key: tuple[str, str]) -> None:
         names = session.vips.get(vip)

@@ -211,8 +211,12 @@ async def test_a_failed_fetch_is_retried(served: Any) -> None:
     source.fail = True
     async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n6")) as client:
         await client.subscribe(CLUSTER, ["flaky"])
+        await client.wait_for(CLUSTER, "flaky")  # the Cluster needs no fetch: it is answered at once
+        await client.subscribe(ENDPOINT, ["flaky"])
         await asyncio.sleep(0.2)
+        assert client.resources(ENDPOINT) == {}  # the endpoints wait for the fetch that failed
         source.fail = False
-        await client.wait_for(CLUSTER, "flaky", timeout=5)
+        cla = await client.wait_for(ENDPOINT, "flaky", timeout=5)
+        assert _cla_ports(cla.body) == {4001}
         assert len(source.asked) >= 2
         assert client.violations == []

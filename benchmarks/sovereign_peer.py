@@ -1,0 +1,724 @@
+"""The sovereign side of the `peer` benchmark: sovereign 0.32.12 in its own venv, real Envoys polling it over REST."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from meshactors import log
+
+_log = log.get("bench.peer")
+
+SOVEREIGN_VERSION = "0.32.12"
+DEFAULT_CACHE_DIR = Path("~/.cache/meshactors-bench")
+XDS_NODE_CLUSTER = "peer-bench"  # sovereign answers 422 to a discovery request without node.cluster
+PEER_CLUSTER = "peer-svc"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_INSTALL_TIMEOUT_S = 900.0
+_READY_TIMEOUT_S = 60.0
+
+Endpoint = tuple[str, int]
+
+# CDS: one EDS cluster per context entry. Its EDS subscription polls sovereign over REST too; the poll period
+# comes from the Envoy's own node metadata (set by envoy_bootstrap), so CDS and EDS poll at the same rate.
+_CLUSTERS_TEMPLATE = """\
+{%- set delay = discovery_request.node.metadata.get("refresh_delay", "1s") -%}
+resources:
+{%- for name in mesh.clusters %}
+- name: {{ name | tojson }}
+  type: EDS
+  connect_timeout: 1s
+  eds_cluster_config:
+    service_name: {{ name | tojson }}
+    eds_config:
+      resource_api_version: V3
+      api_config_source:
+        api_type: REST
+        transport_api_version: V3
+        cluster_names: [xds_cluster]
+        refresh_delay: {{ delay | tojson }}
+        request_timeout: 1s
+{%- else %} []
+{%- endfor %}
+"""
+
+# EDS: one ClusterLoadAssignment per context entry; sovereign keeps the ones Envoy asked for by name.
+_ENDPOINTS_TEMPLATE = """\
+resources:
+{%- for name, eps in mesh.clusters.items() %}
+- cluster_name: {{ name | tojson }}
+  endpoints:
+  - lb_endpoints:
+    {%- for ep in eps %}
+    - endpoint: {address: {socket_address: {address: {{ ep[0] | tojson }}, port_value: {{ ep[1] | int }}}}}
+    {%- else %} []
+    {%- endfor %}
+{%- else %} []
+{%- endfor %}
+"""
+
+
+# --------------------------------------------------------------------------------------------- sovereign venv
+
+
+def _venv_sovereign_version(venv: Path) -> str | None:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    probe = "from importlib.metadata import version; print(version('sovereign'))"
+    try:
+        out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def ensure_sovereign(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """Return the `sovereign` console script of `<cache_dir>/peer-venv`, creating the venv and installing
+    sovereign==0.32.12 into it first if needed (never into the project's venv). Safe against concurrent callers."""
+    cache_dir = cache_dir.expanduser().resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    venv = cache_dir / "peer-venv"
+    exe = venv / "bin" / "sovereign"
+    marker = venv / f".sovereign-{SOVEREIGN_VERSION}-installed"
+    with open(cache_dir / "peer-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and exe.exists() and _venv_sovereign_version(venv) == SOVEREIGN_VERSION:
+            return exe
+        if venv.exists():
+            print(f"[peer] {venv} lacks sovereign {SOVEREIGN_VERSION}: recreating it", file=sys.stderr, flush=True)
+            shutil.rmtree(venv)
+        print(
+            f"[peer] creating {venv} and installing sovereign=={SOVEREIGN_VERSION} (about a minute)",
+            file=sys.stderr,
+            flush=True,
+        )
+        started = time.monotonic()
+        # sys.executable may itself be a venv's python: `-m venv` then bases the new venv on the base interpreter.
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                f"sovereign=={SOVEREIGN_VERSION}",
+            ],
+        ]
+        try:
+            for cmd in steps:
+                # pip's chatter goes to stderr, so stdout stays free for the benchmark's JSON
+                subprocess.run(cmd, check=True, timeout=_INSTALL_TIMEOUT_S, stdout=sys.stderr, stdin=subprocess.DEVNULL)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise RuntimeError(f"installing sovereign=={SOVEREIGN_VERSION} into {venv} failed: {exc}") from exc
+        found = _venv_sovereign_version(venv)
+        if found != SOVEREIGN_VERSION or not exe.exists():
+            raise RuntimeError(f"{venv}: expected sovereign {SOVEREIGN_VERSION} and {exe}, found {found!r}")
+        marker.write_text(f"{SOVEREIGN_VERSION}\n")
+        print(
+            f"[peer] sovereign {SOVEREIGN_VERSION} installed in {time.monotonic() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return exe
+
+
+# --------------------------------------------------------------------------------------------- small helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, the state)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its live descendants (found through the ppid field of /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree: list[int] = []
+    todo = [root] if _stat_fields(root) is not None else []
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of these processes, plus that of their already reaped children."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:  # utime, stime, cutime, cstime are stat fields 14-17
+            ticks += sum(int(v) for v in fields[11:15])
+    return ticks / _CLK_TCK
+
+
+def _stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """Terminate, then kill, a child started with start_new_session=True (its pid is its process group id)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=grace_s)
+    # anything left in the child's own session (e.g. a gunicorn worker orphaned by a killed master)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def envoy_binary() -> str:
+    """The Envoy next to this interpreter (the project's venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise RuntimeError("no envoy binary next to the interpreter or on PATH")
+    return found
+
+
+def envoy_version(binary: str | None = None) -> str:
+    out = subprocess.run(
+        [binary or envoy_binary(), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    m = re.search(r"/(\d+\.\d+\.\d+)/", out.stdout)
+    return m.group(1) if m else out.stdout.strip()
+
+
+def _parse_clusters(text: str, cluster: str) -> set[Endpoint]:
+    """Endpoints of `cluster` in the admin /clusters text format (one `name::ip:port::health_flags::...` per host)."""
+    found: set[Endpoint] = set()
+    for line in text.splitlines():
+        parts = line.split("::")
+        if len(parts) >= 3 and parts[0] == cluster and parts[2] == "health_flags":
+            host, _, port = parts[1].rpartition(":")
+            found.add((host, int(port)))
+    return found
+
+
+def envoy_has_endpoints(admin_port: int, cluster: str, endpoints: set[Endpoint], timeout_s: float = 1.0) -> bool:
+    """True when Envoy's admin /clusters lists exactly `endpoints` for `cluster` (False if the admin is not up)."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/clusters")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        return resp.status == 200 and _parse_clusters(body, cluster) == set(endpoints)
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+class _AdminPoller:
+    """Keeps one HTTP/1.1 connection to an Envoy admin, so polling it every few ms stays cheap."""
+
+    def __init__(self, admin_port: int) -> None:
+        self.admin_port = admin_port
+        self._conn: http.client.HTTPConnection | None = None
+
+    def endpoints(self, cluster: str) -> set[Endpoint] | None:
+        for _ in range(2):  # one retry on a fresh connection if the kept one was closed
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1.0)
+            try:
+                self._conn.request("GET", "/clusters")
+                resp = self._conn.getresponse()
+                body = resp.read().decode()
+                if resp.status == 200:
+                    return _parse_clusters(body, cluster)
+                return None
+            except (OSError, http.client.HTTPException):
+                self.close()
+        return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# --------------------------------------------------------------------------------------------- sovereign
+
+
+class SovereignPeer:
+    """sovereign serving clusters as CDS (EDS-typed clusters) + EDS (ClusterLoadAssignments) over REST.
+
+    The data lives in a JSON template-context file (`{"clusters": {name: [[ip, port], ...]}}`) that sovereign
+    re-reads every `refresh_s` seconds; an endpoint change only changes the EDS answer (CDS stays at its version
+    and answers 304), which is how an endpoint change travels in a real mesh.
+    """
+
+    def __init__(self, cache_dir: Path | None = None, work_dir: Path | None = None, access_logs: bool = False) -> None:
+        self.cache_dir = (cache_dir or DEFAULT_CACHE_DIR).expanduser()
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(tempfile.mkdtemp(prefix="sovereign-peer-")) if work_dir is None else work_dir
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.access_logs = access_logs  # off by default: sovereign's cheapest setting, the fair one for a peer
+        self.port = 0
+        self.refresh_s = 1
+        self._clusters: dict[str, list[Endpoint]] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def context_path(self) -> Path:
+        return self.work_dir / "context.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "sovereign.log"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("sovereign is not running")
+        return self._proc.pid
+
+    def pids(self) -> list[int]:
+        """The sovereign (gunicorn master) process and its live descendants (the uvicorn worker)."""
+        return process_tree(self.pid) if self._proc is not None else []
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the sovereign process tree."""
+        return cpu_seconds(self.pids())
+
+    def __enter__(self) -> SovereignPeer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _write_context(self) -> None:
+        data = {"clusters": {name: [[ip, port] for ip, port in eps] for name, eps in self._clusters.items()}}
+        _write_atomic(self.context_path, json.dumps(data, sort_keys=True))
+
+    def start(self, clusters: dict[str, list[Endpoint]], refresh_s: int = 1) -> None:
+        """Install sovereign if needed, write its config and data, start it with one worker and wait until it
+        serves these clusters (name -> [(ip, port), ...])."""
+        if self._proc is not None:
+            raise RuntimeError("sovereign already started")
+        if int(refresh_s) != refresh_s or refresh_s < 1:
+            raise ValueError("sovereign's template_context.refresh_rate is an integer number of seconds >= 1")
+        exe = ensure_sovereign(self.cache_dir)
+        self.refresh_s = int(refresh_s)
+        self._clusters = {name: list(eps) for name, eps in clusters.items()}
+        (self.work_dir / "clusters.j2").write_text(_CLUSTERS_TEMPLATE)
+        (self.work_dir / "endpoints.j2").write_text(_ENDPOINTS_TEMPLATE)
+        self._write_context()
+        config = {
+            "templates": {
+                "default": [
+                    {"type": t, "spec": {"protocol": "file", "serialization": "jinja2", "path": str(template)}}
+                    for t, template in (
+                        ("clusters", self.work_dir / "clusters.j2"),
+                        ("endpoints", self.work_dir / "endpoints.j2"),
+                    )
+                ],
+            },
+            "template_context": {
+                "refresh": True,
+                "refresh_rate": self.refresh_s,
+                "context": {"mesh": {"protocol": "file", "serialization": "json", "path": str(self.context_path)}},
+            },
+        }
+        config_path = self.work_dir / "sovereign.yaml"
+        _write_atomic(config_path, json.dumps(config, indent=2))  # JSON is YAML
+        self.port = free_port()
+        env = {
+            "PATH": f"{exe.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8",
+            "SOVEREIGN_CONFIG": f"file://{config_path}",
+            "SOVEREIGN_HOST": "127.0.0.1",
+            "SOVEREIGN_PORT": str(self.port),
+            "SOVEREIGN_WORKERS": "1",
+            "SOVEREIGN_ENABLE_ACCESS_LOGS": "true" if self.access_logs else "false",
+        }
+        self._log_file = open(self.log_path, "ab")  # closed in stop()
+        # cwd = work_dir: sovereign's settings also read a `.env` from the working directory
+        self._proc = subprocess.Popen(
+            [str(exe)],
+            env=env,
+            cwd=self.work_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _log.info("sovereign starting", pid=self._proc.pid, port=self.port, refresh_s=self.refresh_s)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _discovery(self, xds_type: str, resource_names: list[str] | None = None) -> tuple[int, dict[str, Any]]:
+        body = json.dumps(
+            {"node": {"id": "probe", "cluster": XDS_NODE_CLUSTER}, "resource_names": resource_names or []}
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5.0)
+        try:
+            conn.request("POST", f"/v3/discovery:{xds_type}", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if resp.status == 200 else {"body": raw.decode(errors="replace")})
+        finally:
+            conn.close()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"sovereign exited with {self._proc.returncode}:\n{_tail(self.log_path)}")
+            try:
+                status, answer = self._discovery("clusters")
+                if status == 200:
+                    names = {r.get("name") for r in answer.get("resources", [])}
+                    if names == set(self._clusters):
+                        _log.info("sovereign ready", port=self.port)
+                        return
+                    last_error = f"clusters answer {sorted(map(str, names))}"
+                else:
+                    last_error = f"HTTP {status}: {answer}"
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                last_error = repr(exc)
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"sovereign not ready after {_READY_TIMEOUT_S:.0f} s ({last_error}):\n{_tail(self.log_path)}"
+        )
+
+    def set_endpoints(self, cluster: str, endpoints: Iterable[Endpoint]) -> float:
+        """Replace one cluster's endpoints (atomic rewrite of the template-context file, picked up by sovereign
+        within `refresh_s`). Returns time.monotonic() right after the file was replaced: the moment of change."""
+        if cluster not in self._clusters:
+            raise KeyError(f"unknown cluster {cluster!r}")
+        self._clusters[cluster] = sorted(endpoints)
+        self._write_context()
+        return time.monotonic()
+
+    def envoy_bootstrap(self, node_id: str, admin_port: int, refresh_delay_s: float = 1.0) -> dict[str, Any]:
+        """An Envoy bootstrap that polls this sovereign over REST every `refresh_delay_s` for CDS, and (through
+        the CDS template, which reads node.metadata.refresh_delay) for each cluster's EDS."""
+        delay = f"{refresh_delay_s:.3f}s"
+        return {
+            "node": {"id": node_id, "cluster": XDS_NODE_CLUSTER, "metadata": {"refresh_delay": delay}},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "dynamic_resources": {
+                "cds_config": {
+                    "resource_api_version": "V3",
+                    "api_config_source": {
+                        "api_type": "REST",
+                        "transport_api_version": "V3",
+                        "cluster_names": ["xds_cluster"],
+                        "refresh_delay": delay,
+                        "request_timeout": "1s",
+                    },
+                },
+            },
+            "static_resources": {
+                "clusters": [
+                    {
+                        "name": "xds_cluster",
+                        "type": "STATIC",
+                        "connect_timeout": "1s",
+                        "load_assignment": {
+                            "cluster_name": "xds_cluster",
+                            "endpoints": [
+                                {
+                                    "lb_endpoints": [
+                                        {
+                                            "endpoint": {
+                                                "address": {
+                                                    "socket_address": {"address": "127.0.0.1", "port_value": self.port}
+                                                }
+                                            }
+                                        }
+                                    ]
+                                }
+                            ],
+                        },
+                    }
+                ],
+            },
+        }
+
+    def stop(self) -> None:
+        """Stop sovereign by its pid (SIGTERM, then SIGKILL after 10 s; then its session's leftovers)."""
+        if self._proc is not None:
+            _stop_process(self._proc)
+            _log.info("sovereign stopped", pid=self._proc.pid, returncode=self._proc.returncode)
+            self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------- Envoys
+
+
+class _Envoys:
+    """Up to 10 real Envoys, each in its own session, all killed on exit."""
+
+    MAX = 10
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.binary = envoy_binary()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.admin_ports: list[int] = []
+        self.logs: list[Path] = []
+
+    def start(self, peer: SovereignPeer, n: int, refresh_delay_s: float) -> None:
+        if not 1 <= n <= self.MAX:
+            raise ValueError(f"n_envoys must be 1..{self.MAX} on this 2-core machine")
+        for i in range(n):
+            admin_port = free_port()
+            bootstrap = self.work_dir / f"envoy{i}.json"
+            bootstrap.write_text(json.dumps(peer.envoy_bootstrap(f"peer-envoy-{i}", admin_port, refresh_delay_s)))
+            log_path = self.work_dir / f"envoy{i}.log"
+            with open(log_path, "ab") as log_file:
+                proc = subprocess.Popen(
+                    [
+                        self.binary,
+                        "-c",
+                        str(bootstrap),
+                        "--disable-hot-restart",
+                        "--concurrency",
+                        "1",
+                        "--log-level",
+                        "warning",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.procs.append(proc)
+            self.admin_ports.append(admin_port)
+            self.logs.append(log_path)
+        _log.info("envoys started", n=n, pids=[p.pid for p in self.procs])
+
+    def check_alive(self) -> None:
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                raise RuntimeError(f"envoy {i} exited with {proc.returncode}:\n{_tail(self.logs[i])}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+
+@contextlib.contextmanager
+def _pollers(ports: list[int]) -> Iterator[list[_AdminPoller]]:
+    pollers = [_AdminPoller(p) for p in ports]
+    try:
+        yield pollers
+    finally:
+        for p in pollers:
+            p.close()
+
+
+def _wait_all(
+    envoys: _Envoys,
+    pollers: list[_AdminPoller],
+    cluster: str,
+    want: set[Endpoint],
+    since: float,
+    timeout_s: float,
+    interval_s: float = 0.005,
+) -> list[float]:
+    """Poll every Envoy not yet done each `interval_s` until all show `want`; per-Envoy seconds since `since`."""
+    done: dict[int, float] = {}
+    deadline = since + timeout_s
+    while len(done) < len(pollers):
+        for i, poller in enumerate(pollers):
+            if i not in done and poller.endpoints(cluster) == want:
+                done[i] = time.monotonic() - since
+        if len(done) == len(pollers):
+            break
+        if time.monotonic() > deadline:
+            envoys.check_alive()
+            missing = sorted(set(range(len(pollers))) - set(done))
+            raise TimeoutError(f"envoys {missing} did not show {sorted(want)} for {cluster} within {timeout_s:.0f} s")
+        time.sleep(interval_s)
+    return [done[i] for i in range(len(pollers))]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def measure_sovereign(
+    n_envoys: int = 10,
+    changes: int = 5,
+    refresh_s: int = 1,
+    refresh_delay_s: float = 1.0,
+    cache_dir: Path | None = None,
+    work_dir: Path | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Deliver `changes` endpoint changes of one cluster to `n_envoys` real Envoys through sovereign and measure,
+    for each, the seconds from the atomic context-file write until every Envoy's admin /clusters shows the new
+    endpoints, and the CPU seconds the sovereign process tree used in that window.
+
+    Before each change it waits a random 0.2 s + U(0, refresh_s + 2 * refresh_delay_s) so the change lands at a
+    random phase of sovereign's context refresh and the Envoys' polls (right after convergence it would not)."""
+    if changes < 1 or n_envoys < 1:
+        raise ValueError("need at least one change and one Envoy")
+    rng = random.Random(seed)
+    set_a: list[Endpoint] = [("127.0.0.1", 19001)]
+    set_b: list[Endpoint] = [("127.0.0.1", 19002), ("127.0.0.1", 19003)]
+    change_timeout_s = max(30.0, 10.0 * (refresh_s + refresh_delay_s))
+    own_work = work_dir is None
+    root = Path(tempfile.mkdtemp(prefix="sovereign-bench-")) if work_dir is None else work_dir
+    root.mkdir(parents=True, exist_ok=True)
+    peer = SovereignPeer(cache_dir=cache_dir, work_dir=root / "sovereign")
+    envoys = _Envoys(root)
+    try:
+        peer.start({PEER_CLUSTER: set_a}, refresh_s=refresh_s)
+        envoys.start(peer, n_envoys, refresh_delay_s)
+        with _pollers(envoys.admin_ports) as pollers:
+            t_boot = time.monotonic()
+            boot = _wait_all(envoys, pollers, PEER_CLUSTER, set(set_a), t_boot, timeout_s=60.0, interval_s=0.05)
+            _log.info("envoys have the initial endpoints", seconds=round(max(boot), 3))
+            latencies: list[float] = []
+            first_envoy: list[float] = []
+            cpu_per_change: list[float] = []
+            cpu_run_start = peer.cpu_seconds()
+            run_start = time.monotonic()
+            for k in range(changes):
+                time.sleep(0.2 + rng.uniform(0.0, refresh_s + 2 * refresh_delay_s))
+                target = set_b if k % 2 == 0 else set_a
+                cpu_before = peer.cpu_seconds()
+                t_change = peer.set_endpoints(PEER_CLUSTER, target)
+                per_envoy = _wait_all(envoys, pollers, PEER_CLUSTER, set(target), t_change, change_timeout_s)
+                cpu_after = peer.cpu_seconds()
+                latencies.append(max(per_envoy))
+                first_envoy.append(min(per_envoy))
+                cpu_per_change.append(cpu_after - cpu_before)
+                _log.info(
+                    "change delivered",
+                    change=k,
+                    all_envoys_s=round(max(per_envoy), 3),
+                    first_envoy_s=round(min(per_envoy), 3),
+                    cpu_s=round(cpu_after - cpu_before, 3),
+                )
+            run_wall = time.monotonic() - run_start
+            run_cpu = peer.cpu_seconds() - cpu_run_start
+        rss_kib = sum(
+            int(f[21]) * os.sysconf("SC_PAGE_SIZE") // 1024 for p in peer.pids() if (f := _stat_fields(p)) is not None
+        )
+        envoys.check_alive()
+        cpu_total = sum(cpu_per_change)
+        return {
+            "peer": "sovereign",
+            "versions": {"sovereign": SOVEREIGN_VERSION, "envoy": envoy_version(envoys.binary)},
+            "settings": {
+                "n_envoys": n_envoys,
+                "changes": changes,
+                "refresh_s": refresh_s,
+                "refresh_delay_s": refresh_delay_s,
+                "sovereign_workers": 1,
+                "transport": "REST polling",
+                "delivery": "CDS (EDS clusters) + EDS",
+                "access_logs": peer.access_logs,
+            },
+            "latency_s": {
+                "per_change": [round(v, 4) for v in latencies],
+                "median": round(statistics.median(latencies), 4),
+                "p90": round(_percentile(latencies, 90), 4),
+                "max": round(max(latencies), 4),
+                "first_envoy_median": round(statistics.median(first_envoy), 4),
+            },
+            "cpu_s": {
+                "per_change": [round(v, 4) for v in cpu_per_change],
+                "total": round(cpu_total, 4),
+                "mean_per_change": round(cpu_total / changes, 4),
+                "mean_per_change_per_envoy": round(cpu_total / changes / n_envoys, 5),
+                "whole_run": round(run_cpu, 4),
+                "whole_run_wall_s": round(run_wall, 3),
+                "whole_run_cores": round(run_cpu / run_wall, 4),
+            },
+            "sovereign_rss_mib": round(rss_kib / 1024, 1),
+        }
+    finally:
+        envoys.stop()
+        peer.stop()
+        if own_work:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure_sovereign(n_envoys=3, changes=2), indent=2))
