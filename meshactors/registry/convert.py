@@ -48,6 +48,7 @@ def instance_from_pb(msg: pb.Instance, field: str = "instance") -> Instance:
             renewal_interval_s=msg.lease.renewal_interval_seconds or DEFAULT_RENEWAL_INTERVAL_S,
             duration_s=msg.lease.duration_seconds or DEFAULT_LEASE_DURATION_S,
         ),
+        registered_at_ms=msg.registered_at_ms,
     )
 
 

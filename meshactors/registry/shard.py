@@ -64,6 +64,7 @@ class RegistryShardCore:
         self.book = LeaseBook(self.settings.policy)
         self._stored: dict[InstanceRef, Stored] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Future[Any]] = set()
         self._ready = asyncio.Event()
         self._log = log.get("registry.shard", shard=shard)
         self.counters: dict[str, int] = {
@@ -239,24 +240,28 @@ class RegistryShardCore:
         key = self.keys.instance(ref)
         value = codec.encode_instance(inst)
         lease_id = await self._etcd(self.store.grant_lease, inst.lease.duration_s)
+        # The cache says whether the key exists (and at which revision): a new registration costs two etcd
+        # round trips (lease, fenced create); a stale cache only costs a re-read when the fence says so.
+        cached = self._stored.get(ref)
+        current: tuple[int, int] | None = (cached.mod_revision, cached.lease_id) if cached else None
         try:
             for _ in range(_FENCE_RETRIES):
-                current = await self._etcd(self.store.get, key)
                 try:
                     if current is None:
                         revision = await self._etcd(self.store.create, key, value, lease_id)
                     else:
-                        revision = await self._etcd(self.store.replace, key, value, current.mod_revision, lease_id)
+                        revision = await self._etcd(self.store.replace, key, value, current[0], lease_id)
+                    break
                 except Conflict:
-                    continue
-                break
+                    kv = await self._etcd(self.store.get, key)
+                    current = (kv.mod_revision, kv.lease) if kv is not None else None
             else:
                 raise Conflict(f"{ref} kept changing under concurrent writes; try again")
         except BaseException:
-            await self._revoke_quietly(lease_id)
+            self._background(self._revoke_quietly(lease_id))
             raise
-        if current is not None and current.lease and current.lease != lease_id:
-            await self._revoke_quietly(current.lease)
+        if current is not None and current[1] and current[1] != lease_id:
+            self._background(self._revoke_quietly(current[1]))
         self._apply(ref, Stored(inst, revision, lease_id))
         self.book.track(ref, lease_id, inst.lease)
         self.counters["registered"] += 1
@@ -282,19 +287,24 @@ class RegistryShardCore:
         validate_ref(ref)
         await self._check_owner(ref.vip)
         key = self.keys.instance(ref)
-        current = await self._etcd(self.store.get, key)
-        if current is None:
-            self._stored.pop(ref, None)
-            self.book.forget(ref)
-            raise NotFound(f"instance {ref} is not registered")
+        cached = self._stored.get(ref)
         try:
-            revision = await self._etcd(self.store.delete, key, current.mod_revision)
-        except Conflict:
-            revision = await self._etcd(self.store.delete, key)  # changed meanwhile (e.g. a status override)
+            if cached is None:
+                raise Conflict("not in the cache")
+            revision = await self._etcd(self.store.delete, key, cached.mod_revision)  # one round trip
+            lease = cached.lease_id
+        except Conflict:  # the cache is behind (or empty): read, then delete what is there
+            current = await self._etcd(self.store.get, key)
+            if current is None:
+                self._stored.pop(ref, None)
+                self.book.forget(ref)
+                raise NotFound(f"instance {ref} is not registered") from None
+            revision = await self._etcd(self.store.delete, key)
+            lease = current.lease
         self._stored.pop(ref, None)
         self.book.forget(ref)
-        if current.lease:
-            await self._revoke_quietly(current.lease)
+        if lease:
+            self._background(self._revoke_quietly(lease))  # the key is gone; the lease need not hold us up
         self.counters["deregistered"] += 1
         self._log.info("deregistered", ref=str(ref), revision=revision)
         return revision
@@ -333,6 +343,11 @@ class RegistryShardCore:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         try:

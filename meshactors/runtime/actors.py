@@ -10,9 +10,10 @@ import ray
 
 from meshactors import log
 from meshactors.errors import NotFound, Unavailable
-from meshactors.model import Instance, InstanceRef, Status
+from meshactors.registry.routing import GrpcShardBackend
 from meshactors.registry.service import RegistryService
 from meshactors.registry.shard import RegistryShardCore
+from meshactors.registry.shard_service import ShardService
 from meshactors.registry.shardmap import ShardMap
 from meshactors.runtime.calls import call
 from meshactors.settings import MeshSettings
@@ -35,7 +36,8 @@ ACTOR_OPTIONS: dict[str, Any] = {
 
 @ray.remote
 class RegistryShardActor:
-    """Hosts one RegistryShardCore. State is a cache of etcd, reloaded on every (re)start."""
+    """Hosts one RegistryShardCore. State is a cache of etcd, reloaded on every (re)start. The registry API
+    forwards writes to it over a direct gRPC channel (its address comes from a Ray call)."""
 
     async def __init__(self, settings: MeshSettings, shard: str) -> None:
         log.configure()
@@ -45,54 +47,20 @@ class RegistryShardActor:
             self.store, settings.keys, ShardMap.of_size(settings.shards), shard, settings.shard
         )
         self._starting = asyncio.create_task(self.core.start())
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        registry_pb2_grpc.add_RegistryServicer_to_server(ShardService(self.core), self.server)
+        port = self.server.add_insecure_port(f"{settings.registry_host}:0")
+        await self.server.start()
+        self._address = f"{settings.registry_host}:{port}"
 
     async def ready(self) -> bool:
         return self.core.ready
 
-    async def register(self, instance: Instance) -> tuple[Instance, int]:
-        return await self.core.register(instance)
-
-    async def heartbeat(self, ref: InstanceRef) -> int:
-        return await self.core.heartbeat(ref)
-
-    async def deregister(self, ref: InstanceRef) -> int:
-        return await self.core.deregister(ref)
-
-    async def set_status(self, ref: InstanceRef, status: Status) -> tuple[Instance, int]:
-        return await self.core.set_status(ref, status)
+    async def address(self) -> str:
+        return self._address
 
     async def statistics(self) -> dict[str, Any]:
-        return self.core.statistics()
-
-
-class RayShardBackend:
-    """ShardBackend over Ray: resolves shard actors by name (the handle survives actor restarts)."""
-
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self._handles: dict[str, Any] = {}
-
-    def _handle(self, shard: str) -> Any:
-        handle = self._handles.get(shard)
-        if handle is None:
-            try:
-                handle = ray.get_actor(shard, namespace=self.namespace)
-            except ValueError as exc:
-                raise Unavailable(f"registry shard {shard!r} is not running in namespace {self.namespace!r}") from exc
-            self._handles[shard] = handle
-        return handle
-
-    async def register(self, shard: str, instance: Instance) -> tuple[Instance, int]:
-        return await call(self._handle(shard), "register", instance)
-
-    async def heartbeat(self, shard: str, ref: InstanceRef) -> int:
-        return await call(self._handle(shard), "heartbeat", ref)
-
-    async def deregister(self, shard: str, ref: InstanceRef) -> int:
-        return await call(self._handle(shard), "deregister", ref)
-
-    async def set_status(self, shard: str, ref: InstanceRef, status: Status) -> tuple[Instance, int]:
-        return await call(self._handle(shard), "set_status", ref, status)
+        return {"address": self._address, **self.core.statistics()}
 
 
 @ray.remote
@@ -105,12 +73,22 @@ class RegistryApiActor:
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
+        handles: dict[str, Any] = {}
+
+        async def resolve(shard: str) -> str:
+            handle = handles.get(shard)
+            if handle is None:
+                try:
+                    handle = handles[shard] = ray.get_actor(shard, namespace=settings.namespace)
+                except ValueError as exc:
+                    raise Unavailable(f"registry shard {shard!r} is not running") from exc
+            return str(await call(handle, "address", timeout_s=15))
+
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         registry_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryService(RayShardBackend(settings.namespace), ShardMap.of_size(settings.shards), self.store,
-                            settings.keys),
+            RegistryService(GrpcShardBackend(resolve), ShardMap.of_size(settings.shards), self.store, settings.keys),
             self.server,
-        )  # fmt: skip
+        )
         address = settings.registry_address
         port = 0
         for _ in range(50):  # the previous incarnation's socket may take a moment to go away

@@ -1,12 +1,13 @@
-"""SnapshotBuilderCore: follows registrations in etcd, builds per-VIP resources, pushes changes to xDS hosts."""
+"""SnapshotBuilderCore: follows registrations in etcd, builds per-VIP resources, streams changes to xDS hosts."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from meshactors import log
 from meshactors.errors import MeshError, NotReady, Unavailable
@@ -27,16 +28,36 @@ def builder_map(count: int) -> ShardMap:
     return ShardMap([builder_name(i) for i in range(count)])
 
 
-class Pusher(Protocol):
-    """Delivers changed VIP resources to one xDS host; returns the VIPs that host no longer wants."""
-
-    async def push(self, server: str, resources: list[VipResources]) -> list[str]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class BuilderSettings:
-    coalesce_s: float = 0.002  # bursts of changes to one VIP within this window become one build and push
-    push_timeout_s: float = 5.0
+    coalesce_s: float = 0.001  # bursts of changes to one VIP within this window become one build and push
+    orphan_grace_s: float = 60.0  # interest of a host whose update stream is gone is dropped after this
+
+
+class Outbox:
+    """Changes waiting for one xDS host's update stream. Latest wins per VIP: a slow host is coalesced, not queued."""
+
+    def __init__(self, host: str, incarnation: str) -> None:
+        self.host = host
+        self.incarnation = incarnation
+        self.pending: dict[str, VipResources] = {}
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    def put(self, res: VipResources) -> None:
+        self.pending[res.vip] = res
+        self.ready.set()
+
+    async def take(self) -> list[VipResources]:
+        """Wait for changes (or close); returns them all. An empty list means the outbox was closed."""
+        await self.ready.wait()
+        self.ready.clear()
+        out, self.pending = list(self.pending.values()), {}
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
 
 
 class SnapshotBuilderCore:
@@ -44,34 +65,31 @@ class SnapshotBuilderCore:
 
     Interest is per xDS host *incarnation*: a restarted host starts with a new incarnation and re-subscribes
     what its sessions need, so stale interest of a dead incarnation is dropped, never pushed to forever.
+    Changes reach a host through its update stream (`open_updates`); a host with no open stream catches up
+    when it opens one, by telling what it holds.
     """
 
     def __init__(
-        self,
-        store: Store,
-        keys: KeySchema,
-        name: str,
-        builders: ShardMap,
-        pusher: Pusher,
-        settings: BuilderSettings | None = None,
+        self, store: Store, keys: KeySchema, name: str, builders: ShardMap, settings: BuilderSettings | None = None
     ) -> None:
         self.store = store
         self.keys = keys
         self.name = name
         self.builders = builders
-        self.pusher = pusher
         self.settings = settings or BuilderSettings()
         self.incarnation = secrets.token_hex(6)
         self.view = MeshView(owns=lambda vip: builders.owner(vip) == name)
         self._built: dict[str, VipResources] = {}
         self._interest: dict[str, set[str]] = {}  # vip -> xDS hosts
         self._hosts: dict[str, str] = {}  # xDS host -> incarnation
+        self._outboxes: dict[str, Outbox] = {}  # xDS host -> its open update stream
+        self._orphaned: dict[str, float] = {}  # xDS host -> when its update stream went away
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.get("snapshot.builder", builder=name)
-        self.counters = {"builds": 0, "pushes": 0, "push_failures": 0, "events": 0, "resyncs": 0}
+        self.counters = {"builds": 0, "pushes": 0, "events": 0, "resyncs": 0, "update_streams": 0}
         self.revision = 0
 
     @property
@@ -165,14 +183,12 @@ class SnapshotBuilderCore:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             try:
-                await self._flush(dirty)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+                self._flush(dirty)
+                self._drop_orphans()
+            except Exception as exc:  # the loop logs and never dies
                 self._log.exception("flush failed", error=str(exc), vips=len(dirty))
 
-    async def _flush(self, dirty: set[str]) -> None:
-        per_host: dict[str, list[VipResources]] = {}
+    def _flush(self, dirty: set[str]) -> None:
         for vip in dirty:
             hosts = self._interest.get(vip)
             if not hosts:
@@ -184,20 +200,18 @@ class SnapshotBuilderCore:
             if old is not None and (old.cluster, old.load_assignment) == (new.cluster, new.load_assignment):
                 continue
             for host in hosts:
-                per_host.setdefault(host, []).append(new)
-        await asyncio.gather(*(self._push(host, batch) for host, batch in per_host.items()))
+                box = self._outboxes.get(host)
+                if box is not None:
+                    box.put(new)
+                    self.counters["pushes"] += 1
 
-    async def _push(self, host: str, batch: list[VipResources]) -> None:
-        try:
-            unwanted = await asyncio.wait_for(self.pusher.push(host, batch), self.settings.push_timeout_s)
-            self.counters["pushes"] += 1
-        except (MeshError, TimeoutError) as exc:
-            # The host resyncs from us when it comes back (it sees a changed incarnation or re-subscribes).
-            self.counters["push_failures"] += 1
-            self._log.warning("push failed", host=host, vips=len(batch), error=str(exc))
-            return
-        if unwanted:
-            self._drop(host, unwanted)
+    def _drop_orphans(self) -> None:
+        now = time.monotonic()
+        for host, since in list(self._orphaned.items()):
+            if now - since >= self.settings.orphan_grace_s:
+                del self._orphaned[host]
+                self._forget_host(host)
+                self._log.info("xDS host gone; dropped its interest", host=host)
 
     # ---- interest (called by xDS hosts) --------------------------------------------------------------------
 
@@ -207,9 +221,16 @@ class SnapshotBuilderCore:
         if self._hosts.get(host) != incarnation:
             if host in self._hosts:
                 self._log.info("xDS host restarted; dropping its old interest", host=host)
-            for vip in [v for v, hosts in self._interest.items() if host in hosts]:
-                self._drop(host, [vip])
+            self._forget_host(host)
             self._hosts[host] = incarnation
+
+    def _forget_host(self, host: str) -> None:
+        self._hosts.pop(host, None)
+        for vip in [v for v, hosts in self._interest.items() if host in hosts]:
+            self._drop(host, [vip])
+        box = self._outboxes.pop(host, None)
+        if box is not None:
+            box.close()
 
     def _drop(self, host: str, vips: Iterable[str]) -> None:
         for vip in vips:
@@ -221,13 +242,16 @@ class SnapshotBuilderCore:
                 del self._interest[vip]
                 self._built.pop(vip, None)
 
+    def _owned(self, vip: str) -> None:
+        if self.builders.owner(vip) != self.name:
+            raise Unavailable(f"{self.name} does not own VIP {vip!r}: builder maps disagree")
+
     def subscribe(self, host: str, incarnation: str, vips: list[str]) -> list[VipResources]:
         """Register interest and return the current resources of each VIP (unknown VIPs: no endpoints)."""
         self._check(host, incarnation)
         out = []
         for vip in vips:
-            if self.builders.owner(vip) != self.name:
-                raise Unavailable(f"{self.name} does not own VIP {vip!r}: builder maps disagree")
+            self._owned(vip)
             self._interest.setdefault(vip, set()).add(host)
             out.append(self.current(vip))
         return out
@@ -236,22 +260,35 @@ class SnapshotBuilderCore:
         if self._hosts.get(host) == incarnation:
             self._drop(host, vips)
 
-    def resync(self, host: str, incarnation: str, versions: dict[str, tuple[str, str]]) -> list[VipResources]:
-        """A host tells us everything it holds from us (vip -> (cluster, CLA) versions); we return what differs.
+    def open_updates(self, host: str, incarnation: str, held: dict[str, tuple[str, str]]) -> tuple[Outbox, list]:
+        """A host (re)opens its update stream telling everything it holds from us; returns its outbox and what
+        differs from what it holds. Used after either side restarted, and whenever a stream broke.
 
-        Used after this builder restarted (its interest was lost) and periodically as a safety net.
-        """
-        self._hosts.pop(host, None)  # forget whatever we had for the host: this is its full interest
+        Interest the same host incarnation registered before is kept (a fetch may be in flight); interest of
+        an older incarnation is dropped."""
         self._check(host, incarnation)
-        out = []
-        for vip, (cluster_v, cla_v) in versions.items():
+        self._orphaned.pop(host, None)
+        box = Outbox(host, incarnation)
+        old = self._outboxes.get(host)
+        if old is not None:
+            old.close()
+        self._outboxes[host] = box
+        self.counters["update_streams"] += 1
+        differ = []
+        for vip, (cluster_v, cla_v) in held.items():
             if self.builders.owner(vip) != self.name:
                 continue
             self._interest.setdefault(vip, set()).add(host)
             cur = self.current(vip)
             if (cur.cluster.version, cur.load_assignment.version) != (cluster_v, cla_v):
-                out.append(cur)
-        return out
+                differ.append(cur)
+        return box, differ
+
+    def close_updates(self, box: Outbox) -> None:
+        if self._outboxes.get(box.host) is box:
+            del self._outboxes[box.host]
+            self._orphaned[box.host] = time.monotonic()
+        box.close()
 
     def versions(self, vips: list[str]) -> dict[str, tuple[str, str]]:
         """The (cluster, CLA) versions the registry's current state gives these VIPs (for convergence checks)."""
@@ -271,5 +308,6 @@ class SnapshotBuilderCore:
             "instances": len(self.view),
             "vips_with_interest": len(self._interest),
             "hosts": sorted(self._hosts),
+            "update_streams_open": len(self._outboxes),
             **self.counters,
         }

@@ -1,6 +1,8 @@
-"""The SnapshotBuilder gRPC service (the xDS servers' on-demand fetch) and the conversions it needs."""
+"""The SnapshotBuilder gRPC service (xDS servers' on-demand fetch and update streams) and its conversions."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -41,6 +43,10 @@ def from_pb(msg: pb.VipSnapshot) -> VipResources:
     )
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: MeshError) -> None:
+    await context.abort(getattr(grpc.StatusCode, exc.grpc_code_name, grpc.StatusCode.INTERNAL), exc.message)
+
+
 class SnapshotService(pb_grpc.SnapshotBuilderServicer):
     def __init__(self, core: SnapshotBuilderCore) -> None:
         self.core = core
@@ -49,7 +55,32 @@ class SnapshotService(pb_grpc.SnapshotBuilderServicer):
         try:
             got = self.core.subscribe(request.host, request.incarnation, list(request.vips))
         except MeshError as exc:
-            code = getattr(grpc.StatusCode, exc.grpc_code_name, grpc.StatusCode.INTERNAL)
-            await context.abort(code, exc.message)
+            await _abort(context, exc)
             raise
         return pb.SubscribeResponse(snapshots=[to_pb(r) for r in got])
+
+    async def Unsubscribe(
+        self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubscribeResponse:
+        self.core.unsubscribe(request.host, request.incarnation, list(request.vips))
+        return pb.SubscribeResponse()
+
+    async def Updates(
+        self, request: pb.UpdatesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        held = {vip: (v.cluster, v.load_assignment) for vip, v in request.held.items()}
+        try:
+            box, differ = self.core.open_updates(request.host, request.incarnation, held)
+        except MeshError as exc:
+            await _abort(context, exc)
+            raise
+        _log.info("update stream opened", host=request.host, held=len(held), resent=len(differ))
+        try:
+            yield pb.SubscribeResponse(snapshots=[to_pb(r) for r in differ])
+            while not box.closed:
+                batch = await box.take()
+                if batch:
+                    yield pb.SubscribeResponse(snapshots=[to_pb(r) for r in batch])
+        finally:
+            self.core.close_updates(box)
+            _log.info("update stream closed", host=request.host)

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmeshactors/v1/snapshot.proto\x12\rmeshactors.v1\"I\n\x08Resource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"\xa1\x01\n\x0bVipSnapshot\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12(\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x17.meshactors.v1.Resource\x12\x30\n\x0fload_assignment\x18\x03 \x01(\x0b\x32\x17.meshactors.v1.Resource\x12)\n\x08listener\x18\x04 \x01(\x0b\x32\x17.meshactors.v1.Resource\"C\n\x10SubscribeRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12\x0c\n\x04vips\x18\x03 \x03(\t\"B\n\x11SubscribeResponse\x12-\n\tsnapshots\x18\x01 \x03(\x0b\x32\x1a.meshactors.v1.VipSnapshot2a\n\x0fSnapshotBuilder\x12N\n\tSubscribe\x12\x1f.meshactors.v1.SubscribeRequest\x1a .meshactors.v1.SubscribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmeshactors/v1/snapshot.proto\x12\rmeshactors.v1\"I\n\x08Resource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"\xa1\x01\n\x0bVipSnapshot\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12(\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x17.meshactors.v1.Resource\x12\x30\n\x0fload_assignment\x18\x03 \x01(\x0b\x32\x17.meshactors.v1.Resource\x12)\n\x08listener\x18\x04 \x01(\x0b\x32\x17.meshactors.v1.Resource\"C\n\x10SubscribeRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12\x0c\n\x04vips\x18\x03 \x03(\t\"B\n\x11SubscribeResponse\x12-\n\tsnapshots\x18\x01 \x03(\x0b\x32\x1a.meshactors.v1.VipSnapshot\"4\n\x08Versions\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x17\n\x0fload_assignment\x18\x02 \x01(\t\"\xb0\x01\n\x0eUpdatesRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12\x35\n\x04held\x18\x03 \x03(\x0b\x32\'.meshactors.v1.UpdatesRequest.HeldEntry\x1a\x44\n\tHeldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.meshactors.v1.Versions:\x02\x38\x01\x32\x81\x02\n\x0fSnapshotBuilder\x12N\n\tSubscribe\x12\x1f.meshactors.v1.SubscribeRequest\x1a .meshactors.v1.SubscribeResponse\x12P\n\x0bUnsubscribe\x12\x1f.meshactors.v1.SubscribeRequest\x1a .meshactors.v1.SubscribeResponse\x12L\n\x07Updates\x12\x1d.meshactors.v1.UpdatesRequest\x1a .meshactors.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshactors.v1.snapshot_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_UPDATESREQUEST_HELDENTRY']._loaded_options = None
+  _globals['_UPDATESREQUEST_HELDENTRY']._serialized_options = b'8\001'
   _globals['_RESOURCE']._serialized_start=47
   _globals['_RESOURCE']._serialized_end=120
   _globals['_VIPSNAPSHOT']._serialized_start=123
@@ -39,6 +41,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_end=353
   _globals['_SUBSCRIBERESPONSE']._serialized_start=355
   _globals['_SUBSCRIBERESPONSE']._serialized_end=421
-  _globals['_SNAPSHOTBUILDER']._serialized_start=423
-  _globals['_SNAPSHOTBUILDER']._serialized_end=520
+  _globals['_VERSIONS']._serialized_start=423
+  _globals['_VERSIONS']._serialized_end=475
+  _globals['_UPDATESREQUEST']._serialized_start=478
+  _globals['_UPDATESREQUEST']._serialized_end=654
+  _globals['_UPDATESREQUEST_HELDENTRY']._serialized_start=586
+  _globals['_UPDATESREQUEST_HELDENTRY']._serialized_end=654
+  _globals['_SNAPSHOTBUILDER']._serialized_start=657
+  _globals['_SNAPSHOTBUILDER']._serialized_end=914
 # @@protoc_insertion_point(module_scope)

@@ -45,3 +45,28 @@ class SubscribeResponse(_message.Message):
     SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     snapshots: _containers.RepeatedCompositeFieldContainer[VipSnapshot]
     def __init__(self, snapshots: _Optional[_Iterable[_Union[VipSnapshot, _Mapping]]] = ...) -> None: ...
+
+class Versions(_message.Message):
+    __slots__ = ("cluster", "load_assignment")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    load_assignment: str
+    def __init__(self, cluster: _Optional[str] = ..., load_assignment: _Optional[str] = ...) -> None: ...
+
+class UpdatesRequest(_message.Message):
+    __slots__ = ("host", "incarnation", "held")
+    class HeldEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Versions
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Versions, _Mapping]] = ...) -> None: ...
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    incarnation: str
+    held: _containers.MessageMap[str, Versions]
+    def __init__(self, host: _Optional[str] = ..., incarnation: _Optional[str] = ..., held: _Optional[_Mapping[str, Versions]] = ...) -> None: ...

@@ -39,6 +39,16 @@ class SnapshotBuilderStub:
                 request_serializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.Unsubscribe = channel.unary_unary(
+                '/meshactors.v1.SnapshotBuilder/Unsubscribe',
+                request_serializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.FromString,
+                _registered_method=True)
+        self.Updates = channel.unary_stream(
+                '/meshactors.v1.SnapshotBuilder/Updates',
+                request_serializer=meshactors_dot_v1_dot_snapshot__pb2.UpdatesRequest.SerializeToString,
+                response_deserializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.FromString,
+                _registered_method=True)
 
 
 class SnapshotBuilderServicer:
@@ -51,12 +61,36 @@ class SnapshotBuilderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Unsubscribe(self, request, context):
+        """Drop interest in VIPs no session of the host wants any more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Updates(self, request, context):
+        """The host's interest is exactly `held`: first what differs from it, then every change as it happens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SnapshotBuilderServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Subscribe': grpc.unary_unary_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeRequest.FromString,
+                    response_serializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'Unsubscribe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unsubscribe,
+                    request_deserializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeRequest.FromString,
+                    response_serializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'Updates': grpc.unary_stream_rpc_method_handler(
+                    servicer.Updates,
+                    request_deserializer=meshactors_dot_v1_dot_snapshot__pb2.UpdatesRequest.FromString,
                     response_serializer=meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.SerializeToString,
             ),
     }
@@ -86,6 +120,60 @@ class SnapshotBuilder:
             target,
             '/meshactors.v1.SnapshotBuilder/Subscribe',
             meshactors_dot_v1_dot_snapshot__pb2.SubscribeRequest.SerializeToString,
+            meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unsubscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshactors.v1.SnapshotBuilder/Unsubscribe',
+            meshactors_dot_v1_dot_snapshot__pb2.SubscribeRequest.SerializeToString,
+            meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Updates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/meshactors.v1.SnapshotBuilder/Updates',
+            meshactors_dot_v1_dot_snapshot__pb2.UpdatesRequest.SerializeToString,
             meshactors_dot_v1_dot_snapshot__pb2.SubscribeResponse.FromString,
             options,
             channel_credentials,

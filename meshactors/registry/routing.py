@@ -1,0 +1,84 @@
+"""GrpcShardBackend: the registry API reaches the owning shard over a direct gRPC channel (found by a resolver)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from meshactors.errors import MeshError, Unavailable
+from meshactors.model import Instance, InstanceRef, Status
+from meshactors.registry import convert
+from meshactors.registry.client import error_from_rpc
+from meshactors.registry.shard_service import APP_ERROR_KEY
+from meshactors.v1 import registry_pb2 as pb
+from meshactors.v1 import registry_pb2_grpc as pb_grpc
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 16 << 20)]
+
+
+class GrpcShardBackend:
+    """A ShardBackend over gRPC. `resolve(shard)` tells where a shard listens (it may block while the shard
+    restarts); a transport failure re-resolves and retries until `retry_s` has passed, so a shard restart
+    shows up as latency, not as an error. Errors the shard answers itself are passed on as they are."""
+
+    def __init__(self, resolve: Callable[[str], Awaitable[str]], retry_s: float = 10.0, timeout_s: float = 15.0):
+        self.resolve = resolve
+        self.retry_s = retry_s
+        self.timeout_s = timeout_s
+        self._stubs: dict[str, pb_grpc.RegistryStub] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def _stub(self, shard: str) -> pb_grpc.RegistryStub:
+        stub = self._stubs.get(shard)
+        if stub is None:
+            address = await self.resolve(shard)
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[shard] = channel
+            stub = self._stubs[shard] = pb_grpc.RegistryStub(channel)
+        return stub
+
+    async def _forget(self, shard: str) -> None:
+        self._stubs.pop(shard, None)
+        channel = self._channels.pop(shard, None)
+        if channel is not None:
+            await channel.close()
+
+    async def _call(self, shard: str, method: str, request: Any) -> Any:
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.02
+        while True:
+            stub = await self._stub(shard)
+            try:
+                return await getattr(stub, method)(request, timeout=self.timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                trailing = dict(exc.trailing_metadata() or ())
+                if APP_ERROR_KEY in trailing:
+                    raise error_from_rpc(exc, shard) from exc
+                await self._forget(shard)  # transport failure: the shard may be restarting elsewhere
+                if time.monotonic() + delay > deadline:
+                    raise Unavailable(f"registry shard {shard} unreachable: {exc.code().name} {exc.details()}") from exc
+            except MeshError:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def register(self, shard: str, instance: Instance) -> tuple[Instance, int]:
+        resp = await self._call(shard, "Register", pb.RegisterRequest(instance=convert.instance_to_pb(instance)))
+        return convert.instance_from_pb(resp.instance), int(resp.revision)
+
+    async def heartbeat(self, shard: str, ref: InstanceRef) -> int:
+        resp = await self._call(shard, "Heartbeat", pb.HeartbeatRequest(ref=convert.ref_to_pb(ref)))
+        return int(resp.ttl_seconds)
+
+    async def deregister(self, shard: str, ref: InstanceRef) -> int:
+        resp = await self._call(shard, "Deregister", pb.DeregisterRequest(ref=convert.ref_to_pb(ref)))
+        return int(resp.revision)
+
+    async def set_status(self, shard: str, ref: InstanceRef, status: Status) -> tuple[Instance, int]:
+        req = pb.SetStatusRequest(ref=convert.ref_to_pb(ref), status=convert.status_to_pb(status))
+        resp = await self._call(shard, "SetStatus", req)
+        return convert.instance_from_pb(resp.instance), int(resp.revision)
