@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--builders", type=int, default=2, help="number of snapshot builder actors (default 2)")
     up.add_argument("--xds-servers", type=int, default=2, help="number of xDS server actors (default 2)")
     up.add_argument(
-        "--xds-port", type=int, default=18000, help="first xDS server's port; the others follow (0: free ports)"
+        "--xds-port", type=int, default=7080, help="first xDS server's port; the others follow (0: free ports)"
     )
     up.add_argument(
         "--max-new-streams-per-s",

@@ -12,7 +12,8 @@ from meshactors.xds.host import HostSettings
 
 DEFAULT_NAMESPACE = "meshactors"
 DEFAULT_REGISTRY_PORT = 7070
-DEFAULT_XDS_PORT = 18000
+# Outside Ray's default worker port range (10002-19999) and the kernel's ephemeral range (32768+).
+DEFAULT_XDS_PORT = 7080
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from meshactors.runtime.actors import actor_options
 from meshactors.runtime.calls import call_sync
 from meshactors.runtime.controller import CONTROLLER, ControllerActor, actor_specs
 from meshactors.settings import MeshSettings
-from meshactors.store.server import free_port
+from meshactors.store.server import stable_port
 
 _log = log.get("runtime.deploy")
 
@@ -26,10 +26,10 @@ def actor_names(settings: MeshSettings) -> list[str]:
 def resolve_ports(settings: MeshSettings) -> MeshSettings:
     """Actors must rebind the same address after a restart, so port 0 is resolved once, here."""
     if settings.registry_port == 0:
-        settings = dataclasses.replace(settings, registry_port=free_port(settings.registry_host))
+        settings = dataclasses.replace(settings, registry_port=stable_port(settings.registry_host))
     ports = settings.xds_port_list()
     if any(p == 0 for p in ports):
-        ports = tuple(p or free_port(settings.xds_host) for p in ports)
+        ports = tuple(p or stable_port(settings.xds_host) for p in ports)
         settings = dataclasses.replace(settings, xds_ports=ports)
     return settings
 

@@ -35,7 +35,7 @@ class UpOptions:
     ready_file: Path | None = None
     builders: int = 2
     xds_servers: int = 2
-    xds_port: int = 18000  # first xDS server's port, the others follow; 0: free ports
+    xds_port: int = 7080  # first xDS server's port, the others follow; 0: free ports
     max_new_streams_per_s: float = 1000.0
     actor_resources: tuple[tuple[str, float], ...] = ()
 

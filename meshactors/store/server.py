@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,6 +34,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def stable_port(host: str = "127.0.0.1", low: int = 20000, high: int = 32000) -> int:
+    """A free port for a server that must get the same port again after a restart.
+
+    Chosen outside the kernel's ephemeral range (where Ray and every client socket take theirs, so a
+    port picked there can be taken before our server binds it) and outside Ray's default worker range.
+    """
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise Unavailable(f"no free port in {low}-{high} on {host}")
 
 
 def wait_tcp(host: str, port: int, timeout_s: float) -> None:

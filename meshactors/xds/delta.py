@@ -147,6 +147,11 @@ class DeltaStream:
             self._apply_ack(ts, req.response_nonce)
             ack = True
 
+        stale = bool(req.response_nonce) and not known_nonce
+        if not first and not req.subscribe and not req.unsubscribe:
+            # the common case, a plain ACK (or NACK): nothing to subscribe, nothing to send
+            return Outcome(responses=(), ack=ack, nack=nack, stale=stale)
+
         added: list[tuple[str, str]] = []
         dropped: list[tuple[str, str]] = []
         rejected: list[RejectedName] = []
@@ -215,7 +220,7 @@ class DeltaStream:
             rejected=tuple(rejected),
             ack=ack,
             nack=nack,
-            stale=bool(req.response_nonce) and not known_nonce,
+            stale=stale,
         )
 
     def _apply_ack(self, ts: _TypeState, nonce: str) -> None:

@@ -1,4 +1,4 @@
-"""XdsHost: the ADS server of one process: sessions (one asyncio task + bounded mailbox per stream) over a
+"""XdsHost: the ADS server of one process: one lightweight session per stream (state machine + lock) over a
 ResourceCache filled on demand from the snapshot side. No Ray here: the runtime wraps it in an actor."""
 
 from __future__ import annotations
@@ -25,15 +25,11 @@ from meshactors.xds.types import (
     LISTENER,
     WILDCARD,
     DeltaRequest,
-    DeltaResponse,
     Limits,
     SotwRequest,
-    SotwResponse,
 )
 
 _log = log.get("xds.host")
-_WAKE = object()
-_END = object()
 
 
 class SnapshotSource(Protocol):
@@ -47,7 +43,6 @@ class SnapshotSource(Protocol):
 @dataclass(frozen=True, slots=True)
 class HostSettings:
     limits: Limits = field(default_factory=Limits)
-    mailbox_size: int = 64
     max_new_streams_per_s: float = 1000.0
     fetch_timeout_s: float = 5.0
     unsubscribe_grace_s: float = 30.0
@@ -70,45 +65,43 @@ class _TokenBucket:
 
 
 class Session:
-    """One ADS stream: its state machine, its mailbox, and the VIPs it holds interest in."""
+    """One ADS stream: its state machine, the VIPs it holds interest in, and the changes waiting for it.
+
+    Requests are handled as they are read; changes are written by a short-lived push task scheduled only
+    when something changed. A lock keeps one writer at a time, so responses go out in the order computed.
+    An idle session holds no task and no queue of its own: it costs the stream, the state machine, and this.
+    """
 
     __slots__ = (
-        "bad_messages",
-        "kind",
-        "machine",
-        "mailbox",
-        "node_id",
-        "opened_at",
-        "peer",
-        "pending",
-        "resources_sent",
-        "stream_id",
-        "vips",
-        "woken",
+        "bad_messages", "closed", "context", "kind", "lock", "machine", "node_id", "opened_at", "peer",
+        "pending", "push_scheduled", "resources_sent", "stream_id", "vips",
     )  # fmt: skip
 
-    def __init__(self, kind: str, stream_id: str, machine: Any, mailbox_size: int, peer: str) -> None:
+    def __init__(self, kind: str, stream_id: str, machine: Any, context: grpc.aio.ServicerContext) -> None:
         self.kind = kind
         self.stream_id = stream_id
         self.machine = machine
-        self.mailbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=mailbox_size)
+        self.context = context
+        self.lock = asyncio.Lock()
         self.node_id = ""
-        self.peer = peer
+        self.peer = context.peer()
         self.opened_at = time.time()
         self.pending: set[tuple[str, str]] = set()
-        self.woken = False
+        self.push_scheduled = False
+        self.closed = False
         self.vips: dict[str, set[tuple[str, str]]] = {}
         self.resources_sent = 0
         self.bad_messages = 0
 
-    def notify(self, changed: Iterable[tuple[str, str]]) -> None:
-        self.pending.update(changed)
-        if not self.woken:
-            try:
-                self.mailbox.put_nowait(_WAKE)
-                self.woken = True
-            except asyncio.QueueFull:
-                pass  # requests are queued: the loop looks at `pending` after each of them
+    @property
+    def slog(self) -> Any:
+        """A logger bound to this stream (built when needed: an idle session keeps no logger of its own)."""
+        return _log.bind(stream=self.stream_id, kind=self.kind, peer=self.peer, node_id=self.node_id)
+
+    async def write(self, responses: Iterable[Any]) -> None:
+        for resp in responses:
+            self.resources_sent += len(resp.resources)
+            await self.context.write(resp)
 
 
 class XdsHost:
@@ -144,65 +137,54 @@ class XdsHost:
                 f"xDS server {self.name} accepts at most {self.settings.max_new_streams_per_s:g} new streams/s",
             )
 
-    async def delta(
-        self, requests: AsyncIterator[DeltaRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[DeltaResponse]:
+    async def delta(self, requests: AsyncIterator[DeltaRequest], context: grpc.aio.ServicerContext) -> None:
         await self._admit(context)
         stream_id = f"{self.name}-{next(self._ids)}"
         machine = DeltaStream(self.cache, self.settings.limits, stream_id, validate_name)
-        session = Session("delta", stream_id, machine, self.settings.mailbox_size, context.peer())
-        async for resp in self._serve(session, requests):
-            yield resp
+        await self._serve(Session("delta", stream_id, machine, context), requests)
 
-    async def sotw(
-        self, requests: AsyncIterator[SotwRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[SotwResponse]:
+    async def sotw(self, requests: AsyncIterator[SotwRequest], context: grpc.aio.ServicerContext) -> None:
         await self._admit(context)
         stream_id = f"{self.name}-{next(self._ids)}"
         machine = SotwStream(self.cache, self.settings.limits, stream_id, validate_name)
-        session = Session("sotw", stream_id, machine, self.settings.mailbox_size, context.peer())
-        async for resp in self._serve(session, requests):
-            yield resp
+        await self._serve(Session("sotw", stream_id, machine, context), requests)
 
-    async def _read(self, session: Session, requests: AsyncIterator[Any]) -> None:
+    async def _serve(self, session: Session, requests: AsyncIterator[Any]) -> None:
+        self._sessions[session.stream_id] = session
+        self.counters["streams"] += 1
         try:
-            async for req in requests:
-                await session.mailbox.put(req)  # bounded: a client that floods us is slowed by flow control
+            async for req in requests:  # gRPC flow control slows a client that sends faster than we handle
+                if req.node is not None and not session.node_id:
+                    session.node_id = req.node.id
+                    session.slog.info("stream opened")
+                async with session.lock:
+                    await session.write(self._on_request(session, req))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken stream ends the session like a closed one
-            _log.debug("stream read ended", stream=session.stream_id, error=repr(exc))
-        await session.mailbox.put(_END)
-
-    async def _serve(self, session: Session, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        self._sessions[session.stream_id] = session
-        self.counters["streams"] += 1
-        slog = _log.bind(stream=session.stream_id, kind=session.kind, peer=session.peer)
-        reader = asyncio.create_task(self._read(session, requests))
-        try:
-            while True:
-                item = await session.mailbox.get()
-                if item is _END:
-                    break
-                if item is _WAKE:
-                    session.woken = False
-                else:
-                    if item.node is not None and not session.node_id:
-                        session.node_id = item.node.id
-                        slog = slog.bind(node_id=session.node_id)
-                        slog.info("stream opened")
-                    for resp in await self._on_request(session, item, slog):
-                        session.resources_sent += len(resp.resources)
-                        yield resp
-                if session.pending:
-                    changed, session.pending = session.pending, set()
-                    for resp in session.machine.on_update(changed):
-                        session.resources_sent += len(resp.resources)
-                        yield resp
+            session.slog.debug("stream ended", error=repr(exc))
         finally:
-            reader.cancel()
+            session.closed = True
             self._close(session)
-            slog.info("stream closed", resources_sent=session.resources_sent)
+            session.slog.info("stream closed", resources_sent=session.resources_sent)
+
+    def notify(self, session: Session, changed: Iterable[tuple[str, str]]) -> None:
+        """Changes for a session: one push task is scheduled; further changes join it (latest wins)."""
+        session.pending.update(changed)
+        if not session.push_scheduled and not session.closed:
+            session.push_scheduled = True
+            self._spawn(self._push(session))
+
+    async def _push(self, session: Session) -> None:
+        async with session.lock:
+            session.push_scheduled = False
+            if session.closed or not session.pending:
+                return
+            changed, session.pending = session.pending, set()
+            try:
+                await session.write(session.machine.on_update(changed))
+            except Exception as exc:  # the stream is gone; its handler cleans up
+                session.slog.debug("push to a closed stream dropped", error=repr(exc))
 
     def _speculate(self, req: Any) -> list[str]:
         """A VIP not held yet gets its Cluster and Listener at once: they do not depend on the registry.
@@ -220,16 +202,17 @@ class XdsHost:
                     fresh.append(vip)
         return fresh
 
-    async def _on_request(self, session: Session, req: Any, slog: Any) -> list[Any]:
+    def _on_request(self, session: Session, req: Any) -> list[Any]:
         speculated = self._speculate(req)
         try:
-            return await self._handle_request(session, req, slog)
+            return self._handle_request(session, req)
         finally:
             for vip in speculated:  # names the stream did not keep (refused, over a bound) are not held
                 if vip not in self._vip_sessions and vip not in self._inflight:
                     self.cache.drop_provisional(vip)
 
-    async def _handle_request(self, session: Session, req: Any, slog: Any) -> list[Any]:
+    def _handle_request(self, session: Session, req: Any) -> list[Any]:
+        slog = session.slog
         try:
             outcome = session.machine.on_request(req)
         except MeshError as exc:  # one bad message does not end the stream
@@ -263,7 +246,7 @@ class XdsHost:
                 # fetched in the background: the stream goes on (e.g. Envoy's EDS request for the same VIP)
                 self._spawn(self._fetch_then_notify(session, missing, wanted, slog))
             else:
-                session.pending.update(wanted)
+                self.notify(session, wanted)
         return list(outcome.responses)
 
     async def _fetch_then_notify(
@@ -271,7 +254,7 @@ class XdsHost:
     ) -> None:
         await self._fetch(vips, slog)
         # names the cache could not fill are looked at again (sent, or removed if the client held them)
-        session.notify(wanted)
+        self.notify(session, wanted)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -339,7 +322,7 @@ class XdsHost:
             changed = self.cache.apply(res)
             if changed:
                 for session in self._vip_sessions.get(res.vip, ()):
-                    session.notify(changed)
+                    self.notify(session, changed)
         return unwanted
 
     async def evict_idle(self) -> list[str]:

@@ -1,0 +1,144 @@
+"""registry: registrations and heartbeats per second sustained through the gRPC API (embedded etcd), with p99."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from benchmarks.common import Stack, control_plane_pids, cpu_seconds, percentile, table, work_dir
+from meshactors.v1 import registry_pb2 as pb
+from meshactors.v1 import registry_pb2_grpc as pb_grpc
+
+LEASE = pb.LeaseSettings(renewal_interval_seconds=30, duration_seconds=90)
+
+
+async def _phase(
+    stub: pb_grpc.RegistryStub, make: Any, items: list[Any], concurrency: int, until: float | None
+) -> tuple[list[float], int]:
+    """Run `make(item)` calls with `concurrency` in flight: over `items` once, or round and round until `until`."""
+    latencies: list[float] = []
+    errors = 0
+    index = 0
+
+    async def worker() -> None:
+        nonlocal index, errors
+        while True:
+            if until is None:
+                if index >= len(items):
+                    return
+            elif time.monotonic() >= until:
+                return
+            item = items[index % len(items)]
+            index += 1
+            t = time.perf_counter()
+            try:
+                await make(stub, item)
+                latencies.append(time.perf_counter() - t)
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+async def _client(target: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.RegistryStub(channel)
+        insts = [
+            pb.Instance(vip=f"reg-{slot}-{i % 250}", host="127.0.0.1", port=20000 + i, instance_id=f"c{slot}-{i}",
+                        lease=LEASE)
+            for i in range(count)
+        ]  # fmt: skip
+        await asyncio.to_thread(go.wait)
+        t0 = time.monotonic()
+        reg_lat, reg_err = await _phase(
+            stub, lambda s, inst: s.Register(pb.RegisterRequest(instance=inst), timeout=30), insts, concurrency, None
+        )
+        reg_s = time.monotonic() - t0
+        refs = [pb.InstanceRef(vip=i.vip, instance_id=i.instance_id) for i in insts]
+        t1 = time.monotonic()
+        hb_lat, hb_err = await _phase(
+            stub, lambda s, ref: s.Heartbeat(pb.HeartbeatRequest(ref=ref), timeout=30), refs, concurrency,
+            t1 + heartbeat_s,
+        )  # fmt: skip
+        hb_s = time.monotonic() - t1
+        await _phase(stub, lambda s, ref: s.Deregister(pb.DeregisterRequest(ref=ref), timeout=30), refs, concurrency,
+                     None)  # fmt: skip
+    return {"reg": reg_lat, "reg_err": reg_err, "reg_s": reg_s, "hb": hb_lat, "hb_err": hb_err, "hb_s": hb_s}
+
+
+def _main(target: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float, out: str) -> None:
+    result = asyncio.run(_client(target, slot, count, concurrency, go, heartbeat_s))
+    Path(out).write_text(json.dumps(result))
+
+
+def run(
+    registrations: int = 5000, processes: int = 2, concurrency: int = 32, heartbeat_s: float = 10.0
+) -> dict[str, Any]:
+    work = work_dir("registry")
+    stack = Stack.start(work)
+    ctx = mp.get_context("spawn")
+    go = ctx.Event()
+    outs = [str(work / f"reg-{i}.json") for i in range(processes)]
+    per = registrations // processes
+    procs = [
+        ctx.Process(target=_main, args=(stack.info["registry"], i, per, concurrency, go, heartbeat_s, outs[i]))
+        for i in range(processes)
+    ]
+    try:
+        named = control_plane_pids(stack.info)
+        pids = list(named.values())
+        per_actor0 = {n: cpu_seconds([p]) for n, p in named.items()}
+        for p in procs:
+            p.start()
+        time.sleep(3.0)  # let the client processes start and build their requests
+        cpu0 = cpu_seconds(pids)
+        go.set()
+        for p in procs:
+            p.join(600)
+        cpu = cpu_seconds(pids) - cpu0
+        per_actor = {n: round(cpu_seconds([p]) - per_actor0[n], 2) for n, p in named.items()}
+        results = [json.loads(Path(o).read_text()) for o in outs]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        stack.stop()
+    reg = [x for r in results for x in r["reg"]]
+    hb = [x for r in results for x in r["hb"]]
+    reg_s = max(r["reg_s"] for r in results)
+    hb_s = max(r["hb_s"] for r in results)
+
+    def stats(lat: list[float], seconds: float, errors: int) -> dict[str, float]:
+        return {
+            "count": len(lat),
+            "errors": errors,
+            "per_second": round(len(lat) / seconds, 1) if seconds else 0.0,
+            "p50_ms": round(percentile(lat, 50) * 1000, 3),
+            "p99_ms": round(percentile(lat, 99) * 1000, 3),
+        }
+
+    return {
+        "benchmark": "registry",
+        "settings": {"registrations": registrations, "client_processes": processes,
+                     "concurrency_per_process": concurrency, "heartbeat_seconds": heartbeat_s, "shards": 2,
+                     "path": "gRPC client -> registry API actor -> shard actor (direct gRPC) -> etcd"},
+        "figures": {
+            "registrations": stats(reg, reg_s, sum(r["reg_err"] for r in results)),
+            "heartbeats": stats(hb, hb_s, sum(r["hb_err"] for r in results)),
+            "control_plane_cpu_s": round(cpu, 2),
+            "cpu_s_by_actor": per_actor,
+        },
+    }  # fmt: skip
+
+
+def render(result: dict[str, Any]) -> str:
+    f = result["figures"]
+    rows = [{"operation": op, **f[op]} for op in ("registrations", "heartbeats")]
+    return table(rows, ["operation", "count", "errors", "per_second", "p50_ms", "p99_ms"])
