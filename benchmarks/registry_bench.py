@@ -73,6 +73,67 @@ async def _client(target: str, slot: int, count: int, concurrency: int, go: Any,
     return {"reg": reg_lat, "reg_err": reg_err, "reg_s": reg_s, "hb": hb_lat, "hb_err": hb_err, "hb_s": hb_s}
 
 
+async def _echo_server(port_q: Any, stop: Any) -> None:
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("floor.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),)
+    )
+    port_q.put(server.add_insecure_port("127.0.0.1:0"))
+    await server.start()
+    await asyncio.to_thread(stop.wait)
+
+
+def _echo_server_main(port_q: Any, stop: Any) -> None:
+    asyncio.run(_echo_server(port_q, stop))
+
+
+async def _echo_client(port: int, seconds: float, concurrency: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/floor.Echo/Echo")
+        done = 0
+        end = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < end:
+                await call(b"x" * 48)
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done
+
+
+def _echo_client_main(port: int, seconds: float, concurrency: int, out: Any) -> None:
+    out.put(asyncio.run(_echo_client(port, seconds, concurrency)))
+
+
+def unary_floor(processes: int = 2, concurrency: int = 32, seconds: float = 5.0) -> float:
+    """Calls/s of a bare Python grpc.aio unary echo server with the same clients: the floor of any one hop."""
+    ctx = mp.get_context("spawn")
+    port_q, out, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=_echo_server_main, args=(port_q, stop))
+    server.start()
+    try:
+        port = port_q.get(timeout=30)
+        clients = [
+            ctx.Process(target=_echo_client_main, args=(port, seconds, concurrency, out)) for _ in range(processes)
+        ]
+        for c in clients:
+            c.start()
+        total = sum(out.get(timeout=seconds + 60) for _ in clients)
+        for c in clients:
+            c.join(30)
+        return total / seconds
+    finally:
+        stop.set()
+        server.join(30)
+        if server.is_alive():
+            server.kill()
+
+
 def _main(target: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float, out: str) -> None:
     result = asyncio.run(_client(target, slot, count, concurrency, go, heartbeat_s))
     Path(out).write_text(json.dumps(result))
@@ -110,6 +171,7 @@ def run(
             if p.is_alive():
                 p.kill()
         stack.stop()
+    floor = unary_floor(processes, concurrency, seconds=min(5.0, heartbeat_s))
     reg = [x for r in results for x in r["reg"]]
     hb = [x for r in results for x in r["hb"]]
     reg_s = max(r["reg_s"] for r in results)
@@ -132,6 +194,7 @@ def run(
         "figures": {
             "registrations": stats(reg, reg_s, sum(r["reg_err"] for r in results)),
             "heartbeats": stats(hb, hb_s, sum(r["hb_err"] for r in results)),
+            "floor_bare_grpc_unary_calls_per_second": round(floor, 1),
             "control_plane_cpu_s": round(cpu, 2),
             "cpu_s_by_actor": per_actor,
         },
@@ -141,4 +204,7 @@ def run(
 def render(result: dict[str, Any]) -> str:
     f = result["figures"]
     rows = [{"operation": op, **f[op]} for op in ("registrations", "heartbeats")]
-    return table(rows, ["operation", "count", "errors", "per_second", "p50_ms", "p99_ms"])
+    return table(rows, ["operation", "count", "errors", "per_second", "p50_ms", "p99_ms"]) + (
+        f"\nfloor: a bare Python grpc.aio unary echo server with the same clients: "
+        f"{f['floor_bare_grpc_unary_calls_per_second']} calls/s"
+    )

@@ -25,6 +25,11 @@ from meshactors.v1 import registry_pb2_grpc as pb_grpc
 def error_from_rpc(exc: grpc.RpcError, target: str) -> MeshError:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
+    return error_from_status(code, details or "", target)
+
+
+def error_from_status(code: grpc.StatusCode | None, details: str, target: str) -> MeshError:
+    """The MeshError for a gRPC status (the inverse of MeshError.grpc_code_name)."""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field, _, reason = (details or "").partition(": ")
         return InvalidArgument(field, reason) if reason else InvalidArgument("request", details or "")
@@ -42,6 +47,15 @@ def error_from_rpc(exc: grpc.RpcError, target: str) -> MeshError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"registry at {target} is unavailable: {details}")
     return MeshError(f"registry at {target}: {code.name if code else '?'}: {details}")
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def batch_result(result: pb.HeartbeatResult, target: str) -> int | MeshError:
+    if result.code == 0:
+        return int(result.ttl_seconds)
+    return error_from_status(_CODES.get(result.code), result.message, target)
 
 
 class RegistryClient:
@@ -73,6 +87,11 @@ class RegistryClient:
 
     def heartbeat(self, ref: InstanceRef) -> int:
         return int(self._call("Heartbeat", pb.HeartbeatRequest(ref=convert.ref_to_pb(ref))).ttl_seconds)
+
+    def heartbeat_batch(self, refs: list[InstanceRef]) -> list[int | MeshError]:
+        """Heartbeat many instances in one call: per ref its TTL, or the error for that ref alone."""
+        resp = self._call("HeartbeatBatch", pb.HeartbeatBatchRequest(refs=[convert.ref_to_pb(r) for r in refs]))
+        return [batch_result(r, self.target) for r in resp.results]
 
     def deregister(self, ref: InstanceRef) -> int:
         return int(self._call("Deregister", pb.DeregisterRequest(ref=convert.ref_to_pb(ref))).revision)

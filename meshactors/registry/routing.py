@@ -12,7 +12,7 @@ import grpc
 from meshactors.errors import MeshError, Unavailable
 from meshactors.model import Instance, InstanceRef, Status
 from meshactors.registry import convert
-from meshactors.registry.client import error_from_rpc
+from meshactors.registry.client import batch_result, error_from_rpc
 from meshactors.registry.shard_service import APP_ERROR_KEY
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
@@ -31,6 +31,8 @@ class GrpcShardBackend:
         self.timeout_s = timeout_s
         self._stubs: dict[str, pb_grpc.RegistryStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._pending: dict[str, list[tuple[InstanceRef, asyncio.Future[int | MeshError]]]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def _stub(self, shard: str) -> pb_grpc.RegistryStub:
         stub = self._stubs.get(shard)
@@ -71,8 +73,39 @@ class GrpcShardBackend:
         return convert.instance_from_pb(resp.instance), int(resp.revision)
 
     async def heartbeat(self, shard: str, ref: InstanceRef) -> int:
-        resp = await self._call(shard, "Heartbeat", pb.HeartbeatRequest(ref=convert.ref_to_pb(ref)))
-        return int(resp.ttl_seconds)
+        """Heartbeats arriving together for one shard go to it as one batch (no timer: one loop iteration)."""
+        fut: asyncio.Future[int | MeshError] = asyncio.get_running_loop().create_future()
+        pending = self._pending.setdefault(shard, [])
+        pending.append((ref, fut))
+        if len(pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush, shard)
+        outcome = await fut
+        if isinstance(outcome, MeshError):
+            raise outcome
+        return outcome
+
+    def _flush(self, shard: str) -> None:
+        batch = self._pending.pop(shard, [])
+        if batch:
+            task = asyncio.ensure_future(self._send(shard, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, shard: str, batch: list[tuple[InstanceRef, asyncio.Future[int | MeshError]]]) -> None:
+        try:
+            outcomes = await self.heartbeat_many(shard, [ref for ref, _ in batch])
+        except MeshError as exc:
+            outcomes = [exc] * len(batch)
+        except Exception as exc:  # never leave a caller waiting
+            outcomes = [MeshError(f"heartbeat batch to {shard} failed: {exc!r}")] * len(batch)
+        for (_, fut), outcome in zip(batch, outcomes, strict=True):
+            if not fut.done():
+                fut.set_result(outcome)
+
+    async def heartbeat_many(self, shard: str, refs: list[InstanceRef]) -> list[int | MeshError]:
+        request = pb.HeartbeatBatchRequest(refs=[convert.ref_to_pb(r) for r in refs])
+        resp = await self._call(shard, "HeartbeatBatch", request)
+        return [batch_result(r, shard) for r in resp.results]
 
     async def deregister(self, shard: str, ref: InstanceRef) -> int:
         resp = await self._call(shard, "Deregister", pb.DeregisterRequest(ref=convert.ref_to_pb(ref)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -12,6 +13,7 @@ from meshactors import log
 from meshactors.errors import InvalidArgument, MeshError
 from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref, validate_vip_name
 from meshactors.registry import convert
+from meshactors.registry.shard_service import heartbeat_result
 from meshactors.registry.shardmap import ShardMap
 from meshactors.store import codec
 from meshactors.store.base import Store
@@ -21,6 +23,7 @@ from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
 _log = log.get("registry.api")
+MAX_BATCH = 10_000
 _stream_ids = itertools.count(1)
 
 
@@ -30,6 +33,8 @@ class ShardBackend(Protocol):
     async def register(self, shard: str, instance: Instance) -> tuple[Instance, int]: ...
 
     async def heartbeat(self, shard: str, ref: InstanceRef) -> int: ...
+
+    async def heartbeat_many(self, shard: str, refs: list[InstanceRef]) -> list[int | MeshError]: ...
 
     async def deregister(self, shard: str, ref: InstanceRef) -> int: ...
 
@@ -90,6 +95,33 @@ class RegistryService(pb_grpc.RegistryServicer):
             return pb.HeartbeatResponse(ttl_seconds=ttl)
         except Exception as exc:
             await _abort(context, exc, "Heartbeat")
+            raise
+
+    async def HeartbeatBatch(
+        self, request: pb.HeartbeatBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatBatchResponse:
+        try:
+            if len(request.refs) > MAX_BATCH:
+                raise InvalidArgument("refs", f"{len(request.refs)} refs, at most {MAX_BATCH} in one batch")
+            results: list[int | MeshError] = [0] * len(request.refs)
+            by_shard: dict[str, list[tuple[int, InstanceRef]]] = {}
+            for i, msg in enumerate(request.refs):
+                try:
+                    ref = validate_ref(convert.ref_from_pb(msg))
+                except InvalidArgument as exc:
+                    results[i] = InvalidArgument(f"refs[{i}].{exc.field}", exc.reason)
+                    continue
+                by_shard.setdefault(self.shard_map.owner(ref.vip), []).append((i, ref))
+
+            async def one_shard(shard: str, items: list[tuple[int, InstanceRef]]) -> None:
+                got = await self.backend.heartbeat_many(shard, [ref for _, ref in items])
+                for (i, _), outcome in zip(items, got, strict=True):
+                    results[i] = outcome
+
+            await asyncio.gather(*(one_shard(s, items) for s, items in by_shard.items()))
+            return pb.HeartbeatBatchResponse(results=[heartbeat_result(r) for r in results])
+        except Exception as exc:
+            await _abort(context, exc, "HeartbeatBatch")
             raise
 
     async def Deregister(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from meshactors import log
@@ -25,6 +27,16 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc!r}")
 
 
+def heartbeat_result(outcome: int | BaseException) -> pb.HeartbeatResult:
+    if isinstance(outcome, BaseException):
+        if not isinstance(outcome, MeshError):
+            _log.error("unexpected heartbeat failure", error=repr(outcome))
+            return pb.HeartbeatResult(code=grpc.StatusCode.INTERNAL.value[0], message=repr(outcome))
+        code = getattr(grpc.StatusCode, outcome.grpc_code_name, grpc.StatusCode.INTERNAL)
+        return pb.HeartbeatResult(code=code.value[0], message=outcome.message)
+    return pb.HeartbeatResult(ttl_seconds=outcome)
+
+
 class ShardService(pb_grpc.RegistryServicer):
     def __init__(self, core: RegistryShardCore) -> None:
         self.core = core
@@ -46,6 +58,14 @@ class ShardService(pb_grpc.RegistryServicer):
             await _abort(context, exc, "Heartbeat")
             raise
         return pb.HeartbeatResponse(ttl_seconds=ttl)
+
+    async def HeartbeatBatch(
+        self, request: pb.HeartbeatBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatBatchResponse:
+        results = await asyncio.gather(
+            *(self.core.heartbeat(convert.ref_from_pb(ref)) for ref in request.refs), return_exceptions=True
+        )
+        return pb.HeartbeatBatchResponse(results=[heartbeat_result(r) for r in results])
 
     async def Deregister(
         self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext

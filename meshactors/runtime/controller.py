@@ -56,7 +56,7 @@ def observe(name: str, namespace: str) -> tuple[Observed, Any]:
 class ControllerActor:
     """Reconciles the deployment every `interval_s`: creates missing actors, reports restarts and moves."""
 
-    async def __init__(self, settings: MeshSettings, interval_s: float = 0.5) -> None:
+    async def __init__(self, settings: MeshSettings, interval_s: float = 1.0) -> None:
         log.configure()
         self._log = log.get("runtime.controller")
         self.settings = settings
@@ -72,10 +72,18 @@ class ControllerActor:
         for name in self.specs:
             obs, handle = await asyncio.to_thread(observe, name, self.settings.namespace)
             if handle is not None and obs.state == "ALIVE":
-                try:
-                    ready = bool(await call(handle, "ready", timeout_s=2.0))
-                except MeshError:
-                    ready = False
+                last = self.state.last.get(name)
+                if (
+                    last is not None
+                    and last.ready
+                    and (last.state, last.restarts, last.pid) == (obs.state, obs.restarts, obs.pid)
+                ):
+                    ready = True  # the same incarnation stays ready: no need to ask it again
+                else:
+                    try:
+                        ready = bool(await call(handle, "ready", timeout_s=2.0))
+                    except MeshError:
+                        ready = False
                 obs = Observed(obs.name, obs.state, obs.restarts, ready, obs.node_id, obs.pid)
             seen[name] = obs
         return seen

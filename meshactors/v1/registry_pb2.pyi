@@ -105,6 +105,28 @@ class HeartbeatResponse(_message.Message):
     ttl_seconds: int
     def __init__(self, ttl_seconds: _Optional[int] = ...) -> None: ...
 
+class HeartbeatBatchRequest(_message.Message):
+    __slots__ = ("refs",)
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    refs: _containers.RepeatedCompositeFieldContainer[InstanceRef]
+    def __init__(self, refs: _Optional[_Iterable[_Union[InstanceRef, _Mapping]]] = ...) -> None: ...
+
+class HeartbeatResult(_message.Message):
+    __slots__ = ("ttl_seconds", "code", "message")
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ttl_seconds: int
+    code: int
+    message: str
+    def __init__(self, ttl_seconds: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class HeartbeatBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[HeartbeatResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[HeartbeatResult, _Mapping]]] = ...) -> None: ...
+
 class DeregisterRequest(_message.Message):
     __slots__ = ("ref",)
     REF_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class RegistryStub:
                 request_serializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.HeartbeatBatch = channel.unary_unary(
+                '/meshactors.v1.Registry/HeartbeatBatch',
+                request_serializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatBatchRequest.SerializeToString,
+                response_deserializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatBatchResponse.FromString,
+                _registered_method=True)
         self.Deregister = channel.unary_unary(
                 '/meshactors.v1.Registry/Deregister',
                 request_serializer=meshactors_dot_v1_dot_registry__pb2.DeregisterRequest.SerializeToString,
@@ -76,6 +81,12 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HeartbeatBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +128,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatRequest.FromString,
                     response_serializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'HeartbeatBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeartbeatBatch,
+                    request_deserializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatBatchRequest.FromString,
+                    response_serializer=meshactors_dot_v1_dot_registry__pb2.HeartbeatBatchResponse.SerializeToString,
             ),
             'Deregister': grpc.unary_unary_rpc_method_handler(
                     servicer.Deregister,
@@ -193,6 +209,33 @@ class Registry:
             '/meshactors.v1.Registry/Heartbeat',
             meshactors_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
             meshactors_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshactors.v1.Registry/HeartbeatBatch',
+            meshactors_dot_v1_dot_registry__pb2.HeartbeatBatchRequest.SerializeToString,
+            meshactors_dot_v1_dot_registry__pb2.HeartbeatBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

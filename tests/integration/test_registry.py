@@ -216,3 +216,40 @@ async def test_registrations_are_stored_in_etcd_with_their_own_lease(
     registry.deregister(a)
     registry.deregister(b)
     assert await store.get(KEYS.instance(a)) is None
+
+
+def test_heartbeat_batch_answers_each_ref_on_its_own(registry: RegistryClient) -> None:
+    vip = _vip()
+    a, _ = registry.register(_instance(vip, 9501))
+    other = _vip()
+    b, _ = registry.register(_instance(other, 9502))  # most likely on the other shard
+    results = registry.heartbeat_batch([a, InstanceRef(vip, "nobody"), b, InstanceRef("Bad_VIP", "x")])
+    assert isinstance(results[0], int) and results[0] > 0
+    assert isinstance(results[1], NotFound) and "not registered" in str(results[1])
+    assert isinstance(results[2], int) and results[2] > 0
+    assert isinstance(results[3], InvalidArgument) and results[3].field == "refs[3].vip"
+    registry.deregister(a)
+    registry.deregister(b)
+
+
+def test_concurrent_heartbeats_are_batched_to_the_shard_and_answered_each(stack: dict[str, Any]) -> None:
+    import asyncio
+
+    vip = _vip()
+    with RegistryClient(stack["registry"]) as client:
+        refs = [client.register(_instance(vip, 9600 + i))[0] for i in range(30)]
+
+        async def burst() -> list[Any]:
+            async with grpc.aio.insecure_channel(stack["registry"]) as ch:
+                stub = pb_grpc.RegistryStub(ch)
+                calls = [stub.Heartbeat(pb.HeartbeatRequest(ref=pb.InstanceRef(vip=r.vip, instance_id=r.instance_id)),
+                                        timeout=10) for r in refs]  # fmt: skip
+                calls.append(stub.Heartbeat(pb.HeartbeatRequest(ref=pb.InstanceRef(vip=vip, instance_id="ghost")),
+                                            timeout=10))  # fmt: skip
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+        out = asyncio.run(burst())
+        assert all(isinstance(r, pb.HeartbeatResponse) and r.ttl_seconds > 0 for r in out[:-1]), out[:3]
+        assert isinstance(out[-1], grpc.aio.AioRpcError) and out[-1].code() == grpc.StatusCode.NOT_FOUND
+        for ref in refs:
+            client.deregister(ref)
