@@ -212,23 +212,22 @@ class XdsHost:
                     self.cache.drop_provisional(vip)
 
     def _handle_request(self, session: Session, req: Any) -> list[Any]:
-        slog = session.slog
         try:
             outcome = session.machine.on_request(req)
         except MeshError as exc:  # one bad message does not end the stream
             session.bad_messages += 1
-            slog.warning("bad request ignored", error=str(exc), type_url=req.type_url)
+            session.slog.warning("bad request ignored", error=str(exc), type_url=req.type_url)
             return []
         if outcome.nack is not None:
             self.counters["nacks"] += 1
-            slog.warning(
+            session.slog.warning(
                 "NACK",
                 type_url=outcome.nack.type_url,
                 error=outcome.nack.message,
                 rejected=list(outcome.nack.rejected),
             )
         for rej in outcome.rejected:
-            slog.warning("subscription refused", type_url=rej.type_url, name=rej.name, reason=rej.reason)
+            session.slog.warning("subscription refused", type_url=rej.type_url, name=rej.name, reason=rej.reason)
         for type_url, name in outcome.interest_removed:
             if name != WILDCARD:
                 self._release(session, vip_of(type_url, name), (type_url, name))
@@ -244,7 +243,7 @@ class XdsHost:
             missing = [v for v in vips if v not in self.cache]
             if missing:
                 # fetched in the background: the stream goes on (e.g. Envoy's EDS request for the same VIP)
-                self._spawn(self._fetch_then_notify(session, missing, wanted, slog))
+                self._spawn(self._fetch_then_notify(session, missing, wanted, session.slog))
             else:
                 self.notify(session, wanted)
         return list(outcome.responses)
