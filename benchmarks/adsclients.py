@@ -75,6 +75,8 @@ async def _stream(idx: int, channel: grpc.aio.Channel, vip: str, state: dict[str
             backoff = min(backoff * 2, 1.0)
         finally:
             watchdog.cancel()
+            queue.put_nowait(None)  # ends the request iterator, so nothing is left pending at exit
+            call.cancel()
             state["times"].setdefault(idx, []).extend(times)
 
 

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
 from benchmarks.adsclients import ClientFleet
-from benchmarks.common import Deadline, Stack, control_plane_pids, rss_bytes, table, work_dir
+from benchmarks.common import Deadline, Stack, control_plane_pids, free_port, rss_bytes, table, work_dir
 from meshactors.registry.client import RegistryClient
 from meshactors.v1 import registry_pb2 as pb
 
 VIP = "idle-svc"
+
+
+def bare_floor(target: int, processes: int, timeout_s: float) -> dict[str, Any]:
+    """The same sessions held by a bare in-memory Python delta ADS server: the floor of memory per session."""
+    work = work_dir("sessions-floor")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bare_ads", str(port), "19600"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "READY"
+        targets = [f"127.0.0.1:{port}"]
+        warm = ClientFleet(1, 1, targets, VIP, work)
+        warm.start()
+        warm.wait(lambda: warm.connected() >= 1, 30, "first bare session")
+        time.sleep(1.0)
+        before = rss_bytes(server.pid)
+        fleet = ClientFleet(target, processes, targets, VIP, work)
+        fleet.start()
+        fleet.wait(lambda: fleet.connected() >= target, timeout_s, "bare sessions")
+        time.sleep(2.0)
+        after = rss_bytes(server.pid)
+        fleet.stop()
+        warm.stop()
+        return {"sessions": target, "kib_per_session": round((after - before) / target / 1024, 2)}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
 
 
 def run(target: int = 10_000, processes: int = 4, time_bound_s: float = 600) -> dict[str, Any]:
@@ -47,6 +80,7 @@ def run(target: int = 10_000, processes: int = 4, time_bound_s: float = 600) -> 
         result = fleet.stop()
         warm.stop()
         per_session = (rss_after - rss_before) / max(reached, 1)
+        floor = bare_floor(target, processes, min(300.0, max(30.0, deadline.left())))
         return {
             "benchmark": "sessions",
             "settings": {"target": target, "client_processes": processes, "streams_per_channel": 100,
@@ -61,6 +95,7 @@ def run(target: int = 10_000, processes: int = 4, time_bound_s: float = 600) -> 
                 "bytes_per_session": round(per_session),
                 "kib_per_session": round(per_session / 1024, 2),
                 "client_errors": result["errors"],
+                "floor_bare_ads_kib_per_session": floor["kib_per_session"],
             },
         }  # fmt: skip
     finally:
@@ -70,6 +105,6 @@ def run(target: int = 10_000, processes: int = 4, time_bound_s: float = 600) -> 
 def render(result: dict[str, Any]) -> str:
     f = result["figures"]
     return table([{k: f[k] for k in ("sessions", "seconds_to_accept", "sessions_per_second", "rss_before_mib",
-                                     "rss_after_mib", "kib_per_session")}],
+                                     "rss_after_mib", "kib_per_session", "floor_bare_ads_kib_per_session")}],
                  ["sessions", "seconds_to_accept", "sessions_per_second", "rss_before_mib", "rss_after_mib",
-                  "kib_per_session"])  # fmt: skip
+                  "kib_per_session", "floor_bare_ads_kib_per_session"])  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from meshactors.aio import TaskSet
 from meshactors.errors import MeshError, Unavailable
 from meshactors.model import Instance, InstanceRef, Status
 from meshactors.registry import convert
@@ -32,7 +33,7 @@ class GrpcShardBackend:
         self._stubs: dict[str, pb_grpc.RegistryStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._pending: dict[str, list[tuple[InstanceRef, asyncio.Future[int | MeshError]]]] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = TaskSet()
 
     async def _stub(self, shard: str) -> pb_grpc.RegistryStub:
         stub = self._stubs.get(shard)
@@ -87,9 +88,7 @@ class GrpcShardBackend:
     def _flush(self, shard: str) -> None:
         batch = self._pending.pop(shard, [])
         if batch:
-            task = asyncio.ensure_future(self._send(shard, batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._send(shard, batch))
 
     async def _send(self, shard: str, batch: list[tuple[InstanceRef, asyncio.Future[int | MeshError]]]) -> None:
         try:

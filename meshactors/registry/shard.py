@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from meshactors import log
+from meshactors.aio import TaskSet
 from meshactors.errors import Conflict, MeshError, NotFound, Unavailable
 from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref
 from meshactors.registry.leases import LeaseBook, SelfPreservationPolicy
@@ -63,8 +64,7 @@ class RegistryShardCore:
         self.settings = settings or ShardSettings()
         self.book = LeaseBook(self.settings.policy)
         self._stored: dict[InstanceRef, Stored] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._pending: set[asyncio.Future[Any]] = set()
+        self._tasks = TaskSet()
         self._ready = asyncio.Event()
         self._log = log.get("registry.shard", shard=shard)
         self.counters: dict[str, int] = {
@@ -93,20 +93,11 @@ class RegistryShardCore:
         self.loaded_revision = revision
         self._ready.set()
         self._log.info("shard loaded", instances=len(self._stored), revision=revision)
-        self._tasks = [
-            asyncio.create_task(self._follow(revision + 1), name=f"{self.shard}-watch"),
-            asyncio.create_task(self._sweep_loop(), name=f"{self.shard}-sweep"),
-        ]
+        self._tasks.spawn(self._follow(revision + 1), name=f"{self.shard}-watch")
+        self._tasks.spawn(self._sweep_loop(), name=f"{self.shard}-sweep")
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks = []
+        await self._tasks.cancel_all()
 
     def _owns(self, vip: str) -> bool:
         return self.shard_map.owner(vip) == self.shard
@@ -258,10 +249,10 @@ class RegistryShardCore:
             else:
                 raise Conflict(f"{ref} kept changing under concurrent writes; try again")
         except BaseException:
-            self._background(self._revoke_quietly(lease_id))
+            self._tasks.spawn(self._revoke_quietly(lease_id))
             raise
         if current is not None and current[1] and current[1] != lease_id:
-            self._background(self._revoke_quietly(current[1]))
+            self._tasks.spawn(self._revoke_quietly(current[1]))
         self._apply(ref, Stored(inst, revision, lease_id))
         self.book.track(ref, lease_id, inst.lease)
         self.counters["registered"] += 1
@@ -304,7 +295,7 @@ class RegistryShardCore:
         self._stored.pop(ref, None)
         self.book.forget(ref)
         if lease:
-            self._background(self._revoke_quietly(lease))  # the key is gone; the lease need not hold us up
+            self._tasks.spawn(self._revoke_quietly(lease))  # the key is gone; the lease need not hold us up
         self.counters["deregistered"] += 1
         self._log.info("deregistered", ref=str(ref), revision=revision)
         return revision
@@ -343,11 +334,6 @@ class RegistryShardCore:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
-
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         try:

@@ -9,13 +9,13 @@ import grpc
 import ray
 
 from meshactors import log
-from meshactors.errors import NotFound, Unavailable
 from meshactors.registry.routing import GrpcShardBackend
 from meshactors.registry.service import RegistryService
 from meshactors.registry.shard import RegistryShardCore
 from meshactors.registry.shard_service import ShardService
 from meshactors.registry.shardmap import ShardMap
-from meshactors.runtime.calls import call
+from meshactors.runtime.calls import Handles, call
+from meshactors.runtime.servers import start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
 from meshactors.v1 import registry_pb2_grpc
@@ -47,11 +47,10 @@ class RegistryShardActor:
             self.store, settings.keys, ShardMap.of_size(settings.shards), shard, settings.shard
         )
         self._starting = asyncio.create_task(self.core.start())
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        registry_pb2_grpc.add_RegistryServicer_to_server(ShardService(self.core), self.server)
-        port = self.server.add_insecure_port(f"{settings.registry_host}:0")
-        await self.server.start()
-        self._address = f"{settings.registry_host}:{port}"
+        self.server, self._address = await start_internal(
+            settings.registry_host,
+            lambda server: registry_pb2_grpc.add_RegistryServicer_to_server(ShardService(self.core), server),
+        )
 
     async def ready(self) -> bool:
         return self.core.ready
@@ -73,37 +72,18 @@ class RegistryApiActor:
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
-        handles: dict[str, Any] = {}
+        handles = Handles(settings.namespace)
 
         async def resolve(shard: str) -> str:
-            handle = handles.get(shard)
-            if handle is None:
-                try:
-                    handle = handles[shard] = ray.get_actor(shard, namespace=settings.namespace)
-                except ValueError as exc:
-                    raise Unavailable(f"registry shard {shard!r} is not running") from exc
-            return str(await call(handle, "address", timeout_s=15))
+            return str(await call(handles.get(shard), "address", timeout_s=15))
 
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         registry_pb2_grpc.add_RegistryServicer_to_server(
             RegistryService(GrpcShardBackend(resolve), ShardMap.of_size(settings.shards), self.store, settings.keys),
             self.server,
         )
-        address = settings.registry_address
-        port = 0
-        for _ in range(50):  # the previous incarnation's socket may take a moment to go away
-            try:
-                port = self.server.add_insecure_port(address)
-            except RuntimeError:
-                port = 0
-            if port:
-                break
-            await asyncio.sleep(0.1)
-        if not port:
-            raise Unavailable(f"registry API cannot listen on {address}")
-        await self.server.start()
-        self.port = port
-        self._log.info("registry API listening", address=f"{settings.registry_host}:{port}")
+        self.port = await start_fixed(self.server, settings.registry_address, "registry API")
+        self._log.info("registry API listening", address=f"{settings.registry_host}:{self.port}")
 
     async def ready(self) -> bool:
         return True
@@ -120,10 +100,3 @@ def actor_options(settings: MeshSettings) -> dict[str, Any]:
     if not settings.actor_resources:
         return dict(ACTOR_OPTIONS)
     return {**ACTOR_OPTIONS, "resources": dict(settings.actor_resources)}
-
-
-def get_actor(name: str, namespace: str) -> Any:
-    try:
-        return ray.get_actor(name, namespace=namespace)
-    except ValueError as exc:
-        raise NotFound(f"no actor {name!r} in namespace {namespace!r}") from exc

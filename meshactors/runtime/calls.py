@@ -28,6 +28,24 @@ def _map(exc: BaseException, what: str) -> BaseException:
     return exc
 
 
+class Handles:
+    """Actor handles by name, resolved lazily (a handle stays valid across restarts of its actor)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._cache: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        handle = self._cache.get(name)
+        if handle is None:
+            try:
+                handle = ray.get_actor(name, namespace=self.namespace)
+            except ValueError as exc:
+                raise Unavailable(f"actor {name!r} is not running in namespace {self.namespace!r}") from exc
+            self._cache[name] = handle
+        return handle
+
+
 async def call(handle: Any, method: str, *args: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
     """Await an actor method from asyncio code (inside actors)."""
     what = f"{method}()"

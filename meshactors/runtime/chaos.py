@@ -72,16 +72,12 @@ class ChaosOptions:
     first_kill_s: float | None = None  # default: one interval in
 
 
-class _Load:
-    """Steady GETs through Envoy on fresh connections; records every status."""
+class _Background:
+    """A daemon thread running `_run` until `stop()`."""
 
-    def __init__(self, proxy: tuple[str, int], vips: list[str], rate: float) -> None:
-        self.proxy, self.vips, self.rate = proxy, vips, rate
-        self.codes: Counter[str] = Counter()
-        self.failures: list[dict[str, Any]] = []
-        self.sent = 0
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-load", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -89,6 +85,20 @@ class _Load:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class _Load(_Background):
+    """Steady GETs through Envoy on fresh connections; records every status."""
+
+    def __init__(self, proxy: tuple[str, int], vips: list[str], rate: float) -> None:
+        super().__init__("chaos-load")
+        self.proxy, self.vips, self.rate = proxy, vips, rate
+        self.codes: Counter[str] = Counter()
+        self.failures: list[dict[str, Any]] = []
+        self.sent = 0
 
     def _run(self) -> None:
         period = 1.0 / self.rate
@@ -114,19 +124,11 @@ class _Load:
                 next_at = time.monotonic()
 
 
-class _Heartbeats:
+class _Heartbeats(_Background):
     def __init__(self, client: RegistryClient, refs: list[InstanceRef], interval_s: float) -> None:
+        super().__init__("chaos-heartbeats")
         self.client, self.refs, self.interval_s = client, refs, interval_s
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-heartbeats", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

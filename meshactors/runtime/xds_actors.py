@@ -14,7 +14,8 @@ import ray
 
 from meshactors import log
 from meshactors.errors import MeshError, Unavailable
-from meshactors.runtime.calls import call
+from meshactors.runtime.calls import Handles, call
+from meshactors.runtime.servers import INTERNAL_OPTIONS, start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.builder import VipResources
 from meshactors.snapshot.publisher import SnapshotBuilderCore, builder_map, builder_name
@@ -30,33 +31,10 @@ ADS_SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.min_ping_interval_without_data_ms", 1000),  # sidecars may PING to detect a frozen server
     ("grpc.http2.max_ping_strikes", 0),
 ]
-INTERNAL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-]
 
 
 def xds_server_name(index: int) -> str:
     return f"xds-server-{index}"
-
-
-class _Handles:
-    """Actor handles by name, resolved lazily (a handle stays valid across restarts of its actor)."""
-
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self._cache: dict[str, Any] = {}
-
-    def get(self, name: str) -> Any:
-        handle = self._cache.get(name)
-        if handle is None:
-            try:
-                handle = ray.get_actor(name, namespace=self.namespace)
-            except ValueError as exc:
-                raise Unavailable(f"actor {name!r} is not running in namespace {self.namespace!r}") from exc
-            self._cache[name] = handle
-        return handle
 
 
 @ray.remote
@@ -69,11 +47,10 @@ class SnapshotBuilderActor:
         await self.store.connect()
         self.core = SnapshotBuilderCore(self.store, settings.keys, name, builder_map(settings.builders))
         await self.core.start()
-        self.server = grpc.aio.server(options=INTERNAL_OPTIONS)
-        snapshot_pb2_grpc.add_SnapshotBuilderServicer_to_server(SnapshotService(self.core), self.server)
-        port = self.server.add_insecure_port(f"{settings.xds_host}:0")
-        await self.server.start()
-        self._address = f"{settings.xds_host}:{port}"
+        self.server, self._address = await start_internal(
+            settings.xds_host,
+            lambda server: snapshot_pb2_grpc.add_SnapshotBuilderServicer_to_server(SnapshotService(self.core), server),
+        )
 
     async def ready(self) -> bool:
         return self.core.ready
@@ -94,7 +71,7 @@ class BuilderLinks:
 
     def __init__(self, settings: MeshSettings, host_name: str) -> None:
         self.map = builder_map(settings.builders)
-        self.handles = _Handles(settings.namespace)
+        self.handles = Handles(settings.namespace)
         self.host_name = host_name
         self.host: XdsHost | None = None
         self._stubs: dict[str, snapshot_pb2_grpc.SnapshotBuilderStub] = {}
@@ -198,19 +175,7 @@ class XdsServerActor:
         self.links.host = self.host
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers((self.host.generic_handler(),))
-        address = f"{settings.xds_host}:{port}"
-        bound = 0
-        for _ in range(50):  # the previous incarnation's socket may take a moment to go away
-            try:
-                bound = self.server.add_insecure_port(address)
-            except RuntimeError:
-                bound = 0
-            if bound:
-                break
-            await asyncio.sleep(0.1)
-        if not bound:
-            raise Unavailable(f"xDS server {name} cannot listen on {address}")
-        await self.server.start()
+        bound = await start_fixed(self.server, f"{settings.xds_host}:{port}", f"xDS server {name}")
         self.address = f"{settings.xds_host}:{bound}"
         self._tasks = [asyncio.create_task(self._loop())]
         self._log.info("xDS server listening (refusing streams until loaded)", address=self.address)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshactors import log
+from meshactors.aio import TaskSet
 from meshactors.errors import MeshError, NotReady, Unavailable
 from meshactors.registry.shardmap import ShardMap
 from meshactors.snapshot.builder import VipResources, build_vip
@@ -87,7 +88,7 @@ class SnapshotBuilderCore:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet()
         self._log = log.get("snapshot.builder", builder=name)
         self.counters = {"builds": 0, "pushes": 0, "events": 0, "resyncs": 0, "update_streams": 0}
         self.revision = 0
@@ -97,19 +98,11 @@ class SnapshotBuilderCore:
         return self._ready.is_set()
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._follow(), name=f"{self.name}-watch"),
-            asyncio.create_task(self._flush_loop(), name=f"{self.name}-flush"),
-        ]
+        self._tasks.spawn(self._follow(), name=f"{self.name}-watch")
+        self._tasks.spawn(self._flush_loop(), name=f"{self.name}-flush")
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self._tasks.cancel_all()
 
     # ---- following the registry ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import grpc
 
 from meshactors import log
+from meshactors.aio import TaskSet
 from meshactors.envoy.codec import ads_generic_handler
 from meshactors.errors import MeshError
 from meshactors.snapshot.builder import VipResources
@@ -118,7 +119,7 @@ class XdsHost:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._bucket = _TokenBucket(self.settings.max_new_streams_per_s)
         self._ids = itertools.count(1)
-        self._background: set[asyncio.Future[None]] = set()
+        self._tasks = TaskSet()
         self.counters = {"streams": 0, "refused_not_ready": 0, "refused_rate": 0, "nacks": 0, "fetch_failures": 0}
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
@@ -256,9 +257,7 @@ class XdsHost:
         self.notify(session, wanted)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._tasks.spawn(coro)
 
     async def _fetch(self, vips: list[str], slog: Any) -> None:
         """Get resources for VIPs not in the cache; concurrent asks for one VIP share one fetch."""
