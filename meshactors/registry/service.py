@@ -28,7 +28,7 @@ _stream_ids = itertools.count(1)
 
 
 class ShardBackend(Protocol):
-    """How the API reaches the shard that owns a VIP (a Ray actor in production, in-process in unit tests)."""
+    """How the API reaches the shard that owns a VIP (GrpcShardBackend: the shard actor's internal gRPC service)."""
 
     async def register(self, shard: str, instance: Instance) -> tuple[Instance, int]: ...
 

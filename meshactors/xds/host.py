@@ -34,7 +34,7 @@ _log = log.get("xds.host")
 
 
 class SnapshotSource(Protocol):
-    """Where a host gets VIP resources: the snapshot builders (over Ray in production)."""
+    """Where a host gets VIP resources: the snapshot builders (over direct gRPC in production)."""
 
     async def subscribe(self, vips: list[str]) -> list[VipResources]: ...
 
