@@ -100,6 +100,21 @@ class RegistryClient:
         req = pb.SetStatusRequest(ref=convert.ref_to_pb(ref), status=convert.status_to_pb(status))
         return self._call("SetStatus", req).instance
 
+    def update(
+        self,
+        ref: InstanceRef,
+        status: Status | None = None,
+        set_metadata: dict[str, str] | None = None,
+        remove_metadata: list[str] | None = None,
+    ) -> pb.Instance:
+        req = pb.UpdateRequest(
+            ref=convert.ref_to_pb(ref),
+            status=convert.status_to_pb(status) if status is not None else pb.STATUS_UNSPECIFIED,
+            set_metadata=set_metadata or {},
+            remove_metadata=remove_metadata or [],
+        )
+        return self._call("Update", req).instance
+
     def list(self, vip: str = "", app: str = "") -> tuple[list[pb.Instance], int]:
         resp = self._call("List", pb.ListRequest(vip=vip, app=app))
         return list(resp.instances), int(resp.revision)

@@ -114,3 +114,15 @@ class GrpcShardBackend:
         req = pb.SetStatusRequest(ref=convert.ref_to_pb(ref), status=convert.status_to_pb(status))
         resp = await self._call(shard, "SetStatus", req)
         return convert.instance_from_pb(resp.instance), int(resp.revision)
+
+    async def update(
+        self, shard: str, ref: InstanceRef, status: Status | None, set_metadata: dict[str, str], remove: list[str]
+    ) -> tuple[Instance, int]:
+        req = pb.UpdateRequest(
+            ref=convert.ref_to_pb(ref),
+            status=convert.status_to_pb(status) if status is not None else pb.STATUS_UNSPECIFIED,
+            set_metadata=set_metadata,
+            remove_metadata=remove,
+        )
+        resp = await self._call(shard, "Update", req)
+        return convert.instance_from_pb(resp.instance), int(resp.revision)

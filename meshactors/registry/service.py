@@ -40,6 +40,10 @@ class ShardBackend(Protocol):
 
     async def set_status(self, shard: str, ref: InstanceRef, status: Status) -> tuple[Instance, int]: ...
 
+    async def update(
+        self, shard: str, ref: InstanceRef, status: Status | None, set_metadata: dict[str, str], remove: list[str]
+    ) -> tuple[Instance, int]: ...
+
 
 def grpc_code(err: MeshError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, err.grpc_code_name, grpc.StatusCode.INTERNAL)
@@ -143,6 +147,18 @@ class RegistryService(pb_grpc.RegistryServicer):
             return pb.SetStatusResponse(instance=convert.instance_to_pb(inst, revision), revision=revision)
         except Exception as exc:
             await _abort(context, exc, "SetStatus")
+            raise
+
+    async def Update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext) -> pb.UpdateResponse:
+        try:
+            ref = _ref(request.ref, request.HasField("ref"))
+            status = convert.status_from_pb(request.status, "status") if request.status else None
+            inst, revision = await self.backend.update(
+                self.shard_map.owner(ref.vip), ref, status, dict(request.set_metadata), list(request.remove_metadata)
+            )
+            return pb.UpdateResponse(instance=convert.instance_to_pb(inst, revision), revision=revision)
+        except Exception as exc:
+            await _abort(context, exc, "Update")
             raise
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:

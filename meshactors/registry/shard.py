@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -302,14 +302,32 @@ class RegistryShardCore:
 
     async def set_status(self, ref: InstanceRef, status: Status) -> tuple[Instance, int]:
         """Override the status (e.g. OUT_OF_SERVICE), fenced on the record's revision, keeping its lease."""
+        return await self.update(ref, status=status)
+
+    async def update(
+        self,
+        ref: InstanceRef,
+        status: Status | None = None,
+        set_metadata: Mapping[str, str] | None = None,
+        remove_metadata: Iterable[str] = (),
+    ) -> tuple[Instance, int]:
+        """Change a registration in place (status and/or metadata), fenced on its revision, keeping its lease.
+        The result is validated as a whole: an update that would make it invalid changes nothing."""
         validate_ref(ref)
         await self._check_owner(ref.vip)
         key = self.keys.instance(ref)
+        removed = set(remove_metadata)
         for _ in range(_FENCE_RETRIES):
             current = await self._etcd(self.store.get, key)
             if current is None:
                 raise NotFound(f"instance {ref} is not registered")
-            inst = codec.decode_instance(current.value).with_status(status)
+            old = codec.decode_instance(current.value)
+            metadata = {k: v for k, v in old.metadata.items() if k not in removed}
+            metadata.update(set_metadata or {})
+            inst = replace(old, status=old.status if status is None else status, metadata=metadata)
+            validate_instance(inst)
+            if inst == old:
+                return old, current.mod_revision
             try:
                 revision = await self._etcd(
                     self.store.replace, key, codec.encode_instance(inst), current.mod_revision, current.lease
@@ -317,8 +335,12 @@ class RegistryShardCore:
             except Conflict:
                 continue
             self._apply(ref, Stored(inst, revision, current.lease))
-            self.counters["status_changes"] += 1
-            self._log.info("status set", ref=str(ref), status=status.value, revision=revision)
+            if status is not None and status != old.status:
+                self.counters["status_changes"] += 1
+            self._log.info(
+                "instance updated", ref=str(ref), status=inst.status.value,
+                metadata_changed=metadata != old.metadata, revision=revision,
+            )  # fmt: skip
             return inst, revision
         raise Conflict(f"{ref} kept changing under concurrent writes; try again")
 

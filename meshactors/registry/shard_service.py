@@ -85,3 +85,14 @@ class ShardService(pb_grpc.RegistryServicer):
             await _abort(context, exc, "SetStatus")
             raise
         return pb.SetStatusResponse(instance=convert.instance_to_pb(inst, revision), revision=revision)
+
+    async def Update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext) -> pb.UpdateResponse:
+        try:
+            status = convert.status_from_pb(request.status, "status") if request.status else None
+            inst, revision = await self.core.update(
+                convert.ref_from_pb(request.ref), status, dict(request.set_metadata), list(request.remove_metadata)
+            )
+        except Exception as exc:
+            await _abort(context, exc, "Update")
+            raise
+        return pb.UpdateResponse(instance=convert.instance_to_pb(inst, revision), revision=revision)

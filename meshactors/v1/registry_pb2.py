@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmeshactors/v1/registry.proto\x12\rmeshactors.v1\"K\n\rLeaseSettings\x12 \n\x18renewal_interval_seconds\x18\x01 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\r\"\x9b\x03\n\x08Instance\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0b\n\x03vip\x18\x03 \x01(\t\x12\x0c\n\x04svip\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0c\n\x04port\x18\x06 \x01(\r\x12\x13\n\x0bsecure_port\x18\x07 \x01(\r\x12\x0c\n\x04zone\x18\x08 \x01(\t\x12%\n\x06status\x18\t \x01(\x0e\x32\x15.meshactors.v1.Status\x12\x15\n\rversion_label\x18\n \x01(\t\x12\x0e\n\x06weight\x18\x0b \x01(\r\x12\x37\n\x08metadata\x18\x0c \x03(\x0b\x32%.meshactors.v1.Instance.MetadataEntry\x12+\n\x05lease\x18\r \x01(\x0b\x32\x1c.meshactors.v1.LeaseSettings\x12\x18\n\x10registered_at_ms\x18\x0e \x01(\x03\x12\x14\n\x0cmod_revision\x18\x0f \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0bInstanceRef\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\"<\n\x0fRegisterRequest\x12)\n\x08instance\x18\x01 \x01(\x0b\x32\x17.meshactors.v1.Instance\"x\n\x10RegisterResponse\x12)\n\x08instance\x18\x01 \x01(\x0b\x32\x17.meshactors.v1.Instance\x12\'\n\x03ref\x18\x02 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\x12\x10\n\x08revision\x18\x03 \x01(\x03\";\n\x10HeartbeatRequest\x12\'\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\"(\n\x11HeartbeatResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"A\n\x15HeartbeatBatchRequest\x12(\n\x04refs\x18\x01 \x03(\x0b\x32\x1a.meshactors.v1.InstanceRef\"E\n\x0fHeartbeatResult\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"I\n\x16HeartbeatBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.meshactors.v1.HeartbeatResult\"<\n\x11\x44\x65registerRequest\x12\'\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\"&\n\x12\x44\x65registerResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"b\n\x10SetStatusRequest\x12\'\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.meshactors.v1.Status\"P\n\x11SetStatusResponse\x12)\n\x08instance\x18\x01 \x01(\x0b\x32\x17.meshactors.v1.Instance\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\'\n\x0bListRequest\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\"L\n\x0cListResponse\x12*\n\tinstances\x18\x01 \x03(\x0b\x32\x17.meshactors.v1.Instance\x12\x10\n\x08revision\x18\x02 \x01(\x03\"3\n\x0cWatchRequest\x12\x16\n\x0estart_revision\x18\x01 \x01(\x03\x12\x0b\n\x03vip\x18\x02 \x01(\t\"\xed\x01\n\nWatchEvent\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.meshactors.v1.WatchEvent.Type\x12)\n\x08instance\x18\x02 \x01(\x0b\x32\x17.meshactors.v1.Instance\x12\'\n\x03ref\x18\x03 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\x12\x10\n\x08revision\x18\x04 \x01(\x03\"K\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03PUT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x12\x0c\n\x08SNAPSHOT\x10\x03\x12\n\n\x06SYNCED\x10\x04*p\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_UP\x10\x01\x12\x0f\n\x0bSTATUS_DOWN\x10\x02\x12\x13\n\x0fSTATUS_STARTING\x10\x03\x12\x19\n\x15STATUS_OUT_OF_SERVICE\x10\x04\x32\xad\x04\n\x08Registry\x12K\n\x08Register\x12\x1e.meshactors.v1.RegisterRequest\x1a\x1f.meshactors.v1.RegisterResponse\x12N\n\tHeartbeat\x12\x1f.meshactors.v1.HeartbeatRequest\x1a .meshactors.v1.HeartbeatResponse\x12]\n\x0eHeartbeatBatch\x12$.meshactors.v1.HeartbeatBatchRequest\x1a%.meshactors.v1.HeartbeatBatchResponse\x12Q\n\nDeregister\x12 .meshactors.v1.DeregisterRequest\x1a!.meshactors.v1.DeregisterResponse\x12N\n\tSetStatus\x12\x1f.meshactors.v1.SetStatusRequest\x1a .meshactors.v1.SetStatusResponse\x12?\n\x04List\x12\x1a.meshactors.v1.ListRequest\x1a\x1b.meshactors.v1.ListResponse\x12\x41\n\x05Watch\x12\x1b.meshactors.v1.WatchRequest\x1a\x19.meshactors.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmeshactors/v1/registry.proto\x12\rmeshactors.v1\"K\n\rLeaseSettings\x12 \n\x18renewal_interval_seconds\x18\x01 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\r\"\x9b\x03\n\x08Instance\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0b\n\x03vip\x18\x03 \x01(\t\x12\x0c\n\x04svip\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0c\n\x04port\x18\x06 \x01(\r\x12\x13\n\x0bsecure_port\x18\x07 \x01(\r\x12\x0c\n\x04zone\x18\x08 \x01(\t\x12%\n\x06status\x18\t \x01(\x0e\x32\x15.meshactors.v1.Status\x12\x15\n\rversion_label\x18\n \x01(\t\x12\x0e\n\x06weight\x18\x0b \x01(\r\x12\x37\n\x08metadata\x18\x0c \x03(\x0b\x32%.meshactors.v1.Instance.MetadataEntry\x12+\n\x05lease\x18\r \x01(\x0b\x32\x1c.meshactors.v1.LeaseSettings\x12\x18\n\x10registered_at_ms\x18\x0e \x01(\x03\x12\x14\n\x0cmod_revision\x18\x0f \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0bInstanceRef\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\"<\n\x0fRegisterRequest\x12)\n\x08instance\x18\x01 \x01(\x0b\x32\x17.meshactors.v1.Instance\"x\n\x10RegisterResponse\x12)\n\x08instance\x18\x01 \x01(\x0b\x32\x17.meshactors.v1.Instance\x12\'\n\x03ref\x18\x02 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\x12\x10\n\x08revision\x18\x03 \x01(\x03\";\n\x10HeartbeatRequest\x12\'\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\"(\n\x11HeartbeatResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"A\n\x15HeartbeatBatchRequest\x12(\n\x04refs\x18\x01 \x03(\x0b\x32\x1a.meshactors.v1.InstanceRef\"E\n\x0fHeartbeatResult\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"I\n\x16HeartbeatBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.meshactors.v1.HeartbeatResult\"<\n\x11\x44\x65registerRequest\x12\'\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\"&\n\x12\x44\x65registerResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"b\n\x10SetStatusRequest\x12\'\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.meshactors.v1.Status\"P\n\x11SetStatusResponse\x12)\n\x08instance\x18\x01 \x01(\x0b\x32\x17.meshactors.v1.Instance\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\xf1\x01\n\rUpdateRequest\x12\'\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.meshactors.v1.Status\x12\x43\n\x0cset_metadata\x18\x03 \x03(\x0b\x32-.meshactors.v1.UpdateRequest.SetMetadataEntry\x12\x17\n\x0fremove_metadata\x18\x04 \x03(\t\x1a\x32\n\x10SetMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x0eUpdateResponse\x12)\n\x08instance\x18\x01 \x01(\x0b\x32\x17.meshactors.v1.Instance\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\'\n\x0bListRequest\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\"L\n\x0cListResponse\x12*\n\tinstances\x18\x01 \x03(\x0b\x32\x17.meshactors.v1.Instance\x12\x10\n\x08revision\x18\x02 \x01(\x03\"3\n\x0cWatchRequest\x12\x16\n\x0estart_revision\x18\x01 \x01(\x03\x12\x0b\n\x03vip\x18\x02 \x01(\t\"\xed\x01\n\nWatchEvent\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.meshactors.v1.WatchEvent.Type\x12)\n\x08instance\x18\x02 \x01(\x0b\x32\x17.meshactors.v1.Instance\x12\'\n\x03ref\x18\x03 \x01(\x0b\x32\x1a.meshactors.v1.InstanceRef\x12\x10\n\x08revision\x18\x04 \x01(\x03\"K\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03PUT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x12\x0c\n\x08SNAPSHOT\x10\x03\x12\n\n\x06SYNCED\x10\x04*p\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_UP\x10\x01\x12\x0f\n\x0bSTATUS_DOWN\x10\x02\x12\x13\n\x0fSTATUS_STARTING\x10\x03\x12\x19\n\x15STATUS_OUT_OF_SERVICE\x10\x04\x32\xf4\x04\n\x08Registry\x12K\n\x08Register\x12\x1e.meshactors.v1.RegisterRequest\x1a\x1f.meshactors.v1.RegisterResponse\x12N\n\tHeartbeat\x12\x1f.meshactors.v1.HeartbeatRequest\x1a .meshactors.v1.HeartbeatResponse\x12]\n\x0eHeartbeatBatch\x12$.meshactors.v1.HeartbeatBatchRequest\x1a%.meshactors.v1.HeartbeatBatchResponse\x12Q\n\nDeregister\x12 .meshactors.v1.DeregisterRequest\x1a!.meshactors.v1.DeregisterResponse\x12N\n\tSetStatus\x12\x1f.meshactors.v1.SetStatusRequest\x1a .meshactors.v1.SetStatusResponse\x12\x45\n\x06Update\x12\x1c.meshactors.v1.UpdateRequest\x1a\x1d.meshactors.v1.UpdateResponse\x12?\n\x04List\x12\x1a.meshactors.v1.ListRequest\x1a\x1b.meshactors.v1.ListResponse\x12\x41\n\x05Watch\x12\x1b.meshactors.v1.WatchRequest\x1a\x19.meshactors.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INSTANCE_METADATAENTRY']._loaded_options = None
   _globals['_INSTANCE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_STATUS']._serialized_start=1783
-  _globals['_STATUS']._serialized_end=1895
+  _globals['_UPDATEREQUEST_SETMETADATAENTRY']._loaded_options = None
+  _globals['_UPDATEREQUEST_SETMETADATAENTRY']._serialized_options = b'8\001'
+  _globals['_STATUS']._serialized_start=2106
+  _globals['_STATUS']._serialized_end=2218
   _globals['_LEASESETTINGS']._serialized_start=47
   _globals['_LEASESETTINGS']._serialized_end=122
   _globals['_INSTANCE']._serialized_start=125
@@ -65,16 +67,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETSTATUSREQUEST']._serialized_end=1287
   _globals['_SETSTATUSRESPONSE']._serialized_start=1289
   _globals['_SETSTATUSRESPONSE']._serialized_end=1369
-  _globals['_LISTREQUEST']._serialized_start=1371
-  _globals['_LISTREQUEST']._serialized_end=1410
-  _globals['_LISTRESPONSE']._serialized_start=1412
-  _globals['_LISTRESPONSE']._serialized_end=1488
-  _globals['_WATCHREQUEST']._serialized_start=1490
-  _globals['_WATCHREQUEST']._serialized_end=1541
-  _globals['_WATCHEVENT']._serialized_start=1544
-  _globals['_WATCHEVENT']._serialized_end=1781
-  _globals['_WATCHEVENT_TYPE']._serialized_start=1706
-  _globals['_WATCHEVENT_TYPE']._serialized_end=1781
-  _globals['_REGISTRY']._serialized_start=1898
-  _globals['_REGISTRY']._serialized_end=2455
+  _globals['_UPDATEREQUEST']._serialized_start=1372
+  _globals['_UPDATEREQUEST']._serialized_end=1613
+  _globals['_UPDATEREQUEST_SETMETADATAENTRY']._serialized_start=1563
+  _globals['_UPDATEREQUEST_SETMETADATAENTRY']._serialized_end=1613
+  _globals['_UPDATERESPONSE']._serialized_start=1615
+  _globals['_UPDATERESPONSE']._serialized_end=1692
+  _globals['_LISTREQUEST']._serialized_start=1694
+  _globals['_LISTREQUEST']._serialized_end=1733
+  _globals['_LISTRESPONSE']._serialized_start=1735
+  _globals['_LISTRESPONSE']._serialized_end=1811
+  _globals['_WATCHREQUEST']._serialized_start=1813
+  _globals['_WATCHREQUEST']._serialized_end=1864
+  _globals['_WATCHEVENT']._serialized_start=1867
+  _globals['_WATCHEVENT']._serialized_end=2104
+  _globals['_WATCHEVENT_TYPE']._serialized_start=2029
+  _globals['_WATCHEVENT_TYPE']._serialized_end=2104
+  _globals['_REGISTRY']._serialized_start=2221
+  _globals['_REGISTRY']._serialized_end=2849
 # @@protoc_insertion_point(module_scope)

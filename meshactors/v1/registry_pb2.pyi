@@ -155,6 +155,33 @@ class SetStatusResponse(_message.Message):
     revision: int
     def __init__(self, instance: _Optional[_Union[Instance, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
+class UpdateRequest(_message.Message):
+    __slots__ = ("ref", "status", "set_metadata", "remove_metadata")
+    class SetMetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REF_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SET_METADATA_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    ref: InstanceRef
+    status: Status
+    set_metadata: _containers.ScalarMap[str, str]
+    remove_metadata: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ref: _Optional[_Union[InstanceRef, _Mapping]] = ..., status: _Optional[_Union[Status, str]] = ..., set_metadata: _Optional[_Mapping[str, str]] = ..., remove_metadata: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateResponse(_message.Message):
+    __slots__ = ("instance", "revision")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    instance: Instance
+    revision: int
+    def __init__(self, instance: _Optional[_Union[Instance, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+
 class ListRequest(_message.Message):
     __slots__ = ("vip", "app")
     VIP_FIELD_NUMBER: _ClassVar[int]

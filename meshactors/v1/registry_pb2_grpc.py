@@ -59,6 +59,11 @@ class RegistryStub:
                 request_serializer=meshactors_dot_v1_dot_registry__pb2.SetStatusRequest.SerializeToString,
                 response_deserializer=meshactors_dot_v1_dot_registry__pb2.SetStatusResponse.FromString,
                 _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/meshactors.v1.Registry/Update',
+                request_serializer=meshactors_dot_v1_dot_registry__pb2.UpdateRequest.SerializeToString,
+                response_deserializer=meshactors_dot_v1_dot_registry__pb2.UpdateResponse.FromString,
+                _registered_method=True)
         self.List = channel.unary_unary(
                 '/meshactors.v1.Registry/List',
                 request_serializer=meshactors_dot_v1_dot_registry__pb2.ListRequest.SerializeToString,
@@ -104,6 +109,12 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Update(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def List(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -143,6 +154,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.SetStatus,
                     request_deserializer=meshactors_dot_v1_dot_registry__pb2.SetStatusRequest.FromString,
                     response_serializer=meshactors_dot_v1_dot_registry__pb2.SetStatusResponse.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=meshactors_dot_v1_dot_registry__pb2.UpdateRequest.FromString,
+                    response_serializer=meshactors_dot_v1_dot_registry__pb2.UpdateResponse.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
@@ -290,6 +306,33 @@ class Registry:
             '/meshactors.v1.Registry/SetStatus',
             meshactors_dot_v1_dot_registry__pb2.SetStatusRequest.SerializeToString,
             meshactors_dot_v1_dot_registry__pb2.SetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshactors.v1.Registry/Update',
+            meshactors_dot_v1_dot_registry__pb2.UpdateRequest.SerializeToString,
+            meshactors_dot_v1_dot_registry__pb2.UpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,
