@@ -22,6 +22,8 @@ from meshactors.testing.stack import UpProcess
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+FREE_PORTS = ["--registry-port", "0", "--eureka-port", "0", "--xds-port", "0"]
+
 
 class Deadline:
     """A benchmark's own time bound: every wait checks it and fails loudly."""
@@ -124,7 +126,7 @@ class Stack:
     def start(cls, work: Path, *extra: str) -> Stack:
         up = UpProcess(
             work / "stack",
-            args=["--registry-port", "0", "--xds-port", "0", "--namespace", f"bench-{os.getpid()}", *extra],
+            args=[*FREE_PORTS, "--namespace", f"bench-{os.getpid()}", *extra],
             env={"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "MESHACTORS_LOG_LEVEL": "WARNING"},
         )
         info = up.start(timeout_s=180)

@@ -73,6 +73,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             shards=args.shards,
             registry_host=args.host,
             registry_port=args.registry_port,
+            eureka_port=args.eureka_port,
             key_prefix=args.key_prefix,
             ready_file=Path(args.ready_file) if args.ready_file else None,
             builders=args.builders,
@@ -361,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--namespace", default="meshactors", help="Ray namespace of the actors")
     up.add_argument("--host", default="127.0.0.1", help="address the control plane's servers listen on")
     up.add_argument("--registry-port", type=int, default=7070, help="registry gRPC API port (0: pick a free one)")
+    up.add_argument(
+        "--eureka-port", type=int, default=8761, help="Eureka-compatible REST API port (0: pick a free one)"
+    )
     up.add_argument("--key-prefix", default="/meshactors", help="etcd key prefix")
     up.add_argument("--builders", type=int, default=2, help="number of snapshot builder actors (default 2)")
     up.add_argument("--xds-servers", type=int, default=2, help="number of xDS server actors (default 2)")

@@ -14,6 +14,7 @@ DEFAULT_NAMESPACE = "meshactors"
 DEFAULT_REGISTRY_PORT = 7070
 # Outside Ray's default worker port range (10002-19999) and the kernel's ephemeral range (32768+).
 DEFAULT_XDS_PORT = 7080
+DEFAULT_EUREKA_PORT = 8761  # where Eureka clients look by default
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class MeshSettings:
     xds_host: str = "127.0.0.1"
     xds_ports: tuple[int, ...] = ()  # one per xDS server; empty: DEFAULT_XDS_PORT, +1, ...
     xds: HostSettings = field(default_factory=HostSettings)
+    eureka_port: int = DEFAULT_EUREKA_PORT  # the Eureka REST API, on registry_host
     # Ray resources every control-plane actor asks for, e.g. {"meshactors": 1} to keep them on labeled nodes.
     actor_resources: tuple[tuple[str, float], ...] = ()
 
@@ -38,6 +40,8 @@ class MeshSettings:
             raise ConfigError(f"shards must be at least 1 (got {self.shards})")
         if not 0 <= self.registry_port <= 65535:
             raise ConfigError(f"registry port {self.registry_port} is out of range")
+        if not 0 <= self.eureka_port <= 65535:
+            raise ConfigError(f"Eureka port {self.eureka_port} is out of range")
         if self.builders < 1:
             raise ConfigError(f"builders must be at least 1 (got {self.builders})")
         if self.xds_servers < 1:
@@ -53,6 +57,11 @@ class MeshSettings:
     @property
     def registry_address(self) -> str:
         return f"{self.registry_host}:{self.registry_port}"
+
+    @property
+    def eureka_url(self) -> str:
+        """The Eureka service URL clients are given (they add apps/...)."""
+        return f"http://{self.registry_host}:{self.eureka_port}/eureka"
 
     def xds_port_list(self) -> tuple[int, ...]:
         return self.xds_ports or tuple(DEFAULT_XDS_PORT + i for i in range(self.xds_servers))

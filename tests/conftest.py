@@ -35,7 +35,8 @@ def session_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def stack(session_dir: Path) -> Iterator[dict[str, Any]]:
     """The embedded default, exactly as a user runs it: `meshactors up --ready-file ...`."""
-    up = UpProcess(session_dir / "stack", args=["--registry-port", "0", "--xds-port", "0", "--namespace", "meshtest"])
+    ports = ["--registry-port", "0", "--eureka-port", "0", "--xds-port", "0"]
+    up = UpProcess(session_dir / "stack", args=[*ports, "--namespace", "meshtest"])
     info = up.start(timeout_s=120)
     info["_up"] = up
     try:

@@ -9,6 +9,10 @@ import grpc
 import ray
 
 from meshactors import log
+from meshactors.aio import TaskSet
+from meshactors.eureka import http as eureka_http
+from meshactors.eureka.service import EurekaRegistry, follow
+from meshactors.eureka.view import EurekaView
 from meshactors.registry.routing import GrpcShardBackend
 from meshactors.registry.service import RegistryService
 from meshactors.registry.shard import RegistryShardCore
@@ -21,6 +25,7 @@ from meshactors.store.etcd import EtcdStore
 from meshactors.v1 import registry_pb2_grpc
 
 REGISTRY_API = "registry-api"
+EUREKA_API = "eureka-api"
 
 # Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
 # Ray nices its workers to 15 by default; the control plane answers proxies on their first request's
@@ -93,6 +98,42 @@ class RegistryApiActor:
 
     async def statistics(self) -> dict[str, Any]:
         return {"address": f"{self.settings.registry_host}:{self.port}"}
+
+
+@ray.remote
+class EurekaApiActor:
+    """Serves the Eureka-compatible REST API on a fixed port: writes go to the shards like the registry API's,
+    reads come from a view of etcd that it loads on (re)start and keeps current with a watch."""
+
+    async def __init__(self, settings: MeshSettings) -> None:
+        log.configure()
+        self._log = log.get("runtime.eureka_api")
+        self.settings = settings
+        self.store = EtcdStore.from_spec(settings.etcd)
+        await self.store.connect()
+        handles = Handles(settings.namespace)
+
+        async def resolve(shard: str) -> str:
+            return str(await call(handles.get(shard), "address", timeout_s=15))
+
+        self.view = EurekaView()
+        registry = EurekaRegistry(GrpcShardBackend(resolve), ShardMap.of_size(settings.shards), self.view)
+        self._tasks = TaskSet()
+        self._tasks.spawn(follow(self.view, self.store, settings.keys, lambda: asyncio.sleep(0.5)), name="eureka-view")
+        self.runner = await eureka_http.serve(
+            eureka_http.build_app(registry), settings.registry_host, settings.eureka_port
+        )
+        self._log.info("Eureka API listening", url=settings.eureka_url)
+
+    async def ready(self) -> bool:
+        return self.view.loaded
+
+    async def address(self) -> str:
+        return self.settings.eureka_url
+
+    async def statistics(self) -> dict[str, Any]:
+        return {"url": self.settings.eureka_url, "instances": len(self.view), "version": self.view.version,
+                "revision": self.view.revision}  # fmt: skip
 
 
 def actor_options(settings: MeshSettings) -> dict[str, Any]:

@@ -44,6 +44,7 @@ _log = log.get("runtime.chaos")
 KINDS = {
     "registry-shard": "registry-shard-",
     "registry-api": "registry-api",
+    "eureka-api": "eureka-api",
     "snapshot-builder": "snapshot-builder-",
     "xds-server": "xds-server-",
     "controller": CONTROLLER,

@@ -11,7 +11,14 @@ from ray._private import state as ray_state
 from meshactors import log
 from meshactors.errors import MeshError
 from meshactors.registry.shardmap import shard_name
-from meshactors.runtime.actors import REGISTRY_API, RegistryApiActor, RegistryShardActor, actor_options
+from meshactors.runtime.actors import (
+    EUREKA_API,
+    REGISTRY_API,
+    EurekaApiActor,
+    RegistryApiActor,
+    RegistryShardActor,
+    actor_options,
+)
 from meshactors.runtime.calls import call
 from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor, builder_name, xds_server_name
 from meshactors.settings import MeshSettings
@@ -30,6 +37,7 @@ def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]
     for i, port in enumerate(settings.xds_port_list()):
         specs[xds_server_name(i)] = (XdsServerActor, (settings, xds_server_name(i), port))
     specs[REGISTRY_API] = (RegistryApiActor, (settings,))
+    specs[EUREKA_API] = (EurekaApiActor, (settings,))
     return specs
 
 

@@ -27,6 +27,8 @@ def resolve_ports(settings: MeshSettings) -> MeshSettings:
     """Actors must rebind the same address after a restart, so port 0 is resolved once, here."""
     if settings.registry_port == 0:
         settings = dataclasses.replace(settings, registry_port=stable_port(settings.registry_host))
+    if settings.eureka_port == 0:
+        settings = dataclasses.replace(settings, eureka_port=stable_port(settings.registry_host))
     ports = settings.xds_port_list()
     if any(p == 0 for p in ports):
         ports = tuple(p or stable_port(settings.xds_host) for p in ports)

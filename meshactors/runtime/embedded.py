@@ -31,6 +31,7 @@ class UpOptions:
     shards: int = 2
     registry_host: str = "127.0.0.1"
     registry_port: int = 7070
+    eureka_port: int = 8761  # 0: a free one
     key_prefix: str = "/meshactors"
     ready_file: Path | None = None
     builders: int = 2
@@ -113,6 +114,7 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
                 shards=opts.shards,
                 registry_host=opts.registry_host,
                 registry_port=opts.registry_port,
+                eureka_port=opts.eureka_port,
                 builders=opts.builders,
                 xds_servers=opts.xds_servers,
                 xds_host=opts.registry_host,
@@ -124,6 +126,7 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
         info = {
             "registry": settings.registry_address,
             "xds": settings.xds_addresses,
+            "eureka": settings.eureka_url,
             "etcd": etcd,
             "ray_address": ray.get_runtime_context().gcs_address,
             "namespace": settings.namespace,
@@ -138,7 +141,8 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             write_ready_file(opts.ready_file, info)
         _log.info("meshactors is up", **info)
         print(
-            f"meshactors is up: registry {info['registry']}, xDS {','.join(info['xds'])}, etcd {etcd}, "
+            f"meshactors is up: registry {info['registry']}, xDS {','.join(info['xds'])}, "
+            f"Eureka {info['eureka']}, etcd {etcd}, "
             f"Ray {info['ray_address']}",
             flush=True,
         )

@@ -44,7 +44,7 @@ def main(etcd: str, work: Path) -> dict[str, Any]:
         work / "up",
         args=[
             "--etcd", etcd, "--ray-address", cluster.address, "--namespace", NAMESPACE,
-            "--registry-port", "0", "--xds-port", "0", "--actor-resource", "meshactors=1",
+            "--registry-port", "0", "--eureka-port", "0", "--xds-port", "0", "--actor-resource", "meshactors=1",
             "--shards", "1", "--builders", "2", "--xds-servers", "2",
         ],
     )  # fmt: skip

@@ -50,7 +50,7 @@ def stack3(stack: dict[str, Any], etcd3: list[EtcdServer], session_dir: Path) ->
         session_dir / "stack3",
         args=[
             "--etcd", ",".join(m.url for m in etcd3), "--ray-address", stack["ray_address"],
-            "--namespace", "meshtest-etcd3", "--registry-port", "0", "--xds-port", "0",
+            "--namespace", "meshtest-etcd3", "--registry-port", "0", "--eureka-port", "0", "--xds-port", "0",
             "--shards", "1", "--builders", "1", "--xds-servers", "1",
         ],
     )  # fmt: skip

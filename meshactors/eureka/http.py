@@ -1,0 +1,186 @@
+"""The Eureka REST API over HTTP (aiohttp), under both /eureka/v2/ and /eureka/, in JSON or XML as asked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from meshactors import log
+from meshactors.errors import Conflict, InvalidArgument, MeshError, NotFound, Unavailable
+from meshactors.eureka import codec
+from meshactors.eureka.service import EurekaRegistry
+from meshactors.eureka.view import EurekaView
+from meshactors.model import Instance
+
+_log = log.get("eureka.http")
+MAX_BODY = 256 * 1024
+PREFIXES = ("/eureka/v2/", "/eureka/")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS_OF: list[tuple[type[MeshError], int]] = [
+    (InvalidArgument, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unavailable, 503),
+]
+
+
+def _wants_xml(request: web.Request) -> bool:
+    """As a Eureka server: JSON when the Accept header asks for it, XML otherwise."""
+    return "json" not in request.headers.get("Accept", "").lower()
+
+
+def _reply(request: web.Request, root: str, obj: dict[str, Any]) -> web.Response:
+    xml = _wants_xml(request)
+    return web.Response(
+        body=codec.render(root, obj, xml),
+        content_type="application/xml" if xml else "application/json",
+        charset="utf-8",
+    )
+
+
+class EurekaHttp:
+    def __init__(self, registry: EurekaRegistry) -> None:
+        self.registry = registry
+
+    @property
+    def view(self) -> EurekaView:
+        return self.registry.view
+
+    # ---- writes ------------------------------------------------------------------------------------------------
+
+    async def register(self, request: web.Request) -> web.Response:
+        info = codec.parse_instance_body(await request.read(), request.headers.get("Content-Type", ""))
+        await self.registry.register(request.match_info["app"], info)
+        return web.Response(status=204)
+
+    async def renew(self, request: web.Request) -> web.Response:
+        await self.registry.renew(request.match_info["app"], request.match_info["id"])
+        return web.Response(status=200)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        await self.registry.cancel(request.match_info["app"], request.match_info["id"])
+        return web.Response(status=200)
+
+    async def override_status(self, request: web.Request) -> web.Response:
+        value = request.query.get("value", "")
+        await self.registry.override_status(request.match_info["app"], request.match_info["id"], value)
+        return web.Response(status=200)
+
+    async def delete_override(self, request: web.Request) -> web.Response:
+        value = request.query.get("value", "")
+        await self.registry.delete_override(request.match_info["app"], request.match_info["id"], value)
+        return web.Response(status=200)
+
+    async def update_metadata(self, request: web.Request) -> web.Response:
+        metadata = {k: v for k, v in request.query.items()}
+        await self.registry.update_metadata(request.match_info["app"], request.match_info["id"], metadata)
+        return web.Response(status=200)
+
+    # ---- reads -------------------------------------------------------------------------------------------------
+
+    def _applications(self, groups: list[tuple[tuple[str, str], list[Instance]]]) -> dict[str, Any]:
+        by_app: dict[str, list[dict[str, Any]]] = {}
+        for (app, _), records in groups:
+            by_app.setdefault(app, []).append(codec.instance_info(records, "ADDED"))
+        apps = [codec.application(name, infos) for name, infos in by_app.items()]
+        return codec.applications(apps, self.view.version, self.view.hashcode())
+
+    async def get_apps(self, request: web.Request) -> web.Response:
+        return _reply(request, "applications", self._applications(self.view.groups()))
+
+    async def get_delta(self, request: web.Request) -> web.Response:
+        by_app: dict[str, list[dict[str, Any]]] = {}
+        for change in self.view.recent_changes():
+            by_app.setdefault(change.key[0], []).append(change.info)
+        apps = [codec.application(name, infos) for name, infos in by_app.items()]
+        return _reply(request, "applications", codec.applications(apps, self.view.version, self.view.hashcode()))
+
+    async def get_app(self, request: web.Request) -> web.Response:
+        name = request.match_info["app"]
+        groups = self.view.groups(app=name)
+        if not groups:
+            raise NotFound(f"app {name.upper()!r} has no registered instances")
+        infos = [codec.instance_info(records, "ADDED") for _, records in groups]
+        return _reply(request, "application", codec.application(name.upper(), infos))
+
+    async def get_app_instance(self, request: web.Request) -> web.Response:
+        records = self.view.find(request.match_info["app"], request.match_info["id"])
+        if not records:
+            raise NotFound(f"instance {request.match_info['id']!r} of app {request.match_info['app'].upper()!r}")
+        return _reply(request, "instance", codec.instance_info(records, "ADDED"))
+
+    async def get_instance(self, request: web.Request) -> web.Response:
+        records = self.view.find_id(request.match_info["id"])
+        if not records:
+            raise NotFound(f"instance {request.match_info['id']!r} is not registered")
+        return _reply(request, "instance", codec.instance_info(records, "ADDED"))
+
+    async def get_vip(self, request: web.Request) -> web.Response:
+        return _reply(request, "applications", self._applications(self.view.groups(vip=_vip(request, "vip"))))
+
+    async def get_svip(self, request: web.Request) -> web.Response:
+        return _reply(request, "applications", self._applications(self.view.groups(svip=_vip(request, "svip"))))
+
+
+def _vip(request: web.Request, field: str) -> str:
+    return request.match_info[field].strip().lower()
+
+
+def build_app(registry: EurekaRegistry) -> web.Application:
+    api = EurekaHttp(registry)
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not registry.view.loaded:
+            return web.Response(status=503, text="meshactors Eureka API is still loading the registry\n")
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except MeshError as exc:
+            status = next((code for cls, code in _STATUS_OF if isinstance(exc, cls)), 500)
+            if status >= 500:
+                _log.warning("eureka request failed", method=request.method, path=request.path, error=exc.message)
+            return web.Response(status=status, text=exc.message + "\n")
+        except Exception as exc:
+            _log.exception("unexpected error in eureka request", method=request.method, path=request.path)
+            return web.Response(status=500, text=f"internal error: {exc!r}\n")
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors])
+    for prefix in PREFIXES:
+        add = app.router.add_route
+        add("GET", prefix + "apps", api.get_apps)
+        add("GET", prefix + "apps/", api.get_apps)
+        add("GET", prefix + "apps/delta", api.get_delta)
+        add("POST", prefix + "apps/{app}", api.register)
+        add("GET", prefix + "apps/{app}", api.get_app)
+        add("PUT", prefix + "apps/{app}/{id}", api.renew)
+        add("DELETE", prefix + "apps/{app}/{id}", api.cancel)
+        add("GET", prefix + "apps/{app}/{id}", api.get_app_instance)
+        add("PUT", prefix + "apps/{app}/{id}/status", api.override_status)
+        add("DELETE", prefix + "apps/{app}/{id}/status", api.delete_override)
+        add("PUT", prefix + "apps/{app}/{id}/metadata", api.update_metadata)
+        add("GET", prefix + "instances/{id}", api.get_instance)
+        add("GET", prefix + "vips/{vip}", api.get_vip)
+        add("GET", prefix + "svips/{svip}", api.get_svip)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, attempts: int = 50) -> web.AppRunner:
+    """Listen on host:port, waiting a little for a previous incarnation's socket to go away."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    last: OSError | None = None
+    for _ in range(attempts):
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            return runner
+        except OSError as exc:
+            last = exc
+            await asyncio.sleep(0.1)
+    await runner.cleanup()
+    raise Unavailable(f"Eureka API cannot listen on {host}:{port}: {last}") from last
