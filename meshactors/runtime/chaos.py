@@ -27,7 +27,7 @@ import yaml
 from meshactors import log
 from meshactors.envoy.bootstrap import envoy_bootstrap
 from meshactors.envoy.process import EnvoyProcess
-from meshactors.errors import ConfigError, MeshError
+from meshactors.errors import ConfigError, MeshError, NotFound
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
 from meshactors.runtime.calls import call_sync
@@ -263,7 +263,9 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         first = wait_converged(namespace, opts.converge_timeout_s)
         if first is None:
             raise MeshError("the deployment is not converged before any fault; fix it first (meshactors status)")
-        before = asyncio.run(_registrations(info["etcd"], keys))
+        # Only the registrations this run keeps alive count: others in etcd may expire on their own meanwhile.
+        ours = {keys.instance(ref) for ref in refs}
+        before = asyncio.run(_registrations(info["etcd"], keys)) & ours
 
         load = _Load(listen, vips, opts.rate)
         load.start()
@@ -289,7 +291,7 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
             time.sleep(min(0.05, max(0.0, next_kill - now)))
         load.stop()
         final = wait_converged(namespace, opts.converge_timeout_s)
-        after = asyncio.run(_registrations(info["etcd"], keys))
+        after = asyncio.run(_registrations(info["etcd"], keys)) & ours
         lost = sorted(before - after)
         report = {
             "duration_s": round(time.monotonic() - t0, 2),
@@ -314,10 +316,7 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         if heartbeats is not None:
             heartbeats.stop()
         for ref in refs:
-            try:
-                client.deregister(ref)
-            except MeshError:
-                pass
+            _deregister(client, ref)
         client.close()
         if envoy is not None:
             envoy.stop()
@@ -326,6 +325,23 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         if connected_here:
             ray.shutdown()
         _log.info("chaos finished", seconds=round(time.monotonic() - started, 1))
+
+
+def _deregister(client: RegistryClient, ref: InstanceRef, timeout_s: float = 20.0) -> None:
+    """Clean up after ourselves even if the API is still restarting from a kill (a leftover would expire later,
+    in somebody else's run)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.deregister(ref)
+            return
+        except NotFound:
+            return
+        except MeshError as exc:
+            if time.monotonic() > deadline:
+                _log.warning("could not deregister; its lease will expire", ref=str(ref), error=str(exc))
+                return
+            time.sleep(0.2)
 
 
 def _kill(victim: str, namespace: str, t0: float, converge_timeout_s: float) -> dict[str, Any]:

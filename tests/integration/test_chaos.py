@@ -40,8 +40,8 @@ def test_chaos_command_kills_every_kind_and_reports(stack: dict[str, Any], tmp_p
          "--json", str(out)],
         capture_output=True, text=True, timeout=200, check=False,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text()) if out.exists() else {}
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}\nlost: {report.get('registrations_lost')}"
     kinds = report["kinds_killed"]
     assert set(kinds) >= set(KINDS), kinds  # every kind: shards, both APIs, builders, xDS servers, controller
     assert report["requests"]["failed"] == 0 and report["requests"]["sent"] >= 30 * 40
