@@ -35,16 +35,18 @@ def _wants_xml(request: web.Request) -> bool:
 
 def _reply(request: web.Request, root: str, obj: dict[str, Any]) -> web.Response:
     xml = _wants_xml(request)
-    return web.Response(
-        body=codec.render(root, obj, xml),
-        content_type="application/xml" if xml else "application/json",
-        charset="utf-8",
-    )
+    return _body(codec.render(root, obj, xml), xml)
+
+
+def _body(body: bytes, xml: bool) -> web.Response:
+    return web.Response(body=body, content_type="application/xml" if xml else "application/json", charset="utf-8")
 
 
 class EurekaHttp:
     def __init__(self, registry: EurekaRegistry) -> None:
         self.registry = registry
+        # The full registry, rendered once per view version and format: every client fetches it at start.
+        self._apps: dict[bool, tuple[int, bytes]] = {}
 
     @property
     def view(self) -> EurekaView:
@@ -90,7 +92,12 @@ class EurekaHttp:
         return codec.applications(apps, self.view.version, self.view.hashcode())
 
     async def get_apps(self, request: web.Request) -> web.Response:
-        return _reply(request, "applications", self._applications(self.view.groups()))
+        xml = _wants_xml(request)
+        cached = self._apps.get(xml)
+        if cached is None or cached[0] != self.view.version:
+            cached = (self.view.version, codec.render("applications", self._applications(self.view.groups()), xml))
+            self._apps[xml] = cached
+        return _body(cached[1], xml)
 
     async def get_delta(self, request: web.Request) -> web.Response:
         by_app: dict[str, list[dict[str, Any]]] = {}
