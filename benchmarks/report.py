@@ -90,6 +90,7 @@ def _md(results: dict[str, Any], plot_name: str, tiny: bool, seconds: float) -> 
     o = results["odcds"]["figures"]
     s = results["sessions"]["figures"]
     r = results["registry"]["figures"]
+    e = results["eureka"]["figures"]
     p = results["peer"]["figures"]
     prop = results["propagation"]["figures"]["by_sessions"]
     sov_settings = p["sovereign"]["settings"]
@@ -163,6 +164,22 @@ def _md(results: dict[str, Any], plot_name: str, tiny: bool, seconds: float) -> 
         f"{r['floor_bare_grpc_unary_calls_per_second']} calls/s on this machine; a registration crosses four "
         "gRPC hops (client -> API -> shard -> etcd twice), a heartbeat three (the API batches them to shards).",
         "",
+        "## Eureka REST API throughput (`eureka`)",
+        "",
+        "| operation | per second | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|",
+    ]
+    for op in ("registrations", "heartbeats"):
+        lines.append(f"| {op} | {e[op]['per_second']} | {e[op]['p50_ms']} | {e[op]['p99_ms']} | {e[op]['errors']} |")
+    fetch = e["fetch_with_all_registered"]
+    lines += [
+        "",
+        "Java-shaped JSON registrations and heartbeats from aiohttp clients (same client processes and "
+        "concurrency as `registry`), through the eureka-api actor to the same shards. With every instance "
+        f"registered ({results['eureka']['settings']['registrations']}), a full registry fetch takes "
+        f"p50 {fetch['apps_json']['p50_ms']} ms as JSON ({fetch['apps_json']['bytes']} bytes) and "
+        f"{fetch['apps_xml']['p50_ms']} ms as XML; a delta fetch {fetch['delta_json']['p50_ms']} ms.",
+        "",
         "## One change delivered to 10 real Envoys, meshactors vs sovereign (`peer`)",
         "",
         "| control plane | median s | max s | CPU s per change |",
@@ -191,7 +208,8 @@ def run(out_dir: Path, tiny: bool = False) -> dict[str, Any]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results = {name: run_one(name, tiny) for name in ("odcds", "propagation", "sessions", "registry", "peer")}
+    names = ("odcds", "propagation", "sessions", "registry", "eureka", "peer")
+    results = {name: run_one(name, tiny) for name in names}
     seconds = time.monotonic() - started
     plot = out_dir / "benchmarks.png"
     _plot(results, plot)

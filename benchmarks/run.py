@@ -1,6 +1,6 @@
 """`python -m benchmarks.run <name> [--json OUT] [--tiny]`: run one benchmark, print its table, write its JSON.
 
-Names: odcds, propagation, sessions, registry, peer, report (all of them, then docs/benchmarks.md and a plot).
+Names: odcds, propagation, sessions, registry, eureka, peer, report (all of them, then docs/benchmarks.md and a plot).
 Every benchmark starts what it needs (embedded etcd, local Ray, real Envoys), cleans up, and bounds its time.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, odcds, peer, propagation, registry_bench, sessions
+from benchmarks import common, eureka_bench, odcds, peer, propagation, registry_bench, sessions
 
 # name -> (full-size run, tiny run for the smoke test, table renderer)
 BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]], Callable[..., str]]] = {
@@ -30,6 +30,11 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
         lambda: registry_bench.run(registrations=5000, heartbeat_s=10),
         lambda: registry_bench.run(registrations=40, processes=1, concurrency=4, heartbeat_s=1),
         registry_bench.render,
+    ),
+    "eureka": (
+        lambda: eureka_bench.run(registrations=5000, heartbeat_s=10),
+        lambda: eureka_bench.run(registrations=40, processes=1, concurrency=4, heartbeat_s=1),
+        eureka_bench.render,
     ),
     "peer": (lambda: peer.run(10, 10, 5), lambda: peer.run(2, 2, 1), peer.render),
 }

@@ -34,7 +34,7 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     report = json.loads(out.read_text())
     results = _has(report, "results")
-    for name in ("odcds", "propagation", "sessions", "registry", "peer"):
+    for name in ("odcds", "propagation", "sessions", "registry", "eureka", "peer"):
         assert _has(results, name, "versions", "envoy_binary")
         assert _has(results, name, "seconds") is not None
     for mode in ("discovery", "discovery_vip_held", "bare_ads_floor", "static", "direct"):
@@ -51,10 +51,14 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
     for op in ("registrations", "heartbeats"):
         fig = _has(results, "registry", "figures", op)
         assert fig["per_second"] > 0 and fig["p99_ms"] > 0 and fig["errors"] == 0
+        fig = _has(results, "eureka", "figures", op)
+        assert fig["per_second"] > 0 and fig["p99_ms"] > 0 and fig["errors"] == 0
+    for fetch in ("apps_json", "apps_xml", "delta_json"):
+        assert _has(results, "eureka", "figures", "fetch_with_all_registered", fetch, "bytes") > 0
     for side in ("meshactors", "sovereign"):
         assert _has(results, "peer", "figures", side, "latency_s", "median") > 0
         assert _has(results, "peer", "figures", side, "cpu_s", "mean_per_change") >= 0
     assert _has(results, "peer", "figures", "speedup_median_latency") > 0
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
-    assert "First request" in md and "Propagation" in md and "sovereign" in md
+    assert "First request" in md and "Propagation" in md and "Eureka" in md and "sovereign" in md
     assert (tmp_path / "docs" / "benchmarks.png").stat().st_size > 10_000
