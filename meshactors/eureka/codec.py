@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
 from meshactors.errors import InvalidArgument
 from meshactors.model import Instance, LeaseSettings, Status
@@ -35,6 +36,7 @@ EMPTY_MAP_CLASS = "java.util.Collections$EmptyMap"
 
 _RESERVED_FIELD = f"metadata['{RESERVED}"
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+_NOT_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # Our validation's field names, as the Eureka client called them.
 _FIELD_NAMES = {
     "vip": "vipAddress",
@@ -395,24 +397,58 @@ def render(root: str, obj: dict[str, Any], xml: bool) -> bytes:
     """`{root: obj}` as JSON, or as XML with `root` as the root element."""
     if not xml:
         return json.dumps({root: obj}, separators=(",", ":")).encode()
-    return ET.tostring(_to_xml(root, obj), encoding="utf-8", xml_declaration=False)
+    out: list[str] = []
+    _to_xml(root, obj, out)
+    return "".join(out).encode()
 
 
-def _to_xml(tag: str, value: Any) -> ET.Element:
-    el = ET.Element(tag)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key.startswith("@"):
-                el.set(key[1:], str(item))
-            elif key == "$":
-                el.text = str(item)
-            elif not _XML_NAME.match(key):  # a metadata key XML cannot name; JSON shows it
-                continue
-            elif isinstance(item, list):
-                for one in item:
-                    el.append(_to_xml(key, one))
-            else:
-                el.append(_to_xml(key, item))
+def fragment(tag: str, obj: dict[str, Any], xml: bool) -> str:
+    """One object as text: an XML element named `tag`, or a JSON value (for applications_body to assemble)."""
+    if not xml:
+        return json.dumps(obj, separators=(",", ":"))
+    out: list[str] = []
+    _to_xml(tag, obj, out)
+    return "".join(out)
+
+
+def applications_body(apps: list[tuple[str, list[str]]], version: int, hashcode: str, xml: bool) -> bytes:
+    """What render("applications", applications(...)) gives, from instance fragments rendered beforehand."""
+    if xml:
+        parts = [f"<applications><versions__delta>{version}</versions__delta>",
+                 f"<apps__hashcode>{_text_xml(hashcode)}</apps__hashcode>"]  # fmt: skip
+        for name, fragments in apps:
+            parts += [f"<application><name>{_text_xml(name)}</name>", *fragments, "</application>"]
+        parts.append("</applications>")
     else:
-        el.text = str(value)
-    return el
+        listed = ",".join(f'{{"name":{json.dumps(name)},"instance":[{",".join(f)}]}}' for name, f in apps)
+        parts = [f'{{"applications":{{"versions__delta":{json.dumps(str(version))},',
+                 f'"apps__hashcode":{json.dumps(hashcode)},"application":[{listed}]}}}}']  # fmt: skip
+    return "".join(parts).encode()
+
+
+def _text_xml(value: Any) -> str:
+    return escape(_NOT_XML_CHARS.sub("", str(value)))
+
+
+def _to_xml(tag: str, value: Any, out: list[str]) -> None:
+    """XStream's shape, written as text (several times faster than building an ElementTree)."""
+    if not isinstance(value, dict):
+        out.append(f"<{tag}>{_text_xml(value)}</{tag}>")
+        return
+    attrs = "".join(
+        f" {k[1:]}={quoteattr(_NOT_XML_CHARS.sub('', str(v)))}" for k, v in value.items() if k.startswith("@")
+    )
+    out.append(f"<{tag}{attrs}>")
+    for key, item in value.items():
+        if key.startswith("@"):
+            continue
+        if key == "$":
+            out.append(_text_xml(item))
+        elif not _XML_NAME.match(key):  # a metadata key XML cannot name; JSON shows it
+            continue
+        elif isinstance(item, list):
+            for one in item:
+                _to_xml(key, one, out)
+        else:
+            _to_xml(key, item, out)
+    out.append(f"</{tag}>")

@@ -12,7 +12,7 @@ from meshactors import log
 from meshactors.errors import Conflict, InvalidArgument, MeshError, NotFound, Unavailable
 from meshactors.eureka import codec
 from meshactors.eureka.service import EurekaRegistry
-from meshactors.eureka.view import EurekaView
+from meshactors.eureka.view import EurekaView, Key
 from meshactors.model import Instance
 
 _log = log.get("eureka.http")
@@ -47,6 +47,8 @@ class EurekaHttp:
         self.registry = registry
         # The full registry, rendered once per view version and format: every client fetches it at start.
         self._apps: dict[bool, tuple[int, bytes]] = {}
+        # Each instance rendered once per change and format (the view renews its info dict on every change).
+        self._fragments: dict[tuple[Key, bool], tuple[dict[str, Any], str]] = {}
 
     @property
     def view(self) -> EurekaView:
@@ -84,18 +86,29 @@ class EurekaHttp:
 
     # ---- reads -------------------------------------------------------------------------------------------------
 
-    def _applications(self, groups: list[tuple[tuple[str, str], list[Instance]]]) -> dict[str, Any]:
-        by_app: dict[str, list[dict[str, Any]]] = {}
-        for (app, _), records in groups:
-            by_app.setdefault(app, []).append(codec.instance_info(records, "ADDED"))
-        apps = [codec.application(name, infos) for name, infos in by_app.items()]
-        return codec.applications(apps, self.view.version, self.view.hashcode())
+    def _fragment(self, key: Key, xml: bool) -> str:
+        info = self.view.info(key)
+        cached = self._fragments.get((key, xml))
+        if cached is None or cached[0] is not info:
+            cached = (info, codec.fragment("instance", {**info, "actionType": "ADDED"}, xml))
+            self._fragments[(key, xml)] = cached
+        return cached[1]
+
+    def _applications(self, groups: list[tuple[Key, list[Instance]]], xml: bool) -> bytes:
+        by_app: dict[str, list[str]] = {}
+        for key, _ in groups:
+            by_app.setdefault(key[0], []).append(self._fragment(key, xml))
+        return codec.applications_body(list(by_app.items()), self.view.version, self.view.hashcode(), xml)
 
     async def get_apps(self, request: web.Request) -> web.Response:
         xml = _wants_xml(request)
         cached = self._apps.get(xml)
         if cached is None or cached[0] != self.view.version:
-            cached = (self.view.version, codec.render("applications", self._applications(self.view.groups()), xml))
+            groups = self.view.groups()
+            if len(self._fragments) > 2 * len(groups) + 64:  # forget instances that are gone
+                live = {key for key, _ in groups}
+                self._fragments = {k: v for k, v in self._fragments.items() if k[0] in live}
+            cached = (self.view.version, self._applications(groups, xml))
             self._apps[xml] = cached
         return _body(cached[1], xml)
 
@@ -111,7 +124,7 @@ class EurekaHttp:
         groups = self.view.groups(app=name)
         if not groups:
             raise NotFound(f"app {name.upper()!r} has no registered instances")
-        infos = [codec.instance_info(records, "ADDED") for _, records in groups]
+        infos = [{**self.view.info(key), "actionType": "ADDED"} for key, _ in groups]
         return _reply(request, "application", codec.application(name.upper(), infos))
 
     async def get_app_instance(self, request: web.Request) -> web.Response:
@@ -127,10 +140,12 @@ class EurekaHttp:
         return _reply(request, "instance", codec.instance_info(records, "ADDED"))
 
     async def get_vip(self, request: web.Request) -> web.Response:
-        return _reply(request, "applications", self._applications(self.view.groups(vip=_vip(request, "vip"))))
+        xml = _wants_xml(request)
+        return _body(self._applications(self.view.groups(vip=_vip(request, "vip")), xml), xml)
 
     async def get_svip(self, request: web.Request) -> web.Response:
-        return _reply(request, "applications", self._applications(self.view.groups(svip=_vip(request, "svip"))))
+        xml = _wants_xml(request)
+        return _body(self._applications(self.view.groups(svip=_vip(request, "svip")), xml), xml)
 
 
 def _vip(request: web.Request, field: str) -> str:

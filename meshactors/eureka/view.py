@@ -36,6 +36,7 @@ class EurekaView:
         self.clock = clock
         self._records: dict[InstanceRef, tuple[Instance, int]] = {}
         self._groups: dict[Key, set[InstanceRef]] = {}
+        self._infos: dict[Key, dict[str, Any]] = {}  # each instance's InstanceInfo, rendered once per change
         self._tombstones: dict[InstanceRef, int] = {}
         self._changes: deque[Change] = deque()
         self.version = 0
@@ -96,7 +97,12 @@ class EurekaView:
     def _changed(self, key: Key, action: str, records: list[Instance]) -> None:
         self.version += 1
         now = self.clock()
-        self._changes.append(Change(now, key, action, codec.instance_info(records, action)))
+        info = codec.instance_info(records)
+        if action == DELETED:
+            self._infos.pop(key, None)
+        else:
+            self._infos[key] = info
+        self._changes.append(Change(now, key, action, {**info, "actionType": action}))
         while self._changes and self._changes[0].at < now - self.retention_s:
             self._changes.popleft()
 
@@ -104,6 +110,10 @@ class EurekaView:
 
     def records(self, key: Key) -> list[Instance]:
         return sorted((self._records[r][0] for r in self._groups.get(key, ())), key=lambda i: i.routing_name)
+
+    def info(self, key: Key) -> dict[str, Any]:
+        """The instance's InstanceInfo as of its last change (shared: do not modify)."""
+        return self._infos[key]
 
     def find(self, app: str, instance_id: str) -> list[Instance]:
         return self.records((app.upper(), instance_id))

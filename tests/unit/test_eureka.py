@@ -264,3 +264,19 @@ async def test_re_registering_with_fewer_vips_removes_the_dropped_ones() -> None
     assert sorted(r.vip for r in shards.records.values()) == ["a", "a-v2"]
     await reg.register("a", {**info, "vipAddress": "a"})
     assert [r.vip for r in shards.records.values()] == ["a"] and len(view.find("a", "i1")) == 1
+
+
+@pytest.mark.parametrize("xml", [False, True])
+def test_applications_from_fragments_match_the_plain_rendering(xml: bool) -> None:
+    recs = _records(JAVA_XML, "application/xml")
+    [single] = _records(json.dumps(JAVA_JSON), "application/json")
+    infos = {"BILLING": [codec.instance_info(recs, "ADDED")], "ORDERS": [codec.instance_info([single], "ADDED")]}
+    plain = codec.render(
+        "applications", codec.applications([codec.application(n, i) for n, i in infos.items()], 7, "UP_2_"), xml
+    )
+    fragments = [(n, [codec.fragment("instance", one, xml) for one in i]) for n, i in infos.items()]
+    assembled = codec.applications_body(fragments, 7, "UP_2_", xml)
+    if xml:
+        assert ET.tostring(ET.fromstring(assembled)) == ET.tostring(ET.fromstring(plain))
+    else:
+        assert json.loads(assembled) == json.loads(plain)
