@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import platform
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -155,6 +156,53 @@ def control_plane_pids(info: dict[str, Any]) -> dict[str, int]:
         capture_output=True, text=True, timeout=60, check=True, env=env,
     )  # fmt: skip
     return {k: int(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def drive_clients(
+    stack: Stack,
+    work: Path,
+    target: Callable[..., None],
+    args: Callable[[int, Any, str], tuple[Any, ...]],
+    processes: int,
+) -> tuple[list[dict[str, Any]], float, dict[str, float]]:
+    """Run `target(*args(slot, go, out_path))` in `processes` spawned client processes that start together on
+    `go` and write their JSON result to `out_path`. Returns their results, the control plane's CPU seconds
+    while they ran, and those seconds by actor."""
+    ctx = mp.get_context("spawn")
+    go = ctx.Event()
+    outs = [str(work / f"client-{i}.json") for i in range(processes)]
+    procs = [ctx.Process(target=target, args=args(i, go, outs[i])) for i in range(processes)]
+    try:
+        named = control_plane_pids(stack.info)
+        per_actor0 = {n: cpu_seconds([p]) for n, p in named.items()}
+        for p in procs:
+            p.start()
+        time.sleep(3.0)  # let the client processes start and build their requests
+        cpu0 = cpu_seconds(named.values())
+        go.set()
+        for p in procs:
+            p.join(600)
+        cpu = cpu_seconds(named.values()) - cpu0
+        per_actor = {n: round(cpu_seconds([p]) - per_actor0[n], 2) for n, p in named.items()}
+        return [json.loads(Path(o).read_text()) for o in outs], cpu, per_actor
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+
+
+def throughput(results: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Operations/s and latency of one phase over every client: each result holds `key` (latencies in s),
+    `key_s` (the phase's duration) and `key_err` (failed calls)."""
+    lat = [x for r in results for x in r[key]]
+    seconds = max(r[f"{key}_s"] for r in results)
+    return {
+        "count": len(lat),
+        "errors": sum(r[f"{key}_err"] for r in results),
+        "per_second": round(len(lat) / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(percentile(lat, 50) * 1000, 3),
+        "p99_ms": round(percentile(lat, 99) * 1000, 3),
+    }
 
 
 def work_dir(prefix: str) -> Path:

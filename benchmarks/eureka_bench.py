@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing as mp
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.common import Stack, control_plane_pids, cpu_seconds, percentile, summary_ms, table, work_dir
+from benchmarks.common import Stack, drive_clients, summary_ms, table, throughput, work_dir
 
 
 def _body(slot: int, i: int) -> bytes:
@@ -118,53 +117,22 @@ def run(
 ) -> dict[str, Any]:
     work = work_dir("eureka")
     stack = Stack.start(work)
-    ctx = mp.get_context("spawn")
-    go = ctx.Event()
-    outs = [str(work / f"eureka-{i}.json") for i in range(processes)]
     per = registrations // processes
-    url = stack.info["eureka"]
-    procs = [
-        ctx.Process(target=_main, args=(url, i, per, concurrency, go, heartbeat_s, outs[i])) for i in range(processes)
-    ]
     try:
-        named = control_plane_pids(stack.info)
-        pids = list(named.values())
-        per_actor0 = {n: cpu_seconds([p]) for n, p in named.items()}
-        for p in procs:
-            p.start()
-        time.sleep(3.0)  # let the client processes start and build their requests
-        cpu0 = cpu_seconds(pids)
-        go.set()
-        for p in procs:
-            p.join(600)
-        cpu = cpu_seconds(pids) - cpu0
-        per_actor = {n: round(cpu_seconds([p]) - per_actor0[n], 2) for n, p in named.items()}
-        results = [json.loads(Path(o).read_text()) for o in outs]
+        results, cpu, per_actor = drive_clients(
+            stack, work, _main, lambda i, go, out: (stack.info["eureka"], i, per, concurrency, go, heartbeat_s, out),
+            processes,
+        )  # fmt: skip
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
         stack.stop()
-
-    def stats(key: str) -> dict[str, float]:
-        lat = [x for r in results for x in r[key]]
-        seconds = max(r[f"{key}_s"] for r in results)
-        return {
-            "count": len(lat),
-            "errors": sum(r[f"{key}_err"] for r in results),
-            "per_second": round(len(lat) / seconds, 1) if seconds else 0.0,
-            "p50_ms": round(percentile(lat, 50) * 1000, 3),
-            "p99_ms": round(percentile(lat, 99) * 1000, 3),
-        }
-
     return {
         "benchmark": "eureka",
         "settings": {"registrations": registrations, "client_processes": processes,
                      "concurrency_per_process": concurrency, "heartbeat_seconds": heartbeat_s, "shards": 2,
                      "path": "HTTP client -> eureka-api actor -> shard actor (direct gRPC) -> etcd"},
         "figures": {
-            "registrations": stats("reg"),
-            "heartbeats": stats("hb"),
+            "registrations": throughput(results, "reg"),
+            "heartbeats": throughput(results, "hb"),
             "fetch_with_all_registered": results[0]["fetch"],
             "control_plane_cpu_s": round(cpu, 2),
             "cpu_s_by_actor": per_actor,

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks.common import Stack, control_plane_pids, cpu_seconds, percentile, table, work_dir
+from benchmarks.common import Stack, drive_clients, table, throughput, work_dir
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
@@ -144,56 +144,23 @@ def run(
 ) -> dict[str, Any]:
     work = work_dir("registry")
     stack = Stack.start(work)
-    ctx = mp.get_context("spawn")
-    go = ctx.Event()
-    outs = [str(work / f"reg-{i}.json") for i in range(processes)]
     per = registrations // processes
-    procs = [
-        ctx.Process(target=_main, args=(stack.info["registry"], i, per, concurrency, go, heartbeat_s, outs[i]))
-        for i in range(processes)
-    ]
     try:
-        named = control_plane_pids(stack.info)
-        pids = list(named.values())
-        per_actor0 = {n: cpu_seconds([p]) for n, p in named.items()}
-        for p in procs:
-            p.start()
-        time.sleep(3.0)  # let the client processes start and build their requests
-        cpu0 = cpu_seconds(pids)
-        go.set()
-        for p in procs:
-            p.join(600)
-        cpu = cpu_seconds(pids) - cpu0
-        per_actor = {n: round(cpu_seconds([p]) - per_actor0[n], 2) for n, p in named.items()}
-        results = [json.loads(Path(o).read_text()) for o in outs]
+        results, cpu, per_actor = drive_clients(
+            stack, work, _main, lambda i, go, out: (stack.info["registry"], i, per, concurrency, go, heartbeat_s, out),
+            processes,
+        )  # fmt: skip
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
         stack.stop()
     floor = unary_floor(processes, concurrency, seconds=min(5.0, heartbeat_s))
-    reg = [x for r in results for x in r["reg"]]
-    hb = [x for r in results for x in r["hb"]]
-    reg_s = max(r["reg_s"] for r in results)
-    hb_s = max(r["hb_s"] for r in results)
-
-    def stats(lat: list[float], seconds: float, errors: int) -> dict[str, float]:
-        return {
-            "count": len(lat),
-            "errors": errors,
-            "per_second": round(len(lat) / seconds, 1) if seconds else 0.0,
-            "p50_ms": round(percentile(lat, 50) * 1000, 3),
-            "p99_ms": round(percentile(lat, 99) * 1000, 3),
-        }
-
     return {
         "benchmark": "registry",
         "settings": {"registrations": registrations, "client_processes": processes,
                      "concurrency_per_process": concurrency, "heartbeat_seconds": heartbeat_s, "shards": 2,
                      "path": "gRPC client -> registry API actor -> shard actor (direct gRPC) -> etcd"},
         "figures": {
-            "registrations": stats(reg, reg_s, sum(r["reg_err"] for r in results)),
-            "heartbeats": stats(hb, hb_s, sum(r["hb_err"] for r in results)),
+            "registrations": throughput(results, "reg"),
+            "heartbeats": throughput(results, "hb"),
             "floor_bare_grpc_unary_calls_per_second": round(floor, 1),
             "control_plane_cpu_s": round(cpu, 2),
             "cpu_s_by_actor": per_actor,
