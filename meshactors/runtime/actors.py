@@ -67,6 +67,16 @@ class RegistryShardActor:
         return {"address": self._address, **self.core.statistics()}
 
 
+def shard_backend(settings: MeshSettings) -> GrpcShardBackend:
+    """How the APIs reach the shards: direct gRPC to the address each shard actor reports (asked by Ray call)."""
+    handles = Handles(settings.namespace)
+
+    async def resolve(shard: str) -> str:
+        return str(await call(handles.get(shard), "address", timeout_s=15))
+
+    return GrpcShardBackend(resolve)
+
+
 @ray.remote
 class RegistryApiActor:
     """Serves the Registry gRPC API on a fixed address, so clients reconnect to it after a restart."""
@@ -77,14 +87,9 @@ class RegistryApiActor:
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
-        handles = Handles(settings.namespace)
-
-        async def resolve(shard: str) -> str:
-            return str(await call(handles.get(shard), "address", timeout_s=15))
-
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         registry_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryService(GrpcShardBackend(resolve), ShardMap.of_size(settings.shards), self.store, settings.keys),
+            RegistryService(shard_backend(settings), ShardMap.of_size(settings.shards), self.store, settings.keys),
             self.server,
         )
         self.port = await start_fixed(self.server, settings.registry_address, "registry API")
@@ -111,13 +116,8 @@ class EurekaApiActor:
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
-        handles = Handles(settings.namespace)
-
-        async def resolve(shard: str) -> str:
-            return str(await call(handles.get(shard), "address", timeout_s=15))
-
         self.view = EurekaView()
-        registry = EurekaRegistry(GrpcShardBackend(resolve), ShardMap.of_size(settings.shards), self.view)
+        registry = EurekaRegistry(shard_backend(settings), ShardMap.of_size(settings.shards), self.view)
         self._tasks = TaskSet()
         self._tasks.spawn(follow(self.view, self.store, settings.keys, lambda: asyncio.sleep(0.5)), name="eureka-view")
         self.runner = await eureka_http.serve(
