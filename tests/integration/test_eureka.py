@@ -302,16 +302,47 @@ def _ask(child: subprocess.Popen[str], command: str) -> dict[str, Any]:
 def test_app_registered_only_through_eureka_is_routed_by_envoy(
     eureka: Eureka, envoy: EnvoyProcess, backends: Any, registry: RegistryClient
 ) -> None:
-    app, vip = f"INVENTORY-{_tag()}".upper(), f"inventory-{_tag()}"
+    app, vip, alias = f"INVENTORY-{_tag()}".upper(), f"inventory-{_tag()}", f"stock-{_tag()}"
     b = backends("from-eureka")
     iid = f"127.0.0.1:{app.lower()}:{b.port}"
+    body = java_json(app, iid, b.port, f"{vip},{alias}")  # a comma-separated vipAddress: both names route
+    assert eureka.request("POST", f"/v2/apps/{app}", body, JSON).status == 204
+    for name in (vip, alias):
+        reply = get(envoy.listen, name)
+        assert (reply.status, reply.body) == (200, "from-eureka"), name
+    assert eureka.get_json(f"/v2/apps/{app}/{iid}").json()["instance"]["vipAddress"] == f"{vip},{alias}"
     assert eureka.request("POST", f"/v2/apps/{app}", java_json(app, iid, b.port, vip), JSON).status == 204
-    reply = get(envoy.listen, vip)
-    assert (reply.status, reply.body) == (200, "from-eureka")
+    assert registry.list(vip=alias)[0] == []  # re-registered without the alias: its record is gone
     # Taking it out of service through Eureka takes it out of Envoy's endpoints.
     assert eureka.request("PUT", f"/v2/apps/{app}/{iid}/status?value=OUT_OF_SERVICE").status == 200
     _until(lambda: get(envoy.listen, vip).status == 503, 5, "Envoy stops routing to the OUT_OF_SERVICE instance")
     assert eureka.request("DELETE", f"/v2/apps/{app}/{iid}/status?value=UP").status == 200
     _until(lambda: get(envoy.listen, vip).status == 200, 5, "Envoy routes to it again")
+    assert eureka.request("DELETE", f"/v2/apps/{app}/{iid}").status == 200
+    assert registry.list(vip=vip)[0] == []
+
+
+def test_killing_the_eureka_api_loses_nothing(
+    eureka: Eureka, registry: RegistryClient, ray_driver: Any, stack: dict[str, Any]
+) -> None:
+    """The Eureka API actor holds no state of its own: restarted, it reloads its view from etcd and carries on."""
+    from meshactors.runtime.controller import observe
+
+    app, vip = f"SURVIVOR-{_tag()}".upper(), f"survivor-{_tag()}"
+    iid = f"127.0.0.1:{app.lower()}:8080"
+    assert eureka.request("POST", f"/apps/{app}", java_json(app, iid, 8080, vip), JSON).status == 204
+    before, handle = observe("eureka-api", stack["namespace"])
+    ray_driver.kill(handle, no_restart=False)
+
+    def answers() -> bool:
+        try:
+            return eureka.get_json(f"/v2/apps/{app}/{iid}").status == 200
+        except OSError:  # the port is closed while the actor restarts
+            return False
+
+    _until(lambda: observe("eureka-api", stack["namespace"])[0].restarts > before.restarts, 30, "Ray restarts it")
+    _until(answers, 30, "the restarted Eureka API serves the instance again")
+    assert observe("eureka-api", stack["namespace"])[0].pid != before.pid
+    assert eureka.request("PUT", f"/v2/apps/{app}/{iid}?status=UP").status == 200
     assert eureka.request("DELETE", f"/v2/apps/{app}/{iid}").status == 200
     assert registry.list(vip=vip)[0] == []
