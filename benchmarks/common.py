@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from meshactors.envoy.process import xds_endpoints
 from meshactors.store.server import find_binary
 from meshactors.testing.stack import UpProcess
 
@@ -134,7 +135,7 @@ class Stack:
         return cls(up, info)
 
     def xds(self) -> list[tuple[str, int]]:
-        return [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in self.info["xds"]]
+        return xds_endpoints(self.info["xds"])
 
     def stop(self) -> None:
         self.up.stop()

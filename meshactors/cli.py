@@ -165,10 +165,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     """Join the mesh: register the local app, run Envoy from the generic bootstrap, heartbeat, clean up."""
     import tempfile
 
-    import yaml
-
-    from meshactors.envoy.bootstrap import envoy_bootstrap
-    from meshactors.envoy.process import EnvoyProcess
+    from meshactors.envoy.process import start_generic_envoy
     from meshactors.registry.client import RegistryClient
 
     inst = _instance_from_args(args)
@@ -177,10 +174,8 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     node_id = args.node_id or f"{args.vip or args.svip}-{args.host}-{args.port or args.secure_port}"
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="meshactors-sidecar-"))
     work.mkdir(parents=True, exist_ok=True)
-    bootstrap = work / "envoy.yaml"
-    bootstrap.write_text(yaml.safe_dump(envoy_bootstrap(xds, node_id, listen=listen, admin=admin), sort_keys=False))
     stop = _stop_on_signals()
-    envoy = EnvoyProcess(bootstrap, admin, work / "envoy.log", listen=listen).start()
+    envoy = start_generic_envoy(xds, node_id, work, listen, admin)
     print(f"envoy running (pid {envoy.proc.pid if envoy.proc else '?'}): apps send http://<vip>/ to "
           f"{listen[0]}:{listen[1]}; admin {admin[0]}:{admin[1]}; log {work / 'envoy.log'}", flush=True)  # fmt: skip
     try:

@@ -10,10 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
-from meshactors.envoy.bootstrap import envoy_bootstrap
-from meshactors.envoy.process import EnvoyProcess
+from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.registry.client import RegistryClient
 from meshactors.store.server import free_port
 from meshactors.testing.backends import Backend, get
@@ -74,10 +71,7 @@ def run_demo(keep_dir: Path | None = None) -> int:
 
         _say("3. One Envoy starts from the generic bootstrap: it knows no services")
         listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-        xds = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in info["xds"]]
-        bootstrap = work / "envoy.yaml"
-        bootstrap.write_text(yaml.safe_dump(envoy_bootstrap(xds, "demo-envoy", listen=listen, admin=admin)))
-        envoy = EnvoyProcess(bootstrap, admin, work / "envoy.log", listen=listen).start()
+        envoy = start_generic_envoy(xds_endpoints(info["xds"]), "demo-envoy", work, listen, admin)
         _say(f"   envoy listening on {listen[0]}:{listen[1]} (apps send http://<vip>/ there)")
 
         _say("4. Requests by name: the first one discovers the cluster on demand (delta ADS: CDS, then EDS)")

@@ -8,10 +8,14 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from meshactors.envoy.bootstrap import envoy_bootstrap
 from meshactors.store.server import find_binary
 
 
@@ -76,3 +80,22 @@ class EnvoyProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def xds_endpoints(addresses: Iterable[str]) -> list[tuple[str, int]]:
+    """xDS server addresses as the ready file gives them ("host:port") as (host, port)."""
+    return [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in addresses]
+
+
+def start_generic_envoy(
+    xds: Sequence[tuple[str, int]],
+    node_id: str,
+    work: Path,
+    listen: tuple[str, int],
+    admin: tuple[str, int],
+    name: str = "envoy",
+) -> EnvoyProcess:
+    """A real Envoy from the generic bootstrap (it knows no services); `work/<name>.yaml` and `.log`."""
+    bootstrap = work / f"{name}.yaml"
+    bootstrap.write_text(yaml.safe_dump(envoy_bootstrap(xds, node_id, listen=listen, admin=admin), sort_keys=False))
+    return EnvoyProcess(bootstrap, admin, work / f"{name}.log", listen=listen).start()

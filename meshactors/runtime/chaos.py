@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import yaml
 
 from meshactors import log
-from meshactors.envoy.bootstrap import envoy_bootstrap
-from meshactors.envoy.process import EnvoyProcess
+from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.errors import ConfigError, MeshError, NotFound
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
@@ -36,7 +34,7 @@ from meshactors.snapshot.publisher import builder_map
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.keys import KeySchema
 from meshactors.store.server import free_port
-from meshactors.testing.backends import Backend, get
+from meshactors.testing.backends import Backend, get, wait_routable
 from meshactors.v1 import registry_pb2 as pb
 
 _log = log.get("runtime.chaos")
@@ -250,16 +248,9 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         heartbeats.start()
 
         listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-        xds = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in info["xds"]]
-        (work / "envoy.yaml").write_text(
-            yaml.safe_dump(envoy_bootstrap(xds, f"chaos-{tag}", listen=listen, admin=admin), sort_keys=False)
-        )
-        envoy = EnvoyProcess(work / "envoy.yaml", admin, work / "envoy.log", listen=listen).start()
-        deadline = time.monotonic() + 20
-        while not all(get(listen, v).status == 200 for v in vips):
-            if time.monotonic() > deadline:
-                raise MeshError("chaos VIPs never became routable through Envoy")
-            time.sleep(0.05)
+        envoy = start_generic_envoy(xds_endpoints(info["xds"]), f"chaos-{tag}", work, listen, admin)
+        if not wait_routable(listen, vips, timeout_s=20):
+            raise MeshError("chaos VIPs never became routable through Envoy")
         first = wait_converged(namespace, opts.converge_timeout_s)
         if first is None:
             raise MeshError("the deployment is not converged before any fault; fix it first (meshactors status)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -60,3 +61,14 @@ def get(proxy: tuple[str, int], host: str, path: str = "/", timeout_s: float = 1
         return Reply(resp.status, body, time.perf_counter() - start)
     finally:
         conn.close()
+
+
+def wait_routable(proxy: tuple[str, int], vips: Iterable[str], timeout_s: float) -> bool:
+    """Poll until every VIP answers 200 through the proxy (True), or `timeout_s` passes (False)."""
+    names = list(vips)
+    deadline = time.monotonic() + timeout_s
+    while not all(get(proxy, v).status == 200 for v in names):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -15,16 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import yaml
 from ray.cluster_utils import Cluster
 
-from meshactors.envoy.bootstrap import envoy_bootstrap
-from meshactors.envoy.process import EnvoyProcess
+from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.registry.client import RegistryClient
 from meshactors.runtime.chaos import kind_of, wait_converged
 from meshactors.runtime.controller import observe
 from meshactors.store.server import free_port
-from meshactors.testing.backends import Backend, get
+from meshactors.testing.backends import Backend, get, wait_routable
 from meshactors.testing.stack import UpProcess
 from meshactors.v1 import registry_pb2 as pb
 
@@ -68,14 +66,9 @@ def main(etcd: str, work: Path) -> dict[str, Any]:
             backends.append(Backend(vip))
             client.register(pb.Instance(vip=vip, host="127.0.0.1", port=backends[-1].port))
         listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-        xds = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in info["xds"]]
-        (work / "envoy.yaml").write_text(yaml.safe_dump(envoy_bootstrap(xds, "nodeloss", listen=listen, admin=admin)))
-        envoy = EnvoyProcess(work / "envoy.yaml", admin, work / "envoy.log", listen=listen).start()
-        deadline = time.monotonic() + 20
-        while not all(get(listen, v).status == 200 for v in vips):
-            if time.monotonic() > deadline:
-                raise RuntimeError("VIPs never became routable")
-            time.sleep(0.05)
+        envoy = start_generic_envoy(xds_endpoints(info["xds"]), "nodeloss", work, listen, admin)
+        if not wait_routable(listen, vips, timeout_s=20):
+            raise RuntimeError("VIPs never became routable")
 
         stop = threading.Event()
         failures: list[Any] = []

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from meshactors.envoy.bootstrap import envoy_bootstrap
-from meshactors.envoy.process import EnvoyProcess
+from meshactors.envoy.process import start_generic_envoy, xds_endpoints
 from meshactors.errors import MeshError
 from meshactors.registry.client import RegistryClient
 from meshactors.store.server import EtcdServer, free_port
@@ -63,12 +62,7 @@ def stack3(stack: dict[str, Any], etcd3: list[EtcdServer], session_dir: Path) ->
 
 def test_losing_one_member_changes_nothing(stack3: dict[str, Any], etcd3: list[EtcdServer], session_dir: Path):
     listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-    xds = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in stack3["xds"]]
-    import yaml
-
-    (session_dir / "envoy3.yaml").write_text(yaml.safe_dump(envoy_bootstrap(xds, "etcd3", listen=listen,
-                                                                             admin=admin)))  # fmt: skip
-    envoy = EnvoyProcess(session_dir / "envoy3.yaml", admin, session_dir / "envoy3.log", listen=listen).start()
+    envoy = start_generic_envoy(xds_endpoints(stack3["xds"]), "etcd3", session_dir, listen, admin, name="envoy3")
     made: list[Backend] = []
     try:
         client = RegistryClient(stack3["registry"], timeout_s=20)
