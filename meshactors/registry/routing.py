@@ -15,6 +15,7 @@ from meshactors.model import Instance, InstanceRef, Status
 from meshactors.registry import convert
 from meshactors.registry.client import batch_result, error_from_rpc
 from meshactors.registry.shard_service import APP_ERROR_KEY
+from meshactors.stubs import StubPool
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
@@ -27,41 +28,24 @@ class GrpcShardBackend:
     shows up as latency, not as an error. Errors the shard answers itself are passed on as they are."""
 
     def __init__(self, resolve: Callable[[str], Awaitable[str]], retry_s: float = 10.0, timeout_s: float = 15.0):
-        self.resolve = resolve
         self.retry_s = retry_s
         self.timeout_s = timeout_s
-        self._stubs: dict[str, pb_grpc.RegistryStub] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs = StubPool(resolve, pb_grpc.RegistryStub, CHANNEL_OPTIONS)
         self._pending: dict[str, list[tuple[InstanceRef, asyncio.Future[int | MeshError]]]] = {}
         self._tasks = TaskSet()
-
-    async def _stub(self, shard: str) -> pb_grpc.RegistryStub:
-        stub = self._stubs.get(shard)
-        if stub is None:
-            address = await self.resolve(shard)
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels[shard] = channel
-            stub = self._stubs[shard] = pb_grpc.RegistryStub(channel)
-        return stub
-
-    async def _forget(self, shard: str) -> None:
-        self._stubs.pop(shard, None)
-        channel = self._channels.pop(shard, None)
-        if channel is not None:
-            await channel.close()
 
     async def _call(self, shard: str, method: str, request: Any) -> Any:
         deadline = time.monotonic() + self.retry_s
         delay = 0.02
         while True:
-            stub = await self._stub(shard)
+            stub = await self._stubs.get(shard)
             try:
                 return await getattr(stub, method)(request, timeout=self.timeout_s)
             except grpc.aio.AioRpcError as exc:
                 trailing = dict(exc.trailing_metadata() or ())
                 if APP_ERROR_KEY in trailing:
                     raise error_from_rpc(exc, shard) from exc
-                await self._forget(shard)  # transport failure: the shard may be restarting elsewhere
+                await self._stubs.forget(shard)  # transport failure: the shard may be restarting elsewhere
                 if time.monotonic() + delay > deadline:
                     raise Unavailable(f"registry shard {shard} unreachable: {exc.code().name} {exc.details()}") from exc
             except MeshError:

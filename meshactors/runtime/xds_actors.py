@@ -21,6 +21,7 @@ from meshactors.snapshot.builder import VipResources
 from meshactors.snapshot.publisher import SnapshotBuilderCore, builder_map, builder_name
 from meshactors.snapshot.service import SnapshotService, from_pb
 from meshactors.store.etcd import EtcdStore
+from meshactors.stubs import StubPool
 from meshactors.v1 import snapshot_pb2, snapshot_pb2_grpc
 from meshactors.xds.host import XdsHost
 
@@ -74,25 +75,12 @@ class BuilderLinks:
         self.handles = Handles(settings.namespace)
         self.host_name = host_name
         self.host: XdsHost | None = None
-        self._stubs: dict[str, snapshot_pb2_grpc.SnapshotBuilderStub] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs = StubPool(self._address_of, snapshot_pb2_grpc.SnapshotBuilderStub, INTERNAL_OPTIONS)
         self._log = log.get("runtime.builder_links", server=host_name)
         self.streams_opened = 0
 
-    async def _stub(self, builder: str) -> snapshot_pb2_grpc.SnapshotBuilderStub:
-        stub = self._stubs.get(builder)
-        if stub is None:
-            address = await call(self.handles.get(builder), "address", timeout_s=10)
-            channel = grpc.aio.insecure_channel(address, options=INTERNAL_OPTIONS)
-            self._channels[builder] = channel
-            stub = self._stubs[builder] = snapshot_pb2_grpc.SnapshotBuilderStub(channel)
-        return stub
-
-    async def _forget(self, builder: str) -> None:
-        self._stubs.pop(builder, None)
-        channel = self._channels.pop(builder, None)
-        if channel is not None:
-            await channel.close()
+    async def _address_of(self, builder: str) -> str:
+        return str(await call(self.handles.get(builder), "address", timeout_s=10))
 
     def _by_builder(self, vips: list[str]) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
@@ -106,12 +94,12 @@ class BuilderLinks:
 
     async def _unary(self, builder: str, method: str, vips: list[str]) -> list[VipResources]:
         for attempt in range(2):
-            stub = await self._stub(builder)
+            stub = await self._stubs.get(builder)
             try:
                 resp = await getattr(stub, method)(self._request(vips), timeout=5)
                 return [from_pb(s) for s in resp.snapshots]
             except grpc.aio.AioRpcError as exc:
-                await self._forget(builder)  # the builder may have restarted on another port
+                await self._stubs.forget(builder)  # the builder may have restarted on another port
                 if attempt or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise Unavailable(f"{builder}: {exc.code().name} {exc.details()}") from exc
         return []
@@ -137,7 +125,7 @@ class BuilderLinks:
         backoff = 0.05
         while True:
             try:
-                stub = await self._stub(builder)
+                stub = await self._stubs.get(builder)
                 held = {
                     vip: snapshot_pb2.Versions(cluster=c, load_assignment=e)
                     for vip, (c, e) in self.host.cache.versions().items()
@@ -154,10 +142,10 @@ class BuilderLinks:
                 raise
             except (grpc.aio.AioRpcError, MeshError) as exc:
                 self._log.info("update stream to builder broken; reopening", builder=builder, error=str(exc)[:200])
-                await self._forget(builder)
+                await self._stubs.forget(builder)
             except Exception as exc:
                 self._log.exception("update stream failed; reopening", builder=builder, error=str(exc))
-                await self._forget(builder)
+                await self._stubs.forget(builder)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
