@@ -30,8 +30,9 @@ async def main(port: int, backend_port: int) -> None:
             out = []
             for vip in req.subscribe:
                 inst = Instance(app=vip, instance_id="bare", host="127.0.0.1", vip=vip, port=backend_port)
-                res = build_vip(vip, [inst])
-                out.append(res.cluster if req.type_url == CLUSTER else res.load_assignment)
+                found = build_vip(vip, [inst]).get(req.type_url, vip)
+                if found is not None:
+                    out.append(found)
             yield DeltaResponse(type_url=req.type_url, nonce=f"bare-{next(nonces)}", resources=tuple(out))
 
     server = grpc.aio.server()

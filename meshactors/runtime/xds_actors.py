@@ -7,6 +7,7 @@ stream of changes) goes over direct gRPC calls, because a Ray actor call costs ~
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
@@ -14,16 +15,17 @@ import ray
 
 from meshactors import log
 from meshactors.errors import MeshError, Unavailable
+from meshactors.resources.snapshot import Snapshot
 from meshactors.runtime.calls import Handles, call
 from meshactors.runtime.servers import INTERNAL_OPTIONS, start_fixed, start_internal
 from meshactors.settings import MeshSettings
-from meshactors.snapshot.builder import VipResources
-from meshactors.snapshot.publisher import SnapshotBuilderCore, builder_map, builder_name
-from meshactors.snapshot.service import SnapshotService, from_pb
+from meshactors.snapshot.publisher import BuilderStatistics, SnapshotBuilderCore, builder_map, builder_name
+from meshactors.snapshot.service import SnapshotService, snapshot_from_pb, versions_to_pb
+from meshactors.snapshot.source import VIP_SOURCE, VipSource
 from meshactors.store.etcd import EtcdStore
 from meshactors.stubs import StubPool
 from meshactors.v1 import snapshot_pb2, snapshot_pb2_grpc
-from meshactors.xds.host import XdsHost
+from meshactors.xds.host import HostStatistics, XdsHost
 
 ADS_SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.so_reuseport", 0),
@@ -32,6 +34,19 @@ ADS_SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.min_ping_interval_without_data_ms", 1000),  # sidecars may PING to detect a frozen server
     ("grpc.http2.max_ping_strikes", 0),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotBuilderStatistics:
+    address: str
+    builder: BuilderStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class XdsServerStatistics:
+    address: str
+    update_streams_opened: int
+    host: HostStatistics
 
 
 def xds_server_name(index: int) -> str:
@@ -59,16 +74,17 @@ class SnapshotBuilderActor:
     async def address(self) -> str:
         return self._address
 
-    async def statistics(self) -> dict[str, Any]:
-        return {"address": self._address, **self.core.statistics()}
+    async def statistics(self) -> SnapshotBuilderStatistics:
+        return SnapshotBuilderStatistics(self._address, self.core.statistics())
 
     async def versions(self, vips: list[str]) -> dict[str, tuple[str, str]]:
         return self.core.versions(vips)
 
 
 class BuilderLinks:
-    """The XdsHost's SnapshotSource: one gRPC channel per builder (found through Ray), the on-demand fetch,
-    and one update stream per builder that re-opens (telling what the host holds) whenever it breaks."""
+    """The VipSource's transport: one gRPC channel per builder (found through Ray), the on-demand fetch, and one
+    update stream per builder that re-opens (telling what the host holds, per resource version) whenever it
+    breaks and hands every pushed snapshot to the host."""
 
     def __init__(self, settings: MeshSettings, host_name: str) -> None:
         self.map = builder_map(settings.builders)
@@ -90,21 +106,21 @@ class BuilderLinks:
 
     def _request(self, vips: list[str]) -> snapshot_pb2.SubscribeRequest:
         assert self.host is not None
-        return snapshot_pb2.SubscribeRequest(host=self.host_name, incarnation=self.host.incarnation, vips=vips)
+        return snapshot_pb2.SubscribeRequest(host=self.host_name, incarnation=self.host.incarnation, keys=vips)
 
-    async def _unary(self, builder: str, method: str, vips: list[str]) -> list[VipResources]:
+    async def _unary(self, builder: str, method: str, vips: list[str]) -> list[Snapshot]:
         for attempt in range(2):
             stub = await self._stubs.get(builder)
             try:
                 resp = await getattr(stub, method)(self._request(vips), timeout=5)
-                return [from_pb(s) for s in resp.snapshots]
+                return [snapshot_from_pb(s) for s in resp.snapshots]
             except grpc.aio.AioRpcError as exc:
                 await self._stubs.forget(builder)  # the builder may have restarted on another port
                 if attempt or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise Unavailable(f"{builder}: {exc.code().name} {exc.details()}") from exc
         return []
 
-    async def subscribe(self, vips: list[str]) -> list[VipResources]:
+    async def subscribe(self, vips: list[str]) -> list[Snapshot]:
         groups = self._by_builder(vips)
         results = await asyncio.gather(*(self._unary(b, "Subscribe", group) for b, group in groups.items()))
         return [r for batch in results for r in batch]
@@ -127,15 +143,17 @@ class BuilderLinks:
             try:
                 stub = await self._stubs.get(builder)
                 held = {
-                    vip: snapshot_pb2.Versions(cluster=c, load_assignment=e)
-                    for vip, (c, e) in self.host.cache.versions().items()
+                    vip: versions
+                    for vip, versions in self.host.cache.held_versions(VIP_SOURCE).items()
                     if self.map.owner(vip) == builder
                 }
-                request = snapshot_pb2.UpdatesRequest(host=self.host_name, incarnation=self.host.incarnation, held=held)
+                request = snapshot_pb2.UpdatesRequest(
+                    host=self.host_name, incarnation=self.host.incarnation, held=versions_to_pb(held)
+                )
                 self.streams_opened += 1
                 async for update in stub.Updates(request):
                     backoff = 0.05
-                    unwanted = self.host.apply(from_pb(s) for s in update.snapshots)
+                    unwanted = self.host.apply(VIP_SOURCE, [snapshot_from_pb(s) for s in update.snapshots])
                     if unwanted:
                         await self._unary(builder, "Unsubscribe", unwanted)
             except asyncio.CancelledError:
@@ -159,7 +177,7 @@ class XdsServerActor:
         self._log = log.get("runtime.xds_server", server=name)
         self.settings = settings
         self.links = BuilderLinks(settings, name)
-        self.host = XdsHost(name, self.links, settings.xds)
+        self.host = XdsHost(name, [VipSource(self.links)], settings.xds)
         self.links.host = self.host
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers((self.host.generic_handler(),))
@@ -190,14 +208,15 @@ class XdsServerActor:
     async def ready(self) -> bool:
         return self.host.ready.is_set()
 
-    async def statistics(self) -> dict[str, Any]:
-        return {"address": self.address, "update_streams_opened": self.links.streams_opened, **self.host.statistics()}
+    async def statistics(self) -> XdsServerStatistics:
+        return XdsServerStatistics(self.address, self.links.streams_opened, self.host.statistics())
 
     async def convergence(self) -> dict[str, Any]:
-        return self.host.convergence()
+        return asdict(self.host.convergence())
 
     async def sessions(self) -> list[dict[str, Any]]:
-        return self.host.statistics()["streams"]
+        """Every connected session as plain data (node id, stream kind, what it subscribed and ACKed)."""
+        return [asdict(s) for s in self.host.statistics().streams]
 
 
 __all__ = ["SnapshotBuilderActor", "XdsServerActor", "builder_name", "xds_server_name"]

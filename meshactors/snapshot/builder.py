@@ -1,50 +1,25 @@
-"""Pure per-VIP resource building: registry `Instance` records in, versioned Cluster, CLA and Listener out.
+"""Pure per-VIP resource building: registry `Instance` records in, one typed `Snapshot` per VIP out.
 
-Called by the snapshot builders on every registry change (and for every VIP at cold start), so it does no
-I/O and only what the resources need. The bytes come from `meshactors.envoy.resources`; this module never
-touches a protobuf message itself.
+A VIP's snapshot holds its Cluster, ClusterLoadAssignment and gRPC api Listener today; a VirtualHost, per-version
+clusters or per-client-kind variants join it as resources of the same snapshot. Called by the snapshot builders on
+every registry change (and for every VIP at cold start), so it does no I/O and only what the resources need. The
+bytes come from `meshactors.envoy.resources`; this module never touches a protobuf message itself.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from meshactors.envoy.resources import Endpoint, cluster_load_assignment, eds_cluster, grpc_api_listener
 from meshactors.model.instance import Instance, Status
-from meshactors.xds import types
-from meshactors.xds.types import VersionedResource
+from meshactors.resources.snapshot import Snapshot, cluster_refs, eds_refs
+from meshactors.resources.types import CLUSTER, ENDPOINT, LISTENER, VersionedResource
 
-# Reasons an UP instance is left out of its VIP's ClusterLoadAssignment (reported in VipResources.skipped).
+# Reasons an UP instance is left out of its VIP's ClusterLoadAssignment (reported in the snapshot's notes).
 SKIP_NOT_IP = "host is not an IP address (EDS needs IP literals)"
 SKIP_NO_PORT = "no port for this name"
 SKIP_DUPLICATE = "same address as a more recently registered instance"
-
-
-@dataclass(frozen=True, slots=True)
-class VipResources:
-    """Everything one VIP publishes, each resource versioned by a hash of its bytes.
-
-    `skipped` lists (instance_id, reason) for UP instances that could not be served (so the caller can
-    log them); it does not take part in any version.
-    """
-
-    vip: str
-    cluster: VersionedResource
-    load_assignment: VersionedResource
-    listener: VersionedResource
-    skipped: tuple[tuple[str, str], ...] = ()
-
-    def resources(self) -> tuple[VersionedResource, ...]:
-        """The resources in send order (make before break: Cluster, then CLA, then Listener)."""
-        return (self.cluster, self.load_assignment, self.listener)
-
-    def get(self, type_url: str) -> VersionedResource | None:
-        for resource in self.resources():
-            if resource.type_url == type_url:
-                return resource
-        return None
 
 
 def _ip_literal(host: str) -> str | None:
@@ -108,27 +83,36 @@ def endpoints_for(vip: str, instances: Iterable[Instance]) -> tuple[Endpoint, ..
     return select_endpoints(vip, instances)[0]
 
 
-def build_vip(vip: str, instances: Iterable[Instance]) -> VipResources:
-    """The Cluster, ClusterLoadAssignment and gRPC api Listener of `vip`, all named `vip`.
+def build_vip(vip: str, instances: Iterable[Instance]) -> Snapshot:
+    """The snapshot of `vip`: its Cluster, ClusterLoadAssignment and gRPC api Listener, all named `vip`.
 
     An unknown VIP (no UP instances) gets the same cluster and an empty CLA: Envoy answers 503 at once
-    instead of waiting for the on-demand CDS timeout.
+    instead of waiting for the on-demand CDS timeout. UP instances left out of the endpoints are in `notes`
+    as (instance_id, reason), for the caller to log.
     """
     endpoints, skipped = select_endpoints(vip, instances)
-    return VipResources(
-        vip=vip,
-        cluster=cluster_for(vip),
-        load_assignment=VersionedResource.of(types.ENDPOINT, vip, cluster_load_assignment(vip, endpoints)),
-        listener=VersionedResource.of(types.LISTENER, vip, grpc_api_listener(vip, vip)),
-        skipped=skipped,
+    return Snapshot.of(
+        vip,
+        (
+            cluster_for(vip),
+            VersionedResource.of(ENDPOINT, vip, cluster_load_assignment(vip, endpoints)),
+            listener_for(vip, vip),
+        ),
+        notes=skipped,
     )
+
+
+def provisional_vip(vip: str) -> Snapshot:
+    """What any host can serve for `vip` before its endpoints are known: the Cluster and the gRPC Listener,
+    which depend only on the name (the ClusterLoadAssignment waits for the registry)."""
+    return Snapshot.of(vip, (cluster_for(vip), listener_for(vip, vip)))
 
 
 def cluster_for(vip: str) -> VersionedResource:
     """A VIP's Cluster: it depends only on the name (endpoints come by EDS), so any host can build it."""
-    return VersionedResource.of(types.CLUSTER, vip, eds_cluster(vip))
+    return VersionedResource.of(CLUSTER, vip, eds_cluster(vip), refs=eds_refs(vip))
 
 
 def listener_for(name: str, vip: str) -> VersionedResource:
     """A gRPC api Listener named as the client asked (`vip` or `vip:port`), routing to cluster `vip`."""
-    return VersionedResource.of(types.LISTENER, name, grpc_api_listener(name, vip))
+    return VersionedResource.of(LISTENER, name, grpc_api_listener(name, vip), refs=cluster_refs(vip))

@@ -1,4 +1,7 @@
-"""SnapshotBuilderCore: follows registrations in etcd, builds per-VIP resources, streams changes to xDS hosts."""
+"""SnapshotBuilderCore: follows registrations in etcd, builds one typed Snapshot per VIP, streams changes to xDS hosts.
+
+The remote half of the VIP source (meshactors.snapshot.source): keys are VIPs, and what an xDS host holds is told
+and compared per (type URL, name, variant) version."""
 
 from __future__ import annotations
 
@@ -6,14 +9,16 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from meshactors import log
 from meshactors.aio import TaskSet
 from meshactors.errors import MeshError, NotReady, Unavailable
 from meshactors.registry.shardmap import ShardMap
-from meshactors.snapshot.builder import VipResources, build_vip
+from meshactors.resources.snapshot import Snapshot, Versions
+from meshactors.resources.types import CLUSTER, ENDPOINT
+from meshactors.snapshot.builder import build_vip
 from meshactors.snapshot.mesh import MeshView
 from meshactors.store import codec
 from meshactors.store.base import KeyValue, Store
@@ -35,21 +40,49 @@ class BuilderSettings:
     orphan_grace_s: float = 60.0  # interest of a host whose update stream is gone is dropped after this
 
 
+@dataclass(frozen=True, slots=True)
+class BuilderStatistics:
+    builder: str
+    ready: bool
+    incarnation: str
+    revision: int
+    instances: int
+    vips_with_interest: int
+    hosts: tuple[str, ...]
+    update_streams_open: int
+    builds: int
+    pushes: int
+    events: int
+    resyncs: int
+    update_streams: int
+    inconsistent_builds: int
+
+
+@dataclass
+class _Counters:
+    builds: int = 0
+    pushes: int = 0
+    events: int = 0
+    resyncs: int = 0
+    update_streams: int = 0
+    inconsistent_builds: int = 0
+
+
 class Outbox:
-    """Changes waiting for one xDS host's update stream. Latest wins per VIP: a slow host is coalesced, not queued."""
+    """Changes waiting for one xDS host's update stream. Latest wins per key: a slow host is coalesced, not queued."""
 
     def __init__(self, host: str, incarnation: str) -> None:
         self.host = host
         self.incarnation = incarnation
-        self.pending: dict[str, VipResources] = {}
+        self.pending: dict[str, Snapshot] = {}
         self.ready = asyncio.Event()
         self.closed = False
 
-    def put(self, res: VipResources) -> None:
-        self.pending[res.vip] = res
+    def put(self, snap: Snapshot) -> None:
+        self.pending[snap.key] = snap
         self.ready.set()
 
-    async def take(self) -> list[VipResources]:
+    async def take(self) -> list[Snapshot]:
         """Wait for changes (or close); returns them all. An empty list means the outbox was closed."""
         await self.ready.wait()
         self.ready.clear()
@@ -80,7 +113,7 @@ class SnapshotBuilderCore:
         self.settings = settings or BuilderSettings()
         self.incarnation = secrets.token_hex(6)
         self.view = MeshView(owns=lambda vip: builders.owner(vip) == name)
-        self._built: dict[str, VipResources] = {}
+        self._built: dict[str, Snapshot] = {}
         self._interest: dict[str, set[str]] = {}  # vip -> xDS hosts
         self._hosts: dict[str, str] = {}  # xDS host -> incarnation
         self._outboxes: dict[str, Outbox] = {}  # xDS host -> its open update stream
@@ -90,7 +123,7 @@ class SnapshotBuilderCore:
         self._ready = asyncio.Event()
         self._tasks = TaskSet()
         self._log = log.get("snapshot.builder", builder=name)
-        self.counters = {"builds": 0, "pushes": 0, "events": 0, "resyncs": 0, "update_streams": 0}
+        self.counters = _Counters()
         self.revision = 0
 
     @property
@@ -121,7 +154,7 @@ class SnapshotBuilderCore:
                     if isinstance(change, Changes):
                         changed: set[str] = set()
                         for ev in change.events:
-                            self.counters["events"] += 1
+                            self.counters.events += 1
                             try:
                                 ref = self.keys.parse_instance(ev.key)
                             except MeshError:
@@ -134,7 +167,7 @@ class SnapshotBuilderCore:
                                     changed |= self.view.put(*decoded)
                         self.revision = change.revision
                     else:
-                        self.counters["resyncs"] += 1
+                        self.counters.resyncs += 1
                         items = [d for d in (self._decode(kv) for kv in change.items) if d]
                         changed = self.view.replace_all(items)
                         self.revision = change.revision
@@ -156,14 +189,18 @@ class SnapshotBuilderCore:
 
     # ---- building and pushing ------------------------------------------------------------------------------
 
-    def _build(self, vip: str) -> VipResources:
+    def _build(self, vip: str) -> Snapshot:
         built = build_vip(vip, self.view.instances(vip))
-        self.counters["builds"] += 1
-        if built.skipped:
-            self._log.warning("instances left out of the endpoints", vip=vip, skipped=list(built.skipped))
+        self.counters.builds += 1
+        if built.notes:
+            self._log.warning("instances left out of the endpoints", vip=vip, skipped=list(built.notes)[:20])
+        problems = built.consistent()
+        if problems:  # a builder bug: say which reference dangles (Envoy would wait for it or NACK)
+            self.counters.inconsistent_builds += 1
+            self._log.error("built an inconsistent snapshot", vip=vip, problems=[str(p) for p in problems][:20])
         return built
 
-    def current(self, vip: str) -> VipResources:
+    def current(self, vip: str) -> Snapshot:
         built = self._built.get(vip)
         if built is None:
             built = self._built[vip] = self._build(vip)
@@ -190,13 +227,13 @@ class SnapshotBuilderCore:
             old = self._built.get(vip)
             new = self._build(vip)
             self._built[vip] = new
-            if old is not None and (old.cluster, old.load_assignment) == (new.cluster, new.load_assignment):
+            if old is not None and old == new:
                 continue
             for host in hosts:
                 box = self._outboxes.get(host)
                 if box is not None:
                     box.put(new)
-                    self.counters["pushes"] += 1
+                    self.counters.pushes += 1
 
     def _drop_orphans(self) -> None:
         now = time.monotonic()
@@ -239,8 +276,8 @@ class SnapshotBuilderCore:
         if self.builders.owner(vip) != self.name:
             raise Unavailable(f"{self.name} does not own VIP {vip!r}: builder maps disagree")
 
-    def subscribe(self, host: str, incarnation: str, vips: list[str]) -> list[VipResources]:
-        """Register interest and return the current resources of each VIP (unknown VIPs: no endpoints)."""
+    def subscribe(self, host: str, incarnation: str, vips: list[str]) -> list[Snapshot]:
+        """Register interest and return the current snapshot of each VIP (unknown VIPs: no endpoints)."""
         self._check(host, incarnation)
         out = []
         for vip in vips:
@@ -253,7 +290,7 @@ class SnapshotBuilderCore:
         if self._hosts.get(host) == incarnation:
             self._drop(host, vips)
 
-    def open_updates(self, host: str, incarnation: str, held: dict[str, tuple[str, str]]) -> tuple[Outbox, list]:
+    def open_updates(self, host: str, incarnation: str, held: dict[str, Versions]) -> tuple[Outbox, list[Snapshot]]:
         """A host (re)opens its update stream telling everything it holds from us; returns its outbox and what
         differs from what it holds. Used after either side restarted, and whenever a stream broke.
 
@@ -266,14 +303,14 @@ class SnapshotBuilderCore:
         if old is not None:
             old.close()
         self._outboxes[host] = box
-        self.counters["update_streams"] += 1
+        self.counters.update_streams += 1
         differ = []
-        for vip, (cluster_v, cla_v) in held.items():
+        for vip, versions in held.items():
             if self.builders.owner(vip) != self.name:
                 continue
             self._interest.setdefault(vip, set()).add(host)
             cur = self.current(vip)
-            if (cur.cluster.version, cur.load_assignment.version) != (cluster_v, cla_v):
+            if cur.differs(versions):
                 differ.append(cur)
         return box, differ
 
@@ -289,18 +326,19 @@ class SnapshotBuilderCore:
         for vip in vips:
             if self.builders.owner(vip) == self.name:
                 built = build_vip(vip, self.view.instances(vip))
-                out[vip] = (built.cluster.version, built.load_assignment.version)
+                cluster, cla = built.get(CLUSTER, vip), built.get(ENDPOINT, vip)
+                out[vip] = (cluster.version if cluster else "", cla.version if cla else "")
         return out
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "builder": self.name,
-            "ready": self.ready,
-            "incarnation": self.incarnation,
-            "revision": self.revision,
-            "instances": len(self.view),
-            "vips_with_interest": len(self._interest),
-            "hosts": sorted(self._hosts),
-            "update_streams_open": len(self._outboxes),
-            **self.counters,
-        }
+    def statistics(self) -> BuilderStatistics:
+        return BuilderStatistics(
+            builder=self.name,
+            ready=self.ready,
+            incarnation=self.incarnation,
+            revision=self.revision,
+            instances=len(self.view),
+            vips_with_interest=len(self._interest),
+            hosts=tuple(sorted(self._hosts)),
+            update_streams_open=len(self._outboxes),
+            **asdict(self.counters),
+        )

@@ -1,46 +1,70 @@
-"""The SnapshotBuilder gRPC service (xDS servers' on-demand fetch and update streams) and its conversions."""
+"""The SnapshotBuilder gRPC service (xDS servers' on-demand fetch and update streams) and its wire conversions.
+
+`snapshot_to_pb` / `snapshot_from_pb` and `versions_to_pb` / `versions_from_pb` are the one translation between
+the resource contract (meshactors.resources) and the internal proto; both ends of the link use them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
 from meshactors import log
 from meshactors.errors import MeshError
-from meshactors.snapshot.builder import VipResources
+from meshactors.resources.snapshot import Snapshot, Versions
+from meshactors.resources.types import VersionedResource
 from meshactors.snapshot.publisher import SnapshotBuilderCore
 from meshactors.v1 import snapshot_pb2 as pb
 from meshactors.v1 import snapshot_pb2_grpc as pb_grpc
-from meshactors.xds.types import VersionedResource
 
 _log = log.get("snapshot.service")
 
 
 def _res_to_pb(res: VersionedResource) -> pb.Resource:
-    return pb.Resource(type_url=res.type_url, name=res.name, version=res.version, body=res.body or b"")
+    return pb.Resource(
+        type_url=res.type_url,
+        name=res.name,
+        version=res.version,
+        body=res.body or b"",
+        absent=res.body is None,
+        aliases=res.aliases,
+        variant=res.variant,
+        refs=[pb.ResourceRef(type_url=t, name=n) for t, n in res.refs],
+    )
 
 
 def _res_from_pb(msg: pb.Resource) -> VersionedResource:
-    return VersionedResource(msg.type_url, msg.name, msg.version, msg.body)
-
-
-def to_pb(vr: VipResources) -> pb.VipSnapshot:
-    return pb.VipSnapshot(
-        vip=vr.vip,
-        cluster=_res_to_pb(vr.cluster),
-        load_assignment=_res_to_pb(vr.load_assignment),
-        listener=_res_to_pb(vr.listener),
+    return VersionedResource(
+        type_url=msg.type_url,
+        name=msg.name,
+        version=msg.version,
+        body=None if msg.absent else msg.body,
+        aliases=tuple(msg.aliases),
+        variant=msg.variant,
+        refs=tuple((r.type_url, r.name) for r in msg.refs),
     )
 
 
-def from_pb(msg: pb.VipSnapshot) -> VipResources:
-    return VipResources(
-        vip=msg.vip,
-        cluster=_res_from_pb(msg.cluster),
-        load_assignment=_res_from_pb(msg.load_assignment),
-        listener=_res_from_pb(msg.listener),
-    )
+def snapshot_to_pb(snap: Snapshot) -> pb.Snapshot:
+    return pb.Snapshot(key=snap.key, resources=[_res_to_pb(r) for r in snap.resources])
+
+
+def snapshot_from_pb(msg: pb.Snapshot) -> Snapshot:
+    return Snapshot.of(msg.key, (_res_from_pb(r) for r in msg.resources))
+
+
+def versions_to_pb(held: Mapping[str, Versions]) -> dict[str, pb.HeldVersions]:
+    return {
+        key: pb.HeldVersions(
+            resources=[pb.ResourceVersion(type_url=t, name=n, variant=v, version=ver) for (t, n, v), ver in vs.items()]
+        )
+        for key, vs in held.items()
+    }
+
+
+def versions_from_pb(held: Mapping[str, pb.HeldVersions]) -> dict[str, Versions]:
+    return {key: {(r.type_url, r.name, r.variant): r.version for r in hv.resources} for key, hv in held.items()}
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: MeshError) -> None:
@@ -53,22 +77,22 @@ class SnapshotService(pb_grpc.SnapshotBuilderServicer):
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> pb.SubscribeResponse:
         try:
-            got = self.core.subscribe(request.host, request.incarnation, list(request.vips))
+            got = self.core.subscribe(request.host, request.incarnation, list(request.keys))
         except MeshError as exc:
             await _abort(context, exc)
             raise
-        return pb.SubscribeResponse(snapshots=[to_pb(r) for r in got])
+        return pb.SubscribeResponse(snapshots=[snapshot_to_pb(s) for s in got])
 
     async def Unsubscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubscribeResponse:
-        self.core.unsubscribe(request.host, request.incarnation, list(request.vips))
+        self.core.unsubscribe(request.host, request.incarnation, list(request.keys))
         return pb.SubscribeResponse()
 
     async def Updates(
         self, request: pb.UpdatesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SubscribeResponse]:
-        held = {vip: (v.cluster, v.load_assignment) for vip, v in request.held.items()}
+        held = versions_from_pb(request.held)
         try:
             box, differ = self.core.open_updates(request.host, request.incarnation, held)
         except MeshError as exc:
@@ -76,11 +100,11 @@ class SnapshotService(pb_grpc.SnapshotBuilderServicer):
             raise
         _log.info("update stream opened", host=request.host, held=len(held), resent=len(differ))
         try:
-            yield pb.SubscribeResponse(snapshots=[to_pb(r) for r in differ])
+            yield pb.SubscribeResponse(snapshots=[snapshot_to_pb(s) for s in differ])
             while not box.closed:
                 batch = await box.take()
                 if batch:
-                    yield pb.SubscribeResponse(snapshots=[to_pb(r) for r in batch])
+                    yield pb.SubscribeResponse(snapshots=[snapshot_to_pb(s) for s in batch])
         finally:
             self.core.close_updates(box)
             _log.info("update stream closed", host=request.host)

@@ -6,53 +6,75 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResourceRef(_message.Message):
+    __slots__ = ("type_url", "name")
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    name: str
+    def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
 class Resource(_message.Message):
-    __slots__ = ("type_url", "name", "version", "body")
+    __slots__ = ("type_url", "name", "version", "body", "absent", "aliases", "variant", "refs")
     TYPE_URL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
+    ABSENT_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
     type_url: str
     name: str
     version: str
     body: bytes
-    def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
+    absent: bool
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    variant: str
+    refs: _containers.RepeatedCompositeFieldContainer[ResourceRef]
+    def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., body: _Optional[bytes] = ..., absent: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[ResourceRef, _Mapping]]] = ...) -> None: ...
 
-class VipSnapshot(_message.Message):
-    __slots__ = ("vip", "cluster", "load_assignment", "listener")
-    VIP_FIELD_NUMBER: _ClassVar[int]
-    CLUSTER_FIELD_NUMBER: _ClassVar[int]
-    LOAD_ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
-    LISTENER_FIELD_NUMBER: _ClassVar[int]
-    vip: str
-    cluster: Resource
-    load_assignment: Resource
-    listener: Resource
-    def __init__(self, vip: _Optional[str] = ..., cluster: _Optional[_Union[Resource, _Mapping]] = ..., load_assignment: _Optional[_Union[Resource, _Mapping]] = ..., listener: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+class Snapshot(_message.Message):
+    __slots__ = ("key", "resources")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    resources: _containers.RepeatedCompositeFieldContainer[Resource]
+    def __init__(self, key: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("host", "incarnation", "vips")
+    __slots__ = ("host", "incarnation", "keys")
     HOST_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
-    VIPS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     host: str
     incarnation: str
-    vips: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, host: _Optional[str] = ..., incarnation: _Optional[str] = ..., vips: _Optional[_Iterable[str]] = ...) -> None: ...
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host: _Optional[str] = ..., incarnation: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("snapshots",)
     SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
-    snapshots: _containers.RepeatedCompositeFieldContainer[VipSnapshot]
-    def __init__(self, snapshots: _Optional[_Iterable[_Union[VipSnapshot, _Mapping]]] = ...) -> None: ...
+    snapshots: _containers.RepeatedCompositeFieldContainer[Snapshot]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[Snapshot, _Mapping]]] = ...) -> None: ...
 
-class Versions(_message.Message):
-    __slots__ = ("cluster", "load_assignment")
-    CLUSTER_FIELD_NUMBER: _ClassVar[int]
-    LOAD_ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
-    cluster: str
-    load_assignment: str
-    def __init__(self, cluster: _Optional[str] = ..., load_assignment: _Optional[str] = ...) -> None: ...
+class ResourceVersion(_message.Message):
+    __slots__ = ("type_url", "name", "variant", "version")
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    name: str
+    variant: str
+    version: str
+    def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class HeldVersions(_message.Message):
+    __slots__ = ("resources",)
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.RepeatedCompositeFieldContainer[ResourceVersion]
+    def __init__(self, resources: _Optional[_Iterable[_Union[ResourceVersion, _Mapping]]] = ...) -> None: ...
 
 class UpdatesRequest(_message.Message):
     __slots__ = ("host", "incarnation", "held")
@@ -61,12 +83,12 @@ class UpdatesRequest(_message.Message):
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
-        value: Versions
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Versions, _Mapping]] = ...) -> None: ...
+        value: HeldVersions
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[HeldVersions, _Mapping]] = ...) -> None: ...
     HOST_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     host: str
     incarnation: str
-    held: _containers.MessageMap[str, Versions]
-    def __init__(self, host: _Optional[str] = ..., incarnation: _Optional[str] = ..., held: _Optional[_Mapping[str, Versions]] = ...) -> None: ...
+    held: _containers.MessageMap[str, HeldVersions]
+    def __init__(self, host: _Optional[str] = ..., incarnation: _Optional[str] = ..., held: _Optional[_Mapping[str, HeldVersions]] = ...) -> None: ...

@@ -55,14 +55,14 @@ class SnapshotBuilderServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Subscribe(self, request, context):
-        """Register interest in VIPs (changes are pushed from then on) and return their current resources.
+        """Register interest in keys (changes are pushed from then on) and return their current snapshots.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Unsubscribe(self, request, context):
-        """Drop interest in VIPs no session of the host wants any more.
+        """Drop interest in keys no session of the host wants any more.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,121 +1,162 @@
-"""ResourceCache: the VIP resources one xDS host holds for its sessions (filled on demand, updated by pushes)."""
+"""SnapshotCache: the snapshots one xDS host holds for its sessions, per (source, key), read through its sources.
+
+Filled on demand (`provisional`, then `apply` of a fetched snapshot) and updated by pushes from the sources'
+update streams. It knows no resource layout: which key holds a name, whether a name is valid, and how a name
+is read out of a snapshot is each source's knowledge (meshactors.resources.source).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from meshactors.model.validate import is_valid_vip_name
-from meshactors.snapshot.builder import VipResources, cluster_for, listener_for
-from meshactors.xds.types import CLUSTER, ENDPOINT, LISTENER, VersionedResource
+from meshactors.resources.snapshot import Snapshot, Versions
+from meshactors.resources.source import Source
+from meshactors.resources.types import DEFAULT_KIND, Ref, VersionedResource
 
-SERVED_TYPES = (CLUSTER, ENDPOINT, LISTENER)
-
-
-def vip_of(type_url: str, name: str) -> str:
-    """The VIP a resource name belongs to: listeners may be named `vip:port` (gRPC's `xds:///vip:port`)."""
-    if type_url == LISTENER:
-        return name.rsplit(":", 1)[0] if ":" in name else name
-    return name
+# A held snapshot is named by its source and its key within that source.
+HeldKey = tuple[str, str]
 
 
-def validate_name(type_url: str, name: str) -> str | None:
-    """Why a subscribed name cannot be served (None: it can). Bounds what a client can make us hold."""
-    if type_url not in SERVED_TYPES:
-        return f"type {type_url} is not served by meshactors"
-    vip = vip_of(type_url, name)
-    if not is_valid_vip_name(vip):
-        return f"{vip!r} is not a VIP name (lowercase DNS name)"
-    if type_url == LISTENER and vip != name:
-        port = name.rsplit(":", 1)[1]
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            return f"{name!r}: the port must be a number 1-65535"
-    return None
+class SnapshotCache:
+    """A ResourceView over every held snapshot (`KindView` narrows it to one client kind). Pure: the host
+    decides what to fetch and when."""
 
+    def __init__(self, sources: Iterable[Source]) -> None:
+        self._by_type: dict[str, Source] = {}
+        self._by_name: dict[str, Source] = {}
+        for source in sources:
+            if source.name in self._by_name:
+                raise ValueError(f"two sources are named {source.name!r}")
+            self._by_name[source.name] = source
+            for type_url in source.type_urls:
+                if type_url in self._by_type:
+                    raise ValueError(f"type {type_url} is served by both {self._by_type[type_url].name!r} "
+                                     f"and {source.name!r}")  # fmt: skip
+                self._by_type[type_url] = source
+        self._held: dict[HeldKey, Snapshot] = {}
+        # Keys asked for but not fetched yet: what their source can answer before the fetch (e.g. a VIP's
+        # Cluster, which does not depend on the registry) is served at once; the rest waits for the snapshot.
+        self._provisional: dict[HeldKey, Snapshot] = {}
 
-class ResourceCache:
-    """A ResourceView over the VIPs this host holds. Pure: the host decides what to fetch and when."""
+    # ---- sources ---------------------------------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self._vips: dict[str, VipResources] = {}
-        # VIPs asked for but not fetched yet: their Cluster and Listener do not depend on the registry, so
-        # they are answered at once while the endpoints are fetched (the ClusterLoadAssignment waits).
-        self._provisional: set[str] = set()
-        self._listeners: dict[str, dict[str, VersionedResource]] = {}  # vip -> listener name -> resource
+    def sources(self) -> list[Source]:
+        return list(self._by_name.values())
 
-    def __contains__(self, vip: object) -> bool:
-        return vip in self._vips
+    def source(self, name: str) -> Source:
+        return self._by_name[name]
+
+    def type_urls(self) -> tuple[str, ...]:
+        return tuple(self._by_type)
+
+    def validate(self, type_url: str, name: str) -> str | None:
+        """Why a subscribed name cannot be served (None: it can): the owning source decides."""
+        source = self._by_type.get(type_url)
+        if source is None:
+            return f"type {type_url} is not served by meshactors"
+        return source.validate(type_url, name)
+
+    def locate(self, type_url: str, name: str) -> HeldKey:
+        """The held key of a name `validate` accepted."""
+        source = self._by_type[type_url]
+        return (source.name, source.key_of(type_url, name))
+
+    # ---- what is held --------------------------------------------------------------------------------------
+
+    def __contains__(self, held: object) -> bool:
+        return held in self._held
 
     def __len__(self) -> int:
-        return len(self._vips)
+        return len(self._held)
 
-    def vips(self) -> list[str]:
-        return list(self._vips)
+    def keys(self) -> list[HeldKey]:
+        return list(self._held)
 
-    def versions(self) -> dict[str, tuple[str, str]]:
-        return {v: (r.cluster.version, r.load_assignment.version) for v, r in self._vips.items()}
+    def snapshot(self, held: HeldKey) -> Snapshot | None:
+        return self._held.get(held)
 
-    def provisional(self, vip: str) -> bool:
-        """Serve `vip`'s Cluster and Listener before its endpoints arrive. False if it is already held."""
-        if vip in self._vips or vip in self._provisional:
+    def held_versions(self, source: str) -> dict[str, Versions]:
+        """Every key held from `source`, with the versions held: what the host tells the source on reconnect."""
+        return {key: snap.versions() for (src, key), snap in self._held.items() if src == source}
+
+    def provisional(self, held: HeldKey) -> bool:
+        """Serve what the source can answer for `held` before its snapshot arrives. False if already held."""
+        if held in self._held or held in self._provisional:
             return False
-        self._provisional.add(vip)
+        snap = self._by_name[held[0]].provisional(held[1])
+        if snap is None:
+            return False
+        self._provisional[held] = snap
         return True
 
-    def drop_provisional(self, vip: str) -> None:
-        self._provisional.discard(vip)
+    def drop_provisional(self, held: HeldKey) -> None:
+        self._provisional.pop(held, None)
 
-    def is_provisional(self, vip: str) -> bool:
-        return vip in self._provisional
+    def is_provisional(self, held: HeldKey) -> bool:
+        return held in self._provisional
 
-    def get(self, type_url: str, name: str) -> VersionedResource | None:
-        vip = vip_of(type_url, name)
-        res = self._vips.get(vip)
-        if res is None:
-            if vip not in self._provisional:
-                return None
-            if type_url == CLUSTER:
-                return cluster_for(vip)
-            if type_url == LISTENER:
-                return self._listener(vip, name)
+    # ---- the ResourceView ------------------------------------------------------------------------------------
+
+    def get(self, type_url: str, name: str, kind: str = DEFAULT_KIND) -> VersionedResource | None:
+        source = self._by_type.get(type_url)
+        if source is None:
             return None
-        if type_url == CLUSTER:
-            return res.cluster
-        if type_url == ENDPOINT:
-            return res.load_assignment
-        if type_url == LISTENER:
-            return res.listener if name == vip else self._listener(vip, name)
-        return None
+        held = (source.name, source.key_of(type_url, name))
+        snap = self._held.get(held) or self._provisional.get(held)
+        if snap is None:
+            return None
+        return source.resolve(snap, type_url, name, kind)
 
-    def _listener(self, vip: str, name: str) -> VersionedResource:
-        by_name = self._listeners.setdefault(vip, {})
-        lis = by_name.get(name)
-        if lis is None:
-            lis = by_name[name] = listener_for(name, vip)
-        return lis
+    def names(self, type_url: str) -> list[str]:
+        source = self._by_type.get(type_url)
+        if source is None:
+            return []
+        out: list[str] = []
+        for (src, _key), snap in self._held.items():
+            if src == source.name:
+                out.extend(snap.names(type_url))
+                out.extend(source.derived_names(snap, type_url))
+        return out
 
-    def names(self, type_url: str) -> Iterable[str]:
-        if type_url not in SERVED_TYPES:
-            return ()
-        if type_url == LISTENER:
-            return [n for vip in self._vips for n in (vip, *self._listeners.get(vip, {}))]
-        return list(self._vips)
+    # ---- changes -------------------------------------------------------------------------------------------
 
-    def apply(self, res: VipResources) -> list[tuple[str, str]]:
-        """Store a VIP's resources; returns the (type URL, name) pairs whose version changed."""
-        old = self._vips.get(res.vip)
-        self._vips[res.vip] = res
-        self._provisional.discard(res.vip)
-        changed: list[tuple[str, str]] = []
-        if old is None or old.cluster.version != res.cluster.version:
-            changed.append((CLUSTER, res.vip))
-        if old is None or old.load_assignment.version != res.load_assignment.version:
-            changed.append((ENDPOINT, res.vip))
-        if old is None:
-            changed.append((LISTENER, res.vip))
-            changed.extend((LISTENER, n) for n in self._listeners.get(res.vip, {}))
+    def apply(self, source_name: str, snap: Snapshot) -> list[Ref]:
+        """Store a snapshot; returns the (type URL, name) pairs whose content changed, for `on_update`."""
+        source = self._by_name[source_name]
+        held = (source_name, snap.key)
+        old = self._held.get(held)
+        self._held[held] = snap
+        self._provisional.pop(held, None)
+        changed = snap.changed_since(old)
+        if old is None:  # names derived from a key that was not held yet are new too
+            types = dict.fromkeys(snap.type_urls())
+        else:
+            types = dict.fromkeys(t for t, _ in changed)
+        seen = set(changed)
+        for type_url in types:
+            for name in source.derived_names(snap, type_url):
+                if (type_url, name) not in seen:
+                    seen.add((type_url, name))
+                    changed.append((type_url, name))
         return changed
 
-    def evict(self, vip: str) -> None:
-        self._vips.pop(vip, None)
-        self._provisional.discard(vip)
-        self._listeners.pop(vip, None)
+    def evict(self, held: HeldKey) -> None:
+        self._held.pop(held, None)
+        self._provisional.pop(held, None)
+        self._by_name[held[0]].forget(held[1])
+
+
+class KindView:
+    """The cache as one session reads it: the variant for its client kind (known once its node is seen)."""
+
+    __slots__ = ("cache", "kind")
+
+    def __init__(self, cache: SnapshotCache, kind: str = DEFAULT_KIND) -> None:
+        self.cache = cache
+        self.kind = kind
+
+    def get(self, type_url: str, name: str) -> VersionedResource | None:
+        return self.cache.get(type_url, name, self.kind)
+
+    def names(self, type_url: str) -> list[str]:
+        return self.cache.names(type_url)

@@ -1,5 +1,6 @@
 """XdsHost: the ADS server of one process: one lightweight session per stream (state machine + lock) over a
-ResourceCache filled on demand from the snapshot side. No Ray here: the runtime wraps it in an actor."""
+SnapshotCache filled on demand from its sources. It serves whatever type URLs its sources own and knows no VIP;
+no Ray here: the runtime wraps it in an actor and wires the sources' update streams to `apply`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -17,28 +18,18 @@ from meshactors import log
 from meshactors.aio import TaskSet
 from meshactors.envoy.codec import ads_generic_handler
 from meshactors.errors import MeshError
-from meshactors.snapshot.builder import VipResources
-from meshactors.xds.cache import ResourceCache, validate_name, vip_of
+from meshactors.resources.snapshot import Snapshot
+from meshactors.resources.source import Source
+from meshactors.resources.types import DEFAULT_KIND, Ref, client_kind
+from meshactors.xds.cache import HeldKey, KindView, SnapshotCache
 from meshactors.xds.delta import DeltaStream
 from meshactors.xds.sotw import SotwStream
-from meshactors.xds.types import (
-    CLUSTER,
-    LISTENER,
-    WILDCARD,
-    DeltaRequest,
-    Limits,
-    SotwRequest,
-)
+from meshactors.xds.types import WILDCARD, DeltaRequest, Limits, SotwRequest
 
 _log = log.get("xds.host")
 
-
-class SnapshotSource(Protocol):
-    """Where a host gets VIP resources: the snapshot builders (over direct gRPC in production)."""
-
-    async def subscribe(self, vips: list[str]) -> list[VipResources]: ...
-
-    async def unsubscribe(self, vips: list[str]) -> None: ...
+# Errors that mean the stream itself went away (the client closed it, the server is stopping): not bugs.
+_STREAM_GONE = (grpc.aio.AbortError, grpc.aio.UsageError, grpc.RpcError, ConnectionError, asyncio.InvalidStateError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +37,58 @@ class HostSettings:
     limits: Limits = field(default_factory=Limits)
     max_new_streams_per_s: float = 1000.0
     fetch_timeout_s: float = 5.0
+    fetch_retry_s: float = 1.0
     unsubscribe_grace_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatistics:
+    """One ADS stream as the host sees it; `protocol` is its state machine's own record, as a dict."""
+
+    stream_id: str
+    node_id: str
+    kind: str
+    client_kind: str
+    peer: str
+    opened_at: float
+    resources_sent: int
+    bad_messages: int
+    protocol: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatistics:
+    server: str
+    ready: bool
+    incarnation: str
+    sessions: int
+    snapshots_held: int
+    streams_opened: int
+    refused_not_ready: int
+    refused_rate: int
+    nacks: int
+    fetch_failures: int
+    stream_errors: int
+    streams: tuple[SessionStatistics, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Convergence:
+    """Which sessions still lag behind what the host holds, and the versions it holds per held key."""
+
+    sessions: int
+    lagging: tuple[str, ...]
+    versions: dict[str, dict[str, str]]  # "source/key" -> {"type URL name variant": version}
+
+
+@dataclass
+class _Counters:
+    streams_opened: int = 0
+    refused_not_ready: int = 0
+    refused_rate: int = 0
+    nacks: int = 0
+    fetch_failures: int = 0
+    stream_errors: int = 0
 
 
 class _TokenBucket:
@@ -66,7 +108,7 @@ class _TokenBucket:
 
 
 class Session:
-    """One ADS stream: its state machine, the VIPs it holds interest in, and the changes waiting for it.
+    """One ADS stream: its state machine, the keys it holds interest in, and the changes waiting for it.
 
     Requests are handled as they are read; changes are written by a short-lived push task scheduled only
     when something changed. A lock keeps one writer at a time, so responses go out in the order computed.
@@ -74,23 +116,24 @@ class Session:
     """
 
     __slots__ = (
-        "bad_messages", "closed", "context", "kind", "lock", "machine", "node_id", "opened_at", "peer",
-        "pending", "push_scheduled", "resources_sent", "stream_id", "vips",
+        "bad_messages", "closed", "context", "keys", "kind", "lock", "machine", "node_id", "opened_at", "peer",
+        "pending", "push_scheduled", "resources_sent", "stream_id", "view",
     )  # fmt: skip
 
-    def __init__(self, kind: str, stream_id: str, machine: Any, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, kind: str, stream_id: str, view: KindView, context: grpc.aio.ServicerContext) -> None:
         self.kind = kind
         self.stream_id = stream_id
-        self.machine = machine
+        self.view = view
+        self.machine: Any = None
         self.context = context
         self.lock = asyncio.Lock()
         self.node_id = ""
         self.peer = context.peer()
         self.opened_at = time.time()
-        self.pending: set[tuple[str, str]] = set()
+        self.pending: set[Ref] = set()
         self.push_scheduled = False
         self.closed = False
-        self.vips: dict[str, set[tuple[str, str]]] = {}
+        self.keys: dict[HeldKey, set[Ref]] = {}
         self.resources_sent = 0
         self.bad_messages = 0
 
@@ -106,21 +149,20 @@ class Session:
 
 
 class XdsHost:
-    def __init__(self, name: str, source: SnapshotSource, settings: HostSettings | None = None) -> None:
+    def __init__(self, name: str, sources: Iterable[Source], settings: HostSettings | None = None) -> None:
         self.name = name
-        self.source = source
         self.settings = settings or HostSettings()
-        self.cache = ResourceCache()
+        self.cache = SnapshotCache(sources)
         self.ready = asyncio.Event()
         self.incarnation = secrets.token_hex(6)
         self._sessions: dict[str, Session] = {}
-        self._vip_sessions: dict[str, set[Session]] = {}
-        self._idle_since: dict[str, float] = {}
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._key_sessions: dict[HeldKey, set[Session]] = {}
+        self._idle_since: dict[HeldKey, float] = {}
+        self._inflight: dict[HeldKey, asyncio.Future[None]] = {}
         self._bucket = _TokenBucket(self.settings.max_new_streams_per_s)
         self._ids = itertools.count(1)
         self._tasks = TaskSet()
-        self.counters = {"streams": 0, "refused_not_ready": 0, "refused_rate": 0, "nacks": 0, "fetch_failures": 0}
+        self.counters = _Counters()
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         return ads_generic_handler(self.delta, self.sotw)
@@ -129,47 +171,58 @@ class XdsHost:
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         if not self.ready.is_set():
-            self.counters["refused_not_ready"] += 1
+            self.counters.refused_not_ready += 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"xDS server {self.name} is still loading; retry")
         if not self._bucket.take():
-            self.counters["refused_rate"] += 1
+            self.counters.refused_rate += 1
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"xDS server {self.name} accepts at most {self.settings.max_new_streams_per_s:g} new streams/s",
             )
 
+    def _session(self, kind: str, context: grpc.aio.ServicerContext) -> Session:
+        stream_id = f"{self.name}-{next(self._ids)}"
+        session = Session(kind, stream_id, KindView(self.cache), context)
+        machine_class = DeltaStream if kind == "delta" else SotwStream
+        session.machine = machine_class(session.view, self.settings.limits, stream_id, self.cache.validate)
+        return session
+
     async def delta(self, requests: AsyncIterator[DeltaRequest], context: grpc.aio.ServicerContext) -> None:
         await self._admit(context)
-        stream_id = f"{self.name}-{next(self._ids)}"
-        machine = DeltaStream(self.cache, self.settings.limits, stream_id, validate_name)
-        await self._serve(Session("delta", stream_id, machine, context), requests)
+        await self._serve(self._session("delta", context), requests)
 
     async def sotw(self, requests: AsyncIterator[SotwRequest], context: grpc.aio.ServicerContext) -> None:
         await self._admit(context)
-        stream_id = f"{self.name}-{next(self._ids)}"
-        machine = SotwStream(self.cache, self.settings.limits, stream_id, validate_name)
-        await self._serve(Session("sotw", stream_id, machine, context), requests)
+        await self._serve(self._session("sotw", context), requests)
 
     async def _serve(self, session: Session, requests: AsyncIterator[Any]) -> None:
         self._sessions[session.stream_id] = session
-        self.counters["streams"] += 1
+        self.counters.streams_opened += 1
+        failed: BaseException | None = None
         try:
             async for req in requests:  # gRPC flow control slows a client that sends faster than we handle
                 if req.node is not None and not session.node_id:
                     session.node_id = req.node.id
-                    session.slog.info("stream opened")
+                    session.view.kind = client_kind(req.node.user_agent_name)
+                    session.slog.info("stream opened", client_kind=session.view.kind or "default")
                 async with session.lock:
                     await session.write(self._on_request(session, req))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a broken stream ends the session like a closed one
+        except _STREAM_GONE as exc:  # a broken stream ends the session like a closed one
             session.slog.debug("stream ended", error=repr(exc))
+        except Exception as exc:  # a bug in handling this stream: say so loudly, end only this stream
+            failed = exc
+            self.counters.stream_errors += 1
+            session.slog.exception("stream handling failed; ending the stream with INTERNAL", error=repr(exc))
         finally:
             session.closed = True
             self._close(session)
             session.slog.info("stream closed", resources_sent=session.resources_sent)
+        if failed is not None:
+            await session.context.abort(grpc.StatusCode.INTERNAL, f"xDS server {self.name} failed on this stream")
 
-    def notify(self, session: Session, changed: Iterable[tuple[str, str]]) -> None:
+    def notify(self, session: Session, changed: Iterable[Ref]) -> None:
         """Changes for a session: one push task is scheduled; further changes join it (latest wins)."""
         session.pending.update(changed)
         if not session.push_scheduled and not session.closed:
@@ -183,24 +236,29 @@ class XdsHost:
                 return
             changed, session.pending = session.pending, set()
             try:
-                await session.write(session.machine.on_update(changed))
+                responses = session.machine.on_update(changed)
+            except Exception as exc:  # a state-machine bug: log it with the stack; the stream goes on
+                self.counters.stream_errors += 1
+                session.slog.exception("computing a push failed", error=repr(exc))
+                return
+            try:
+                await session.write(responses)
             except Exception as exc:  # the stream is gone; its handler cleans up
                 session.slog.debug("push to a closed stream dropped", error=repr(exc))
 
-    def _speculate(self, req: Any) -> list[str]:
-        """A VIP not held yet gets its Cluster and Listener at once: they do not depend on the registry.
+    def _names_of(self, req: Any) -> tuple[str, ...]:
+        return req.subscribe if isinstance(req, DeltaRequest) else req.resource_names
 
-        Envoy then asks for the endpoints while we fetch them, so the fetch overlaps its round trip.
+    def _speculate(self, req: Any) -> list[HeldKey]:
+        """A key not held yet gets what its source can answer before the fetch (a VIP's Cluster and Listener
+        do not depend on the registry). Envoy then asks for the rest while we fetch, overlapping its round trip.
         """
-        if req.type_url not in (CLUSTER, LISTENER):
-            return []
-        names = req.subscribe if isinstance(req, DeltaRequest) else req.resource_names
         fresh = []
-        for name in names:
-            if validate_name(req.type_url, name) is None:
-                vip = vip_of(req.type_url, name)
-                if self.cache.provisional(vip):
-                    fresh.append(vip)
+        for name in self._names_of(req):
+            if name != WILDCARD and self.cache.validate(req.type_url, name) is None:
+                held = self.cache.locate(req.type_url, name)
+                if self.cache.provisional(held):
+                    fresh.append(held)
         return fresh
 
     def _on_request(self, session: Session, req: Any) -> list[Any]:
@@ -208,133 +266,156 @@ class XdsHost:
         try:
             return self._handle_request(session, req)
         finally:
-            for vip in speculated:  # names the stream did not keep (refused, over a bound) are not held
-                if vip not in self._vip_sessions and vip not in self._inflight:
-                    self.cache.drop_provisional(vip)
+            for held in speculated:  # names the stream did not keep (refused, over a bound) are not held
+                if held not in self._key_sessions and held not in self._inflight:
+                    self.cache.drop_provisional(held)
 
     def _handle_request(self, session: Session, req: Any) -> list[Any]:
         try:
             outcome = session.machine.on_request(req)
         except MeshError as exc:  # one bad message does not end the stream
             session.bad_messages += 1
-            session.slog.warning("bad request ignored", error=str(exc), type_url=req.type_url)
+            session.slog.warning("bad request ignored", error=str(exc), type_url=req.type_url[:200])
             return []
         if outcome.nack is not None:
-            self.counters["nacks"] += 1
+            self.counters.nacks += 1
             session.slog.warning(
                 "NACK",
                 type_url=outcome.nack.type_url,
-                error=outcome.nack.message,
-                rejected=list(outcome.nack.rejected),
+                error=outcome.nack.message[:2000],
+                rejected=list(outcome.nack.rejected)[:50],
             )
-        for rej in outcome.rejected:
-            session.slog.warning("subscription refused", type_url=rej.type_url, name=rej.name, reason=rej.reason)
+        for rej in outcome.rejected[:20]:
+            session.slog.warning("subscription refused", type_url=rej.type_url, name=rej.name[:300], reason=rej.reason)
         for type_url, name in outcome.interest_removed:
             if name != WILDCARD:
-                self._release(session, vip_of(type_url, name), (type_url, name))
+                self._release(session, self.cache.locate(type_url, name), (type_url, name))
         wanted = [(t, n) for t, n in outcome.interest_added if n != WILDCARD]
         if wanted:
-            vips = set()
+            keys: set[HeldKey] = set()
             for type_url, name in wanted:
-                vip = vip_of(type_url, name)
-                session.vips.setdefault(vip, set()).add((type_url, name))
-                self._vip_sessions.setdefault(vip, set()).add(session)
-                self._idle_since.pop(vip, None)
-                vips.add(vip)
-            missing = [v for v in vips if v not in self.cache]
+                held = self.cache.locate(type_url, name)
+                session.keys.setdefault(held, set()).add((type_url, name))
+                self._key_sessions.setdefault(held, set()).add(session)
+                self._idle_since.pop(held, None)
+                keys.add(held)
+            missing = [k for k in keys if k not in self.cache]
             if missing:
                 # fetched in the background: the stream goes on (e.g. Envoy's EDS request for the same VIP)
-                self._spawn(self._fetch_then_notify(session, missing, wanted, session.slog))
+                self._spawn(self._fetch_then_notify(session, missing, wanted))
             else:
                 self.notify(session, wanted)
         return list(outcome.responses)
 
-    async def _fetch_then_notify(
-        self, session: Session, vips: list[str], wanted: list[tuple[str, str]], slog: Any
-    ) -> None:
-        await self._fetch(vips, slog)
+    async def _fetch_then_notify(self, session: Session, keys: list[HeldKey], wanted: list[Ref]) -> None:
+        await self._fetch(keys)
         # names the cache could not fill are looked at again (sent, or removed if the client held them)
         self.notify(session, wanted)
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
 
-    async def _fetch(self, vips: list[str], slog: Any) -> None:
-        """Get resources for VIPs not in the cache; concurrent asks for one VIP share one fetch."""
-        waits = [self._inflight[v] for v in vips if v in self._inflight]
-        todo = [v for v in vips if v not in self._inflight]
-        if todo:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            for v in todo:
-                self._inflight[v] = fut
-            try:
-                got = await asyncio.wait_for(self.source.subscribe(todo), self.settings.fetch_timeout_s)
-                self.apply(got)
-                fut.set_result(None)
-            except (MeshError, TimeoutError) as exc:
-                self.counters["fetch_failures"] += 1
-                slog.warning("could not fetch VIP resources; the names stay subscribed", vips=todo, error=str(exc))
-                fut.set_result(None)
-                asyncio.get_running_loop().call_later(1.0, self._retry, todo)
-            finally:
-                for v in todo:
-                    self._inflight.pop(v, None)
-        if waits:
-            await asyncio.gather(*waits)
+    async def _fetch(self, keys: list[HeldKey]) -> None:
+        """Get snapshots for keys not held; concurrent asks for one key share one fetch.
 
-    def _retry(self, vips: list[str]) -> None:
-        still = [v for v in vips if v in self._vip_sessions and v not in self.cache]
+        However the fetch ends (a snapshot, a MeshError, a timeout, any other exception) every waiter is
+        resolved within the fetch timeout; a failed key stays subscribed and is fetched again later."""
+        waits = [self._inflight[k] for k in keys if k in self._inflight]
+        by_source: dict[str, list[str]] = {}
+        for src, key in keys:
+            if (src, key) not in self._inflight:
+                by_source.setdefault(src, []).append(key)
+        fetches = []
+        loop = asyncio.get_running_loop()
+        for src, group in by_source.items():
+            fut: asyncio.Future[None] = loop.create_future()
+            for key in group:  # registered before any await: a concurrent ask joins this fetch
+                self._inflight[(src, key)] = fut
+            fetches.append(self._fetch_from(src, group, fut))
+        if fetches or waits:
+            await asyncio.gather(*fetches, *waits)
+
+    async def _fetch_from(self, source_name: str, keys: list[str], fut: asyncio.Future[None]) -> None:
+        try:
+            source = self.cache.source(source_name)
+            got = await asyncio.wait_for(source.fetch(keys), self.settings.fetch_timeout_s)
+            self.apply(source_name, got)
+        except (MeshError, TimeoutError) as exc:
+            self._fetch_failed(source_name, keys)
+            _log.warning("could not fetch snapshots; the names stay subscribed", source=source_name,
+                         keys=keys[:20], error=str(exc)[:300] or type(exc).__name__)  # fmt: skip
+        except Exception as exc:  # a bug in a source: log the stack, still resolve every waiter
+            self._fetch_failed(source_name, keys)
+            _log.exception("fetching snapshots failed unexpectedly; the names stay subscribed",
+                           source=source_name, keys=keys[:20], error=repr(exc)[:300])  # fmt: skip
+        finally:
+            for key in keys:
+                if self._inflight.get((source_name, key)) is fut:
+                    del self._inflight[(source_name, key)]
+            if not fut.done():
+                fut.set_result(None)
+
+    def _fetch_failed(self, source_name: str, keys: list[str]) -> None:
+        self.counters.fetch_failures += 1
+        asyncio.get_running_loop().call_later(self.settings.fetch_retry_s, self._retry, source_name, keys)
+
+    def _retry(self, source_name: str, keys: list[str]) -> None:
+        still = [(source_name, k) for k in keys if (source_name, k) in self._key_sessions]
+        still = [h for h in still if h not in self.cache]
         if still:
-            self._spawn(self._fetch(still, _log.bind(retry=True)))
+            self._spawn(self._fetch(still))  # a snapshot that arrives notifies its sessions through `apply`
 
-    def _release(self, session: Session, vip: str, key: tuple[str, str]) -> None:
-        names = session.vips.get(vip)
+    def _release(self, session: Session, held: HeldKey, ref: Ref) -> None:
+        names = session.keys.get(held)
         if names is None:
             return
-        names.discard(key)
+        names.discard(ref)
         if names:
             return
-        del session.vips[vip]
-        holders = self._vip_sessions.get(vip)
+        del session.keys[held]
+        holders = self._key_sessions.get(held)
         if holders is not None:
             holders.discard(session)
             if not holders:
-                del self._vip_sessions[vip]
-                self._idle_since[vip] = time.monotonic()
+                del self._key_sessions[held]
+                self._idle_since[held] = time.monotonic()
 
     def _close(self, session: Session) -> None:
         self._sessions.pop(session.stream_id, None)
-        for vip in list(session.vips):
-            for key in list(session.vips.get(vip, ())):
-                self._release(session, vip, key)
+        for held in list(session.keys):
+            for ref in list(session.keys.get(held, ())):
+                self._release(session, held, ref)
 
-    # ---- pushes from the snapshot side ---------------------------------------------------------------------
+    # ---- pushes from the sources ---------------------------------------------------------------------------
 
-    def apply(self, resources: Iterable[VipResources]) -> list[str]:
-        """New resources for VIPs; notifies the sessions holding them. Returns the VIPs nobody here wants."""
+    def apply(self, source_name: str, snapshots: Iterable[Snapshot]) -> list[str]:
+        """New snapshots from a source; notifies the sessions holding them. Returns the keys nobody here wants."""
         unwanted = []
-        for res in resources:
-            if res.vip not in self._vip_sessions and res.vip not in self._inflight and res.vip not in self.cache:
-                unwanted.append(res.vip)
+        for snap in snapshots:
+            held = (source_name, snap.key)
+            if held not in self._key_sessions and held not in self._inflight and held not in self.cache:
+                unwanted.append(snap.key)
                 continue
-            changed = self.cache.apply(res)
+            changed = self.cache.apply(source_name, snap)
             if changed:
-                for session in self._vip_sessions.get(res.vip, ()):
+                for session in self._key_sessions.get(held, ()):
                     self.notify(session, changed)
         return unwanted
 
-    async def evict_idle(self) -> list[str]:
-        """Forget VIPs no session has wanted for the grace period; tell the snapshot side."""
+    async def evict_idle(self) -> list[HeldKey]:
+        """Forget keys no session has wanted for the grace period; tell their sources."""
         now = time.monotonic()
-        idle = [v for v, t in self._idle_since.items() if now - t >= self.settings.unsubscribe_grace_s]
-        for vip in idle:
-            del self._idle_since[vip]
-            self.cache.evict(vip)
-        if idle:
+        idle = [h for h, t in self._idle_since.items() if now - t >= self.settings.unsubscribe_grace_s]
+        by_source: dict[str, list[str]] = {}
+        for held in idle:
+            del self._idle_since[held]
+            self.cache.evict(held)
+            by_source.setdefault(held[0], []).append(held[1])
+        for source_name, keys in by_source.items():
             try:
-                await self.source.unsubscribe(idle)
+                await self.cache.source(source_name).release(keys)
             except MeshError as exc:
-                _log.warning("unsubscribe failed (the builder drops it when it next pushes)", error=str(exc))
+                _log.warning("release failed (the source drops it when it next pushes)", error=str(exc)[:300])
         return idle
 
     # ---- introspection -------------------------------------------------------------------------------------
@@ -348,42 +429,44 @@ class XdsHost:
                 return True
             acked = dict(t.acked)
             for name in getattr(t, "subscribed", None) or getattr(t, "names", ()):
-                res = self.cache.get(t.type_url, name)
+                res = session.view.get(t.type_url, name)
                 if res is not None and acked.get(name) != res.version:
                     return True
         return False
 
-    def convergence(self) -> dict[str, Any]:
-        """Which sessions still lag behind this host's resources, and the versions the host holds."""
-        return {
-            "sessions": len(self._sessions),
-            "lagging": [s.stream_id for s in self._sessions.values() if self.lagging(s)],
-            "versions": self.cache.versions(),
+    def convergence(self) -> Convergence:
+        versions = {
+            f"{src}/{key}": {" ".join(k): v for k, v in snap.versions().items()}
+            for (src, key) in self.cache.keys()
+            if (snap := self.cache.snapshot((src, key))) is not None
         }
+        return Convergence(
+            sessions=len(self._sessions),
+            lagging=tuple(s.stream_id for s in self._sessions.values() if self.lagging(s)),
+            versions=versions,
+        )
 
-    def statistics(self, sessions: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "server": self.name,
-            "ready": self.ready.is_set(),
-            "incarnation": self.incarnation,
-            "sessions": len(self._sessions),
-            "vips_cached": len(self.cache),
-            **self.counters,
-        }
-        if sessions:
-            out["streams"] = [self.session_statistics(s) for s in self._sessions.values()]
-        return out
+    def statistics(self, sessions: bool = True) -> HostStatistics:
+        return HostStatistics(
+            server=self.name,
+            ready=self.ready.is_set(),
+            incarnation=self.incarnation,
+            sessions=len(self._sessions),
+            snapshots_held=len(self.cache),
+            **asdict(self.counters),
+            streams=tuple(self.session_statistics(s) for s in self._sessions.values()) if sessions else (),
+        )
 
     @staticmethod
-    def session_statistics(session: Session) -> dict[str, Any]:
-        stats = asdict(session.machine.statistics())
-        return {
-            "stream_id": session.stream_id,
-            "node_id": session.node_id,
-            "kind": session.kind,
-            "peer": session.peer,
-            "opened_at": session.opened_at,
-            "resources_sent": session.resources_sent,
-            "bad_messages": session.bad_messages,
-            "protocol": stats,
-        }
+    def session_statistics(session: Session) -> SessionStatistics:
+        return SessionStatistics(
+            stream_id=session.stream_id,
+            node_id=session.node_id,
+            kind=session.kind,
+            client_kind=session.view.kind or DEFAULT_KIND,
+            peer=session.peer,
+            opened_at=session.opened_at,
+            resources_sent=session.resources_sent,
+            bad_messages=session.bad_messages,
+            protocol=asdict(session.machine.statistics()),
+        )

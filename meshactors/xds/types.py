@@ -2,54 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-TYPE_PREFIX = "type.googleapis.com/"
-LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
-VIRTUAL_HOST = TYPE_PREFIX + "envoy.config.route.v3.VirtualHost"
-CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
-
-# Make before break: when several types change at once they are sent in this order.
-SEND_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET)
+# The resource contract lives below both the xDS side and the read side; re-exported for the state machines.
+from meshactors.resources.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    SEND_ORDER,
+    TYPE_PREFIX,
+    VIRTUAL_HOST,
+    VersionedResource,
+    content_version,
+)
 
 WILDCARD = "*"
-
-
-def content_version(body: bytes | None) -> str:
-    """A resource's version is a hash of its serialized content: equal content, equal version."""
-    if body is None:
-        return "absent"
-    return hashlib.blake2b(body, digest_size=8).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class VersionedResource:
-    """One xDS resource, serialized once and shared by every session that subscribes to it.
-
-    `body` is the serialized resource message (the `value` of its `Any`); None means the resource is
-    answered as "does not exist" (a `Resource{name, aliases}` with no body, as VHDS needs).
-    """
-
-    type_url: str
-    name: str
-    version: str
-    body: bytes | None
-    aliases: tuple[str, ...] = ()
-
-    @classmethod
-    def of(
-        cls,
-        type_url: str,
-        name: str,
-        body: bytes | None,
-        aliases: tuple[str, ...] = (),
-    ) -> VersionedResource:
-        return cls(type_url, name, content_version(body), body, aliases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +131,10 @@ class Outcome(Generic[ResponseT]):
     ack: bool = False
     nack: NackRecord | None = None
     stale: bool = False
+
+
+__all__ = [
+    "CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "SECRET", "SEND_ORDER", "TYPE_PREFIX", "VIRTUAL_HOST", "WILDCARD",
+    "DeltaRequest", "DeltaResponse", "ErrorDetail", "Limits", "NackRecord", "Node", "Outcome", "RejectedName",
+    "ResponseT", "SotwRequest", "SotwResponse", "VersionedResource", "content_version",
+]  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 import grpc
@@ -14,7 +15,9 @@ import pytest
 
 from meshactors.errors import Unavailable
 from meshactors.model import Instance
-from meshactors.snapshot.builder import VipResources, build_vip
+from meshactors.resources.snapshot import Snapshot
+from meshactors.snapshot.builder import build_vip
+from meshactors.snapshot.source import VIP_SOURCE, VipSource
 from meshactors.testing.xds_client import DeltaAdsClient, SotwAdsClient
 from meshactors.xds.host import HostSettings, XdsHost
 from meshactors.xds.types import CLUSTER, ENDPOINT, LISTENER, Node
@@ -23,14 +26,15 @@ pytestmark = [pytest.mark.timeout(60)]
 
 
 class ScriptedSource:
-    """Plays the snapshot builders: serves build_vip over a dict of instances and counts the asks."""
+    """Plays the snapshot builders (the VipSource's transport): serves build_vip over a dict of instances and
+    counts the asks."""
 
     def __init__(self) -> None:
         self.instances: dict[str, list[Instance]] = {}
         self.asked: list[list[str]] = []
         self.fail = False
 
-    async def subscribe(self, vips: list[str]) -> list[VipResources]:
+    async def subscribe(self, vips: list[str]) -> list[Snapshot]:
         self.asked.append(list(vips))
         if self.fail:
             raise Unavailable("builder down (scripted)")
@@ -39,7 +43,7 @@ class ScriptedSource:
     async def unsubscribe(self, vips: list[str]) -> None:
         return None
 
-    def set(self, vip: str, *ports: int) -> VipResources:
+    def set(self, vip: str, *ports: int) -> Snapshot:
         self.instances[vip] = [Instance(app=vip, instance_id=f"i{p}", host="127.0.0.1", vip=vip, port=p) for p in ports]
         return build_vip(vip, self.instances[vip])
 
@@ -47,7 +51,7 @@ class ScriptedSource:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[XdsHost, ScriptedSource, str]]:
     source = ScriptedSource()
-    host = XdsHost("test-host", source, HostSettings(max_new_streams_per_s=50))
+    host = XdsHost("test-host", [VipSource(source)], HostSettings(max_new_streams_per_s=50))
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((host.generic_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -77,7 +81,7 @@ async def test_on_demand_cds_then_eds_and_pushes(served: Any) -> None:
         assert _cla_ports(cla.body) == {9001}
         assert source.asked == [["shop"]]  # one fetch served both CDS and EDS
 
-        host.apply([source.set("shop", 9001, 9002)])  # a push from the builder
+        host.apply(VIP_SOURCE, [source.set("shop", 9001, 9002)])  # a push from the builder
         cla = await client.wait_for(ENDPOINT, "shop", lambda r: _cla_ports(r.body) == {9001, 9002})
         await client.expect_silence(0.3)  # nothing else changed: nothing else sent
         assert client.violations == []
@@ -91,7 +95,7 @@ async def test_unknown_vip_gets_an_endpointless_cluster_then_the_real_one(served
         await client.subscribe(ENDPOINT, ["ghost"])
         cla = await client.wait_for(ENDPOINT, "ghost")
         assert _cla_ports(cla.body) == set()
-        host.apply([source.set("ghost", 9100)])
+        host.apply(VIP_SOURCE, [source.set("ghost", 9100)])
         await client.wait_for(ENDPOINT, "ghost", lambda r: _cla_ports(r.body) == {9100})
         assert client.violations == []
 
@@ -105,14 +109,14 @@ async def test_reconnect_with_initial_versions_resends_only_what_changed(served:
         await client.subscribe(ENDPOINT, ["a", "b"])
         await client.wait_for(ENDPOINT, "a")
         await client.wait_for(ENDPOINT, "b")
-        sessions_before = host.statistics()["streams"]
+        sessions_before = [asdict(x) for x in host.statistics().streams]
         # while the client is away, b changes; a does not
         await client.close()
-        host.apply([source.set("b", 1002, 1003)])
+        host.apply(VIP_SOURCE, [source.set("b", 1002, 1003)])
         await client.reconnect()
         await client.wait_for(ENDPOINT, "b", lambda r: _cla_ports(r.body) == {1002, 1003})
         await client.expect_silence(0.3)
-        new = [s for s in host.statistics()["streams"] if s["node_id"] == "n3"]
+        new = [s for s in [asdict(x) for x in host.statistics().streams] if s["node_id"] == "n3"]
         assert len(new) == 1 and new[0]["stream_id"] not in {s["stream_id"] for s in sessions_before}
         assert new[0]["resources_sent"] == 1  # only b's endpoints
         assert client.violations == []
@@ -133,15 +137,15 @@ async def test_nack_keeps_last_good_and_is_reported(served: Any) -> None:
         await client.subscribe(CLUSTER, ["n"])
         await client.subscribe(ENDPOINT, ["n"])
         await client.wait_for(ENDPOINT, "n")
-        host.apply([source.set("n", 2001, 2002)])
+        host.apply(VIP_SOURCE, [source.set("n", 2001, 2002)])
         await asyncio.sleep(0.3)
-        host.apply([source.set("n", 2001, 2002)])  # same content pushed again: never resent after the NACK
+        host.apply(VIP_SOURCE, [source.set("n", 2001, 2002)])  # same content pushed again: never resent after the NACK
         await client.expect_silence(0.3)
-        [session] = [s for s in host.statistics()["streams"] if s["node_id"] == "n4"]
+        [session] = [s for s in [asdict(x) for x in host.statistics().streams] if s["node_id"] == "n4"]
         nack_record = session["protocol"]["last_nack"]
         assert nack_record["message"] == "rejected by test"
-        assert host.counters["nacks"] == 1
-        host.apply([source.set("n", 2003)])  # new content is sent again
+        assert host.counters.nacks == 1
+        host.apply(VIP_SOURCE, [source.set("n", 2003)])  # new content is sent again
         await client.wait_for(ENDPOINT, "n", lambda r: _cla_ports(r.body) == {2003})
         assert client.violations == []
 
@@ -182,7 +186,7 @@ async def test_streams_are_refused_until_loaded_and_beyond_the_rate(served: Any)
             await client.subscribe(CLUSTER, ["x"])
             await client.wait_for(CLUSTER, "x", timeout=5)
         await client.close()
-    assert host.counters["refused_not_ready"] >= 1
+    assert host.counters.refused_not_ready >= 1
     host.ready.set()
     codes = []
     async with grpc.aio.insecure_channel(target) as ch:
@@ -202,7 +206,7 @@ async def test_streams_are_refused_until_loaded_and_beyond_the_rate(served: Any)
 
         codes = await asyncio.gather(*(one() for _ in range(120)))
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
-    assert host.counters["refused_rate"] >= 1
+    assert host.counters.refused_rate >= 1
 
 
 async def test_a_failed_fetch_is_retried(served: Any) -> None:
@@ -220,3 +224,155 @@ async def test_a_failed_fetch_is_retried(served: Any) -> None:
         assert _cla_ports(cla.body) == {4001}
         assert len(source.asked) >= 2
         assert client.violations == []
+
+
+# --- any type URL, any source: the host serves what its sources give it -----------------------------------
+
+THING = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"  # a type no meshactors source serves
+
+
+class ThingSource:
+    """A fake source for a new type URL: each name is its own key, its body a ScopedRouteConfiguration."""
+
+    name = "things"
+    type_urls = (THING,)
+
+    def __init__(self) -> None:
+        self.route_of: dict[str, str] = {}
+        self.fetched: list[list[str]] = []
+
+    def snapshot(self, key: str) -> Snapshot:
+        from envoy.config.route.v3 import scoped_route_pb2
+
+        from meshactors.resources.types import VersionedResource
+
+        body = scoped_route_pb2.ScopedRouteConfiguration(name=key, route_configuration_name=self.route_of[key])
+        return Snapshot.of(key, [VersionedResource.of(THING, key, body.SerializeToString())])
+
+    def validate(self, type_url: str, name: str) -> str | None:
+        return None if name.startswith("thing-") else "not a thing"
+
+    def key_of(self, type_url: str, name: str) -> str:
+        return name
+
+    def provisional(self, key: str) -> Snapshot | None:
+        return None
+
+    def resolve(self, snapshot: Snapshot, type_url: str, name: str, kind: str) -> Any:
+        return snapshot.get(type_url, name, kind)
+
+    def derived_names(self, snapshot: Snapshot, type_url: str) -> list[str]:
+        return []
+
+    def forget(self, key: str) -> None:
+        return None
+
+    async def fetch(self, keys: list[str]) -> list[Snapshot]:
+        self.fetched.append(list(keys))
+        return [self.snapshot(k) for k in keys if k in self.route_of]
+
+    async def release(self, keys: list[str]) -> None:
+        return None
+
+
+def _route_name(body: bytes | None) -> str:
+    from envoy.config.route.v3 import scoped_route_pb2
+
+    return scoped_route_pb2.ScopedRouteConfiguration.FromString(body or b"").route_configuration_name
+
+
+@pytest.fixture
+async def served_things() -> AsyncIterator[tuple[XdsHost, ThingSource, ScriptedSource, str]]:
+    things, vips = ThingSource(), ScriptedSource()
+    host = XdsHost("thing-host", [VipSource(vips), things])
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((host.generic_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    host.ready.set()
+    try:
+        yield host, things, vips, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+async def test_a_source_for_a_new_type_url_is_served_over_delta_and_sotw(served_things: Any) -> None:
+    host, things, vips, target = served_things
+    things.route_of["thing-a"] = "rc-1"
+    vips.set("shop", 9300)
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("d-thing")) as delta:
+        await delta.subscribe(THING, ["thing-a"])
+        got = await delta.wait_for(THING, "thing-a")
+        assert _route_name(got.body) == "rc-1"
+        await delta.subscribe(CLUSTER, ["shop"])  # the VIP source still serves its types beside it
+        await delta.wait_for(CLUSTER, "shop")
+        things.route_of["thing-a"] = "rc-2"
+        host.apply("things", [things.snapshot("thing-a")])  # a push from the new source
+        await delta.wait_for(THING, "thing-a", lambda r: _route_name(r.body) == "rc-2")
+        assert delta.violations == []
+    async with grpc.aio.insecure_channel(target) as ch, SotwAdsClient(ch, Node("s-thing")) as sotw:
+        await sotw.subscribe(THING, ["thing-a"])
+        got = await sotw.wait_for(THING, "thing-a")
+        assert _route_name(got.body) == "rc-2"
+        await sotw.expect_silence(0.3)
+        assert sotw.violations == []
+    assert things.fetched == [["thing-a"]]  # fetched once, then held and pushed
+
+
+class _BrokenTransport:
+    """A VipSource transport whose fetch fails in a way no source should (a bug) or never answers."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.calls = 0
+
+    async def subscribe(self, vips: list[str]) -> list[Snapshot]:
+        self.calls += 1
+        if self.mode == "raise":
+            raise RuntimeError("a bug in the source")
+        await asyncio.Event().wait()  # hangs
+        return []
+
+    async def unsubscribe(self, vips: list[str]) -> None:
+        return None
+
+
+@pytest.mark.parametrize("mode", ["raise", "hang"])
+async def test_a_fetch_failing_in_any_way_resolves_every_waiter_within_the_fetch_timeout(mode: str) -> None:
+    transport = _BrokenTransport(mode)
+    host = XdsHost("broken-host", [VipSource(transport)], HostSettings(fetch_timeout_s=0.5, fetch_retry_s=60))
+    held = (VIP_SOURCE, "shop")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # three concurrent waiters on one key share one fetch; all of them come back
+    await asyncio.wait_for(asyncio.gather(*(host._fetch([held]) for _ in range(3))), timeout=2.0)
+    assert loop.time() - started < 1.5
+    assert host.counters.fetch_failures == transport.calls
+    if mode == "hang":
+        assert transport.calls == 1  # the waiters shared the one fetch in flight
+    assert held not in host._inflight and held not in host.cache
+
+
+async def test_an_unexpected_error_in_a_stream_ends_that_stream_with_internal(served_things: Any) -> None:
+    host, things, _vips, target = served_things
+
+    def explode(type_url: str, name: str) -> str | None:
+        raise RuntimeError("a bug in validation")
+
+    things.validate = explode  # type: ignore[method-assign]
+    from meshactors.envoy.codec import delta_ads_stream
+    from meshactors.xds.types import DeltaRequest
+
+    async with grpc.aio.insecure_channel(target) as ch:
+        call = delta_ads_stream(ch)(iter([DeltaRequest(type_url=THING, node=Node("boom"), subscribe=("thing-x",))]))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert host.counters.stream_errors == 1
+    # the host goes on serving other streams
+    things.validate = ThingSource.validate.__get__(things)  # type: ignore[method-assign]
+    things.route_of["thing-b"] = "rc-b"
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("after")) as delta:
+        await delta.subscribe(THING, ["thing-b"])
+        assert _route_name((await delta.wait_for(THING, "thing-b")).body) == "rc-b"

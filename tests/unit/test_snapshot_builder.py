@@ -22,10 +22,11 @@ from google.protobuf import json_format
 import meshactors.snapshot
 from meshactors.envoy.resources import Endpoint
 from meshactors.model.instance import Instance, Status
+from meshactors.resources.snapshot import Snapshot
+from meshactors.resources.types import VersionedResource
 from meshactors.snapshot.builder import (
     SKIP_DUPLICATE,
     SKIP_NOT_IP,
-    VipResources,
     build_vip,
     endpoints_for,
     select_endpoints,
@@ -46,7 +47,14 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} differs from its golden file; UPDATE_GOLDEN=1 rewrites it"
 
 
-def render(vr: VipResources) -> str:
+def res(vr: Snapshot, type_url: str) -> VersionedResource:
+    """The one resource of a type in a VIP's snapshot (named after the VIP)."""
+    found = vr.get(type_url, vr.key)
+    assert found is not None, f"{vr.key} has no {type_url}"
+    return found
+
+
+def render(vr: Snapshot) -> str:
     """All of a VIP's resources, decoded, with their versions (pinned: Envoy re-sends them on reconnect)."""
     decoders = {
         types.CLUSTER: cluster_pb2.Cluster,
@@ -54,15 +62,15 @@ def render(vr: VipResources) -> str:
         types.LISTENER: listener_pb2.Listener,
     }
     out = {}
-    for res in vr.resources():
-        assert res.body is not None
-        msg = decoders[res.type_url].FromString(res.body)
-        out[res.type_url] = {
-            "name": res.name,
-            "version": res.version,
+    for one in vr.resources:
+        assert one.body is not None
+        msg = decoders[one.type_url].FromString(one.body)
+        out[one.type_url] = {
+            "name": one.name,
+            "version": one.version,
             "resource": json.loads(json_format.MessageToJson(msg, sort_keys=True)),
         }
-    out["skipped"] = [list(s) for s in vr.skipped]
+    out["skipped"] = [list(s) for s in vr.notes]
     return json.dumps(out, sort_keys=True, indent=2) + "\n"
 
 
@@ -88,12 +96,13 @@ FLEET = [
 ]
 
 
-def cla_of(vr: VipResources) -> endpoint_pb2.ClusterLoadAssignment:
-    assert vr.load_assignment.body is not None
-    return endpoint_pb2.ClusterLoadAssignment.FromString(vr.load_assignment.body)
+def cla_of(vr: Snapshot) -> endpoint_pb2.ClusterLoadAssignment:
+    body = res(vr, types.ENDPOINT).body
+    assert body is not None
+    return endpoint_pb2.ClusterLoadAssignment.FromString(body)
 
 
-def addresses(vr: VipResources) -> list[tuple[str, str, int]]:
+def addresses(vr: Snapshot) -> list[tuple[str, str, int]]:
     return [
         (
             loc.locality.zone,
@@ -125,18 +134,19 @@ def test_golden_unknown_vip() -> None:
 
 def test_three_resources_named_after_the_vip() -> None:
     vr = build_vip("myservice", FLEET)
-    assert vr.vip == "myservice"
-    assert [r.type_url for r in vr.resources()] == [types.CLUSTER, types.ENDPOINT, types.LISTENER]
-    assert all(r.name == "myservice" for r in vr.resources())
-    assert all(r.version == types.content_version(r.body) for r in vr.resources())
+    assert vr.key == "myservice"
+    assert [r.type_url for r in vr.resources] == [types.CLUSTER, types.ENDPOINT, types.LISTENER]
+    assert all(r.name == "myservice" for r in vr.resources)
+    assert vr.consistent() == []
+    assert all(r.version == types.content_version(r.body) for r in vr.resources)
     # make before break: the resources come in the global send order
-    order = [types.SEND_ORDER.index(r.type_url) for r in vr.resources()]
+    order = [types.SEND_ORDER.index(r.type_url) for r in vr.resources]
     assert order == sorted(order)
-    assert vr.get(types.ENDPOINT) is vr.load_assignment
-    assert vr.get(types.SECRET) is None
+    assert vr.get(types.ENDPOINT, "myservice") is next(r for r in vr.resources if r.type_url == types.ENDPOINT)
+    assert vr.get(types.SECRET, "myservice") is None
     assert cla_of(vr).cluster_name == "myservice"
-    assert vr.listener.body is not None
-    lst = listener_pb2.Listener.FromString(vr.listener.body)
+    assert res(vr, types.LISTENER).body is not None
+    lst = listener_pb2.Listener.FromString(res(vr, types.LISTENER).body)
     assert lst.name == "myservice"
 
 
@@ -146,10 +156,10 @@ def test_only_up_instances_are_served() -> None:
     assert hosts == {"10.0.0.1", "10.0.0.2", "10.0.1.3", "10.0.2.7"}
     # a non-UP instance changing does not change the version
     changed = [dataclasses.replace(i, zone="elsewhere") if i.status is not Status.UP else i for i in FLEET]
-    assert build_vip("myservice", changed).load_assignment.version == vr.load_assignment.version
+    assert res(build_vip("myservice", changed), types.ENDPOINT).version == res(vr, types.ENDPOINT).version
     # an instance going DOWN does
     down = [i.with_status(Status.DOWN) if i.instance_id == "i-1" else i for i in FLEET]
-    assert build_vip("myservice", down).load_assignment.version != vr.load_assignment.version
+    assert res(build_vip("myservice", down), types.ENDPOINT).version != res(vr, types.ENDPOINT).version
 
 
 def test_vip_on_port_and_svip_on_secure_port() -> None:
@@ -173,11 +183,11 @@ def test_zone_grouping_and_weights() -> None:
 def test_unknown_vip_gets_the_same_cluster_and_an_empty_cla() -> None:
     known = build_vip("myservice", FLEET)
     unknown = build_vip("myservice", [])
-    assert unknown.cluster == known.cluster
-    assert unknown.listener == known.listener
+    assert res(unknown, types.CLUSTER) == res(known, types.CLUSTER)
+    assert res(unknown, types.LISTENER) == res(known, types.LISTENER)
     assert len(cla_of(unknown).endpoints) == 0
     assert cla_of(unknown).cluster_name == "myservice"
-    assert unknown.load_assignment.version != known.load_assignment.version
+    assert res(unknown, types.ENDPOINT).version != res(known, types.ENDPOINT).version
     # all instances down is the same as unknown
     all_down = [i.with_status(Status.DOWN) for i in FLEET]
     assert build_vip("myservice", all_down) == unknown
@@ -203,9 +213,9 @@ def test_instance_order_does_not_change_the_version() -> None:
 def test_a_change_changes_only_the_cla_version() -> None:
     before = build_vip("myservice", FLEET)
     after = build_vip("myservice", [*FLEET, inst("i-9", "10.0.0.9", zone="us-east-1a")])
-    assert after.cluster == before.cluster
-    assert after.listener == before.listener
-    assert after.load_assignment.version != before.load_assignment.version
+    assert res(after, types.CLUSTER) == res(before, types.CLUSTER)
+    assert res(after, types.LISTENER) == res(before, types.LISTENER)
+    assert res(after, types.ENDPOINT).version != res(before, types.ENDPOINT).version
 
 
 # --- what Envoy/grpcio would NACK never reaches them --------------------------------------------------------
@@ -216,7 +226,7 @@ def test_dns_host_is_skipped_and_reported() -> None:
     endpoints, skipped = select_endpoints("myservice", fleet)
     assert [ep.host for ep in endpoints] == ["10.0.0.1"]
     assert skipped == (("i-dns", SKIP_NOT_IP),)
-    assert build_vip("myservice", fleet).skipped == skipped
+    assert build_vip("myservice", fleet).notes == skipped
 
 
 def test_duplicate_address_keeps_the_most_recent_registration() -> None:

@@ -1,0 +1,64 @@
+"""Source: what the xDS host serves from. One source owns some type URLs and knows what their names mean.
+
+The host knows no VIP, no identity, no resource layout: for a subscribed (type URL, name) it asks the source
+owning that type URL which snapshot key holds it (`key_of`), whether the name is acceptable (`validate`),
+what can be answered before the key's snapshot is fetched (`provisional`), and how a name is read out of a
+snapshot (`resolve`, for names a source derives, such as a gRPC listener named `vip:port`). Snapshots come
+from `fetch` on first interest and are pushed by the source's own update stream afterwards (the runtime
+wires that stream to `XdsHost.apply`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from meshactors.resources.snapshot import Snapshot
+from meshactors.resources.types import VersionedResource
+
+
+class Source(Protocol):
+    """A provider of snapshots for a set of type URLs. Pure methods must be cheap: they run per request."""
+
+    @property
+    def name(self) -> str:
+        """Unique among the host's sources; snapshot keys are scoped by it."""
+        ...
+
+    @property
+    def type_urls(self) -> tuple[str, ...]:
+        """The type URLs this source serves (each type URL belongs to exactly one source of a host)."""
+        ...
+
+    def validate(self, type_url: str, name: str) -> str | None:
+        """Why a subscribed name cannot be served (None: it can). Bounds what a client makes us hold."""
+        ...
+
+    def key_of(self, type_url: str, name: str) -> str:
+        """The snapshot key that holds (type URL, name); only called for names `validate` accepted."""
+        ...
+
+    def provisional(self, key: str) -> Snapshot | None:
+        """What may be served for `key` before its snapshot arrives (None: nothing, wait for the fetch)."""
+        ...
+
+    def resolve(self, snapshot: Snapshot, type_url: str, name: str, kind: str) -> VersionedResource | None:
+        """(type URL, name) out of `snapshot` for a client of `kind` (most sources: `snapshot.get`)."""
+        ...
+
+    def derived_names(self, snapshot: Snapshot, type_url: str) -> list[str]:
+        """Names of `type_url` this source has derived for `snapshot` beyond `snapshot.names` (wildcard)."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """`key` is no longer held: drop anything derived for it."""
+        ...
+
+    async def fetch(self, keys: list[str]) -> list[Snapshot]:
+        """The current snapshots of `keys`, registering interest (changes are pushed from then on).
+
+        Raises MeshError (or TimeoutError) when the keys cannot be had now; the host retries."""
+        ...
+
+    async def release(self, keys: list[str]) -> None:
+        """No session of the host wants `keys` any more."""
+        ...
