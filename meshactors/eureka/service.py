@@ -8,16 +8,15 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from meshactors import log
-from meshactors.errors import InvalidArgument, MeshError, NotFound
+from meshactors.errors import InvalidArgument, NotFound
 from meshactors.eureka import codec
 from meshactors.eureka.view import EurekaView
 from meshactors.model import Instance, InstanceRef, Status
 from meshactors.registry.service import ShardBackend
 from meshactors.registry.shardmap import ShardMap
-from meshactors.store import codec as store_codec
 from meshactors.store.base import Store
+from meshactors.store.feed import Batch, Registered, RegistryFeed
 from meshactors.store.keys import KeySchema
-from meshactors.store.watch import Changes, ResumableWatch
 
 _log = log.get("eureka.registry")
 T = TypeVar("T")
@@ -131,45 +130,22 @@ async def _all(coros: Any) -> None:
 async def follow(view: EurekaView, store: Store, keys: KeySchema, on_error: Callable[[], Awaitable[None]]) -> None:
     """Keep `view` current from etcd: a full listing first (and after compaction), then every change.
     The loop logs and never dies; `on_error` paces its restarts."""
-    watch = ResumableWatch(store, keys.instances, None, name="eureka")
+    feed = RegistryFeed(store, keys, None, name="eureka")
     while True:
         try:
-            async for change in watch:
-                if isinstance(change, Changes):
+            async for change in feed:
+                if isinstance(change, Batch):
                     for ev in change.events:
-                        _apply(view, keys, ev)
+                        if isinstance(ev, Registered):
+                            view.put(ev.instance, ev.revision)
+                        else:
+                            view.delete(ev.ref, ev.revision)
                     view.advance(change.revision)
                 else:
-                    items = []
-                    for kv in change.items:
-                        inst = _decode(kv.key, kv.value)
-                        if inst is not None:
-                            items.append((inst, kv.mod_revision))
-                    view.replace_all(items, change.revision)
+                    view.replace_all(((r.instance, r.revision) for r in change.items), change.revision)
                     _log.info("eureka view loaded", instances=len(view), revision=change.revision)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             _log.exception("eureka view watch failed; restarting", error=repr(exc))
             await on_error()
-
-
-def _apply(view: EurekaView, keys: KeySchema, ev: Any) -> None:
-    try:
-        ref = keys.parse_instance(ev.key)
-    except MeshError:
-        return
-    if ev.kind == "delete":
-        view.delete(ref, ev.mod_revision)
-        return
-    inst = _decode(ev.key, ev.value)
-    if inst is not None:
-        view.put(inst, ev.mod_revision)
-
-
-def _decode(key: str, value: bytes) -> Instance | None:
-    try:
-        return store_codec.decode_instance(value)
-    except MeshError as exc:
-        _log.error("skipping undecodable registration", key=key, error=str(exc))
-        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 
@@ -15,10 +15,9 @@ from meshactors.model import Instance, InstanceRef, Status, validate_instance, v
 from meshactors.registry import convert
 from meshactors.registry.shard_service import heartbeat_result
 from meshactors.registry.shardmap import ShardMap
-from meshactors.store import codec
 from meshactors.store.base import Store
+from meshactors.store.feed import Batch, Event, Loaded, RegistryFeed, Removed, load_instances
 from meshactors.store.keys import KeySchema
-from meshactors.store.watch import Changes, ResumableWatch, Resync
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
@@ -163,19 +162,14 @@ class RegistryService(pb_grpc.RegistryServicer):
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
         try:
-            prefix = self.keys.instances
             if request.vip:
                 validate_vip_name(request.vip, "vip")
-            items, revision = await self.store.list_prefix(prefix)
-            out = []
-            for kv in items:
-                try:
-                    inst = codec.decode_instance(kv.value)
-                except MeshError as exc:
-                    _log.error("skipping undecodable registration", key=kv.key, error=str(exc))
-                    continue
-                if _matches(inst, request.vip, request.app):
-                    out.append(convert.instance_to_pb(inst, kv.mod_revision))
+            items, revision = await load_instances(self.store, self.keys, name="api-list")
+            out = [
+                convert.instance_to_pb(r.instance, r.revision)
+                for r in items
+                if _matches(r.instance, request.vip, request.app)
+            ]
             return pb.ListResponse(instances=out, revision=revision)
         except Exception as exc:
             await _abort(context, exc, "List")
@@ -189,33 +183,31 @@ class RegistryService(pb_grpc.RegistryServicer):
                 raise InvalidArgument("start_revision", "must be 0 (current state) or a positive revision")
             if request.vip:
                 validate_vip_name(request.vip, "vip")
-            watch = ResumableWatch(
-                self.store, self.keys.instances, request.start_revision or None, name=f"api-{stream_id}"
-            )
+            feed = RegistryFeed(self.store, self.keys, request.start_revision or None, name=f"api-{stream_id}")
             sent: set[InstanceRef] = set()
             first = True
             slog.info("registry watch opened")
-            async for change in watch:
-                if isinstance(change, Resync):
+            async for change in feed:
+                if isinstance(change, Loaded):
                     if not first or request.start_revision:
                         await context.abort(
                             grpc.StatusCode.OUT_OF_RANGE,
                             "etcd compacted the history this watch needed; List (or Watch from 0) again",
                         )
-                    for kv in change.items:
-                        inst = codec.decode_instance(kv.value)
+                    for item in change.items:
+                        inst = item.instance
                         if _matches(inst, request.vip, ""):
                             sent.add(inst.ref)
                             yield pb.WatchEvent(
                                 type=pb.WatchEvent.SNAPSHOT,
-                                instance=convert.instance_to_pb(inst, kv.mod_revision),
+                                instance=convert.instance_to_pb(inst, item.revision),
                                 ref=convert.ref_to_pb(inst.ref),
-                                revision=kv.mod_revision,
+                                revision=item.revision,
                             )
                     yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=change.revision)
-                elif isinstance(change, Changes):
+                elif isinstance(change, Batch):
                     for ev in change.events:
-                        for out in self._events(ev, request.vip, sent):
+                        for out in _events(ev, request.vip, sent):
                             yield out
                 first = False
         except Exception as exc:
@@ -223,40 +215,32 @@ class RegistryService(pb_grpc.RegistryServicer):
             await _abort(context, exc, "Watch")
             raise
 
-    def _events(self, ev: Any, vip: str, sent: set[InstanceRef]) -> list[pb.WatchEvent]:
-        try:
-            ref = self.keys.parse_instance(ev.key)
-        except MeshError:
-            return []
-        if ev.kind == "delete":
-            if vip and ref not in sent and ref.vip != vip and not self._served(ev.prev_value, vip):
-                return []
-            sent.discard(ref)
-            return [pb.WatchEvent(type=pb.WatchEvent.DELETE, ref=convert.ref_to_pb(ref), revision=ev.mod_revision)]
-        inst = codec.decode_instance(ev.value)
-        if not _matches(inst, vip, ""):
-            if ref in sent:  # it stopped serving the filtered name
-                sent.discard(ref)
-                return [pb.WatchEvent(type=pb.WatchEvent.DELETE, ref=convert.ref_to_pb(ref), revision=ev.mod_revision)]
-            return []
-        sent.add(ref)
-        return [
-            pb.WatchEvent(
-                type=pb.WatchEvent.PUT,
-                instance=convert.instance_to_pb(inst, ev.mod_revision),
-                ref=convert.ref_to_pb(ref),
-                revision=ev.mod_revision,
-            )
-        ]
 
-    @staticmethod
-    def _served(prev_value: bytes, vip: str) -> bool:
-        if not prev_value:
-            return False
-        try:
-            return _matches(codec.decode_instance(prev_value), vip, "")
-        except MeshError:
-            return False
+def _events(ev: Event, vip: str, sent: set[InstanceRef]) -> list[pb.WatchEvent]:
+    """The Watch events one registration change means to a stream filtered on `vip` ("" = every VIP);
+    `sent` holds the refs the stream has told about (and not yet deleted)."""
+    ref = ev.ref
+    if isinstance(ev, Removed):
+        served = ev.previous is not None and _matches(ev.previous, vip, "")
+        if vip and ref not in sent and ref.vip != vip and not served:
+            return []
+        sent.discard(ref)
+        return [pb.WatchEvent(type=pb.WatchEvent.DELETE, ref=convert.ref_to_pb(ref), revision=ev.revision)]
+    inst = ev.instance
+    if not _matches(inst, vip, ""):
+        if ref in sent:  # it stopped serving the filtered name
+            sent.discard(ref)
+            return [pb.WatchEvent(type=pb.WatchEvent.DELETE, ref=convert.ref_to_pb(ref), revision=ev.revision)]
+        return []
+    sent.add(ref)
+    return [
+        pb.WatchEvent(
+            type=pb.WatchEvent.PUT,
+            instance=convert.instance_to_pb(inst, ev.revision),
+            ref=convert.ref_to_pb(ref),
+            revision=ev.revision,
+        )
+    ]
 
 
 def _matches(inst: Instance, vip: str, app: str) -> bool:

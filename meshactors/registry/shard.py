@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 from meshactors import log
@@ -15,9 +15,9 @@ from meshactors.model import Instance, InstanceRef, Status, validate_instance, v
 from meshactors.registry.leases import LeaseBook, SelfPreservationPolicy
 from meshactors.registry.shardmap import ShardMap
 from meshactors.store import codec
-from meshactors.store.base import KeyValue, Store
+from meshactors.store.base import Store
+from meshactors.store.feed import Batch, Registered, RegistryFeed, Removed, load_instances
 from meshactors.store.keys import KeySchema
-from meshactors.store.watch import Changes, ResumableWatch
 
 _FENCE_RETRIES = 5
 T = TypeVar("T")
@@ -71,6 +71,7 @@ class RegistryShardCore:
             "registered": 0, "deregistered": 0, "heartbeats": 0, "expired": 0, "held": 0, "status_changes": 0,
         }  # fmt: skip
         self.loaded_revision = 0
+        self._feed: RegistryFeed | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -83,7 +84,7 @@ class RegistryShardCore:
         backoff = 0.1
         while True:
             try:
-                items, revision = await self.store.list_prefix(self.keys.instances)
+                items, revision = await load_instances(self.store, self.keys, owns=self._owns, name=self.shard)
                 break
             except Unavailable as exc:
                 self._log.warning("waiting for etcd to load registrations", error=str(exc))
@@ -114,21 +115,9 @@ class RegistryShardCore:
 
     # ---- the state cache ---------------------------------------------------------------------------------------
 
-    def _decode(self, kv: KeyValue) -> tuple[InstanceRef, Stored] | None:
-        try:
-            ref = self.keys.parse_instance(kv.key)
-            inst = codec.decode_instance(kv.value)
-        except MeshError as exc:
-            self._log.error("skipping undecodable registration", key=kv.key, error=str(exc))
-            return None
-        return ref, Stored(inst, kv.mod_revision, kv.lease)
-
-    def _replace_all(self, items: list[KeyValue] | tuple[KeyValue, ...]) -> None:
-        fresh: dict[InstanceRef, Stored] = {}
-        for kv in items:
-            decoded = self._decode(kv)
-            if decoded and self._owns(decoded[0].vip):
-                fresh[decoded[0]] = decoded[1]
+    def _replace_all(self, items: Iterable[Registered]) -> None:
+        """A full listing of this shard's registrations (the feed filtered it by ownership)."""
+        fresh = {r.ref: Stored(r.instance, r.revision, r.lease) for r in items}
         for ref in set(self._stored) - set(fresh):
             self.book.forget(ref)
         for ref, st in fresh.items():
@@ -157,26 +146,18 @@ class RegistryShardCore:
         self._log.info("instance removed", ref=str(ref), reason=reason, revision=revision)
 
     async def _follow(self, start_revision: int) -> None:
-        watch = ResumableWatch(self.store, self.keys.instances, start_revision, name=self.shard)
+        feed = self._feed = RegistryFeed(self.store, self.keys, start_revision, name=self.shard, owns=self._owns)
         while True:
             try:
-                async for change in watch:
-                    if isinstance(change, Changes):
+                async for change in feed:
+                    if isinstance(change, Batch):
                         for ev in change.events:
-                            try:
-                                ref = self.keys.parse_instance(ev.key)
-                            except MeshError:
-                                continue
-                            if not self._owns(ref.vip):
-                                continue
-                            if ev.kind == "put":
-                                decoded = self._decode(KeyValue(ev.key, ev.value, 0, ev.mod_revision, ev.lease))
-                                if decoded:
-                                    self._apply(*decoded)
-                            else:
+                            if isinstance(ev, Registered):
+                                self._apply(ev.ref, Stored(ev.instance, ev.revision, ev.lease))
+                            elif isinstance(ev, Removed):
                                 # Our own deregistrations are removed before the event arrives, so a delete
                                 # still in the cache is a lease that ran out.
-                                self._remove(ref, ev.mod_revision, "expired")
+                                self._remove(ev.ref, ev.revision, "expired")
                     else:
                         self._replace_all(change.items)
             except asyncio.CancelledError:
@@ -376,4 +357,5 @@ class RegistryShardCore:
             "self_preservation": self.book.self_preservation,
             "loaded_revision": self.loaded_revision,
             **self.counters,
+            "watch": asdict(self._feed.statistics()) if self._feed is not None else {},
         }

@@ -43,5 +43,5 @@ def decode_instance(data: bytes) -> Instance:
     payload = decode(data, KIND_INSTANCE)
     try:
         return Instance.from_dict(payload)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # e.g. a `lease` that is not a map
         raise CodecError(f"stored instance record is malformed: {exc!r}") from exc

@@ -45,6 +45,7 @@ def test_unknown_schema_version_is_rejected_with_the_version_named() -> None:
         (msgpack.packb({"a": 1}), "record"),
         (codec.encode("policy", {}), "expected 'instance'"),
         (codec.encode("instance", {"app": "x"}), "malformed"),
+        (codec.encode("instance", {"app": "x", "instance_id": "i", "host": "h", "lease": 5}), "malformed"),
     ],
 )
 def test_garbage_is_a_codec_error(data: bytes, message: str) -> None:
