@@ -10,20 +10,18 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from meshactors import log
 from meshactors.aio import TaskSet
-from meshactors.errors import MeshError, NotReady, Unavailable
+from meshactors.errors import NotReady, Unavailable
 from meshactors.registry.shardmap import ShardMap
 from meshactors.resources.snapshot import Snapshot, Versions
 from meshactors.resources.types import CLUSTER, ENDPOINT
 from meshactors.snapshot.builder import build_vip
 from meshactors.snapshot.mesh import MeshView
-from meshactors.store import codec
-from meshactors.store.base import KeyValue, Store
+from meshactors.store.base import Store
+from meshactors.store.feed import Batch, RegistryFeed, Removed
 from meshactors.store.keys import KeySchema
-from meshactors.store.watch import Changes, ResumableWatch
 
 
 def builder_name(index: int) -> str:
@@ -139,37 +137,25 @@ class SnapshotBuilderCore:
 
     # ---- following the registry ----------------------------------------------------------------------------
 
-    def _decode(self, kv: KeyValue) -> tuple[Any, Any] | None:
-        try:
-            return self.keys.parse_instance(kv.key), codec.decode_instance(kv.value)
-        except MeshError as exc:
-            self._log.error("skipping undecodable registration", key=kv.key, error=str(exc))
-            return None
-
     async def _follow(self) -> None:
-        watch = ResumableWatch(self.store, self.keys.instances, None, name=self.name)
+        # Every registration is read (an instance keyed under one VIP may serve an SVIP this builder owns);
+        # the MeshView keeps only the names this builder owns.
+        feed = RegistryFeed(self.store, self.keys, None, name=self.name)
         while True:
             try:
-                async for change in watch:
-                    if isinstance(change, Changes):
+                async for change in feed:
+                    if isinstance(change, Batch):
                         changed: set[str] = set()
                         for ev in change.events:
                             self.counters.events += 1
-                            try:
-                                ref = self.keys.parse_instance(ev.key)
-                            except MeshError:
-                                continue
-                            if ev.kind == "delete":
-                                changed |= self.view.delete(ref)
+                            if isinstance(ev, Removed):
+                                changed |= self.view.delete(ev.ref)
                             else:
-                                decoded = self._decode(KeyValue(ev.key, ev.value, 0, ev.mod_revision, ev.lease))
-                                if decoded:
-                                    changed |= self.view.put(*decoded)
+                                changed |= self.view.put(ev.ref, ev.instance)
                         self.revision = change.revision
                     else:
                         self.counters.resyncs += 1
-                        items = [d for d in (self._decode(kv) for kv in change.items) if d]
-                        changed = self.view.replace_all(items)
+                        changed = self.view.replace_all((r.ref, r.instance) for r in change.items)
                         self.revision = change.revision
                         if not self._ready.is_set():
                             self._ready.set()
