@@ -376,3 +376,32 @@ async def test_an_unexpected_error_in_a_stream_ends_that_stream_with_internal(se
     async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("after")) as delta:
         await delta.subscribe(THING, ["thing-b"])
         assert _route_name((await delta.wait_for(THING, "thing-b")).body) == "rc-b"
+
+
+async def test_each_client_kind_gets_its_own_variant_over_a_real_stream(served_things: Any) -> None:
+    host, things, _vips, target = served_things
+    from envoy.config.route.v3 import scoped_route_pb2
+
+    from meshactors.resources.types import GRPC_KIND, VersionedResource
+
+    def body(route: str) -> bytes:
+        return scoped_route_pb2.ScopedRouteConfiguration(
+            name="thing-v", route_configuration_name=route
+        ).SerializeToString()
+
+    snap = Snapshot.of(
+        "thing-v",
+        [VersionedResource.of(THING, "thing-v", body("for-all")),
+         VersionedResource.of(THING, "thing-v", body("for-grpc"), variant=GRPC_KIND)],
+    )  # fmt: skip
+    things.route_of["thing-v"] = "unused"
+    things.snapshot = lambda key: snap  # type: ignore[method-assign]
+    async with grpc.aio.insecure_channel(target) as ch:
+        async with DeltaAdsClient(ch, Node("an-envoy", user_agent_name="envoy")) as envoy_client:
+            await envoy_client.subscribe(THING, ["thing-v"])
+            assert _route_name((await envoy_client.wait_for(THING, "thing-v")).body) == "for-all"
+        async with SotwAdsClient(ch, Node("a-grpc-client", user_agent_name="gRPC C-core")) as grpc_client:
+            await grpc_client.subscribe(THING, ["thing-v"])
+            assert _route_name((await grpc_client.wait_for(THING, "thing-v")).body) == "for-grpc"
+            kinds = {s.node_id: s.client_kind for s in host.statistics().streams}
+            assert kinds["a-grpc-client"] == GRPC_KIND
