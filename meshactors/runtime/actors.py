@@ -24,9 +24,6 @@ from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
 from meshactors.v1 import registry_pb2_grpc
 
-REGISTRY_API = "registry-api"
-EUREKA_API = "eureka-api"
-
 # Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
 # Ray nices its workers to 15 by default; the control plane answers proxies on their first request's
 # critical path, so its actors run at normal priority.

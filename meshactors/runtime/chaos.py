@@ -29,8 +29,16 @@ from meshactors.errors import ConfigError, MeshError, NotFound
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
 from meshactors.runtime.calls import call_sync
-from meshactors.runtime.controller import CONTROLLER, observe
-from meshactors.snapshot.publisher import builder_map
+from meshactors.runtime.topology import (
+    CONTROLLER,
+    KINDS,
+    SNAPSHOT_BUILDER,
+    XDS_SERVER,
+    builder_map,
+    kind_of,
+    list_names,
+    observe,
+)
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.keys import KeySchema
 from meshactors.store.server import free_port
@@ -38,22 +46,6 @@ from meshactors.testing.backends import Backend, get, wait_routable
 from meshactors.v1 import registry_pb2 as pb
 
 _log = log.get("runtime.chaos")
-
-KINDS = {
-    "registry-shard": "registry-shard-",
-    "registry-api": "registry-api",
-    "eureka-api": "eureka-api",
-    "snapshot-builder": "snapshot-builder-",
-    "xds-server": "xds-server-",
-    "controller": CONTROLLER,
-}
-
-
-def kind_of(name: str) -> str:
-    for kind, prefix in KINDS.items():
-        if name == prefix or (prefix.endswith("-") and name.startswith(prefix)):
-            return kind
-    return "other"
 
 
 @dataclass
@@ -138,13 +130,9 @@ class _Heartbeats(_Background):
                     self.failures += 1  # the lease outlives a few missed heartbeats
 
 
-def _actor_names(namespace: str) -> list[str]:
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace)
-
-
 def converged(namespace: str, vips_hint: list[str] | None = None) -> tuple[bool, str]:
     """Every actor alive and ready, no xDS session lagging, and every held VIP at the registry's versions."""
-    names = _actor_names(namespace)
+    names = list_names(namespace)
     try:
         for name in names:
             obs, handle = observe(name, namespace)
@@ -156,7 +144,7 @@ def converged(namespace: str, vips_hint: list[str] | None = None) -> tuple[bool,
                 return False, f"{name}: not ready"
         held: dict[str, tuple[str, str]] = {}
         for name in names:
-            if kind_of(name) != "xds-server":
+            if kind_of(name) != XDS_SERVER:
                 continue
             conv = call_sync(ray.get_actor(name, namespace=namespace), "convergence", timeout_s=3)
             if conv["lagging"]:
@@ -164,7 +152,7 @@ def converged(namespace: str, vips_hint: list[str] | None = None) -> tuple[bool,
             for vip, versions in conv["versions"].items():
                 if held.setdefault(vip, versions) != versions:
                     return False, f"xDS servers hold different versions of {vip}"
-        builders = [n for n in names if kind_of(n) == "snapshot-builder"]
+        builders = [n for n in names if kind_of(n) == SNAPSHOT_BUILDER]
         if builders and held:
             bmap = builder_map(len(builders))
             by_builder: dict[str, list[str]] = {}
@@ -206,7 +194,7 @@ def _victims(opts: ChaosOptions, namespace: str, rng: random.Random) -> list[str
     """The order of kills: the named actors in turn, else every kind in a shuffled order, a random actor each."""
     if opts.kill:
         return list(opts.kill)
-    names = _actor_names(namespace)
+    names = list_names(namespace)
     kinds = [k for k in KINDS if any(kind_of(n) == k for n in names)]
     rng.shuffle(kinds)
     return [rng.choice([n for n in names if kind_of(n) == k]) for k in kinds]

@@ -16,6 +16,7 @@ from meshactors import log
 from meshactors.errors import MeshError, Unavailable
 from meshactors.runtime.calls import Handles, call
 from meshactors.runtime.servers import INTERNAL_OPTIONS, start_fixed, start_internal
+from meshactors.runtime.topology import xds_server_name
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.builder import VipResources
 from meshactors.snapshot.publisher import SnapshotBuilderCore, builder_map, builder_name
@@ -32,10 +33,6 @@ ADS_SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.min_ping_interval_without_data_ms", 1000),  # sidecars may PING to detect a frozen server
     ("grpc.http2.max_ping_strikes", 0),
 ]
-
-
-def xds_server_name(index: int) -> str:
-    return f"xds-server-{index}"
 
 
 @ray.remote
