@@ -232,20 +232,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     info = _ready(args.ready_file)
-    _ray_auth_env(info)  # before Ray is imported: it reads the auth mode once
-    import ray
-
+    _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
+    from meshactors.runtime.ops import driver
     from meshactors.runtime.status import actor_status
 
     address = args.ray_address or info.get("ray_address")
     namespace = args.namespace or info.get("namespace") or "meshactors"
     if not address:
         raise ConfigError("status needs --ready-file (written by `meshactors up`) or --ray-address")
-    ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="ERROR")
-    try:
+    with driver(address, namespace):
         rows = actor_status(namespace)
-    finally:
-        ray.shutdown()
     if args.json:
         print(json.dumps({"namespace": namespace, "ray_address": address, "actors": rows}, indent=2, default=str))
         return 0
@@ -304,8 +300,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_chaos(args: argparse.Namespace) -> int:
     info = _ready(args.ready_file)
-    _ray_auth_env(info)  # before Ray is imported: it reads the auth mode once
-    from meshactors.runtime.chaos import ChaosOptions, format_report, run_chaos
+    _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
+    from meshactors.chaos import ChaosOptions, format_report, run_chaos
 
     for key, value in (("registry", args.registry), ("etcd", args.etcd), ("ray_address", args.ray_address),
                        ("namespace", args.namespace)):  # fmt: skip

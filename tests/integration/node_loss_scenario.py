@@ -17,10 +17,10 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 
+from meshactors.chaos import wait_converged
 from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.registry.client import RegistryClient
-from meshactors.runtime.chaos import kind_of, wait_converged
-from meshactors.runtime.topology import observe
+from meshactors.runtime.topology import kind_of, observe
 from meshactors.store.server import free_port
 from meshactors.testing.backends import Backend, get, wait_routable
 from meshactors.testing.stack import UpProcess

@@ -1,4 +1,4 @@
-"""`meshactors chaos`: kills actors (and etcd) under load through a real Envoy and reports what the data plane saw.
+"""`meshactors chaos`, the run: kills actors (and etcd) under load through a real Envoy; reports what it saw.
 
 Against a running deployment (found from the ready file `meshactors up` writes): it registers its own backends
 under its own VIPs (heartbeating), runs an Envoy from the generic bootstrap, drives a steady load with Envoy
@@ -14,38 +14,28 @@ import os
 import random
 import signal
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from meshactors import log
+from meshactors.chaos.convergence import wait_converged
+from meshactors.chaos.workload import Heartbeats, Load
 from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.errors import ConfigError, MeshError, NotFound
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
-from meshactors.runtime.calls import call_sync
-from meshactors.runtime.topology import (
-    CONTROLLER,
-    KINDS,
-    SNAPSHOT_BUILDER,
-    XDS_SERVER,
-    builder_map,
-    kind_of,
-    list_names,
-    observe,
-)
+from meshactors.runtime import ops
+from meshactors.runtime.topology import KINDS, kind_of, list_names, observe
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.keys import KeySchema
 from meshactors.store.server import free_port
-from meshactors.testing.backends import Backend, get, wait_routable
+from meshactors.testing.backends import Backend, wait_routable
 from meshactors.v1 import registry_pb2 as pb
 
-_log = log.get("runtime.chaos")
+_log = log.get("chaos")
 
 
 @dataclass
@@ -61,123 +51,6 @@ class ChaosOptions:
     converge_timeout_s: float = 30.0
     seed: int | None = None
     first_kill_s: float | None = None  # default: one interval in
-
-
-class _Background:
-    """A daemon thread running `_run` until `stop()`."""
-
-    def __init__(self, name: str) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        raise NotImplementedError
-
-
-class _Load(_Background):
-    """Steady GETs through Envoy on fresh connections; records every status."""
-
-    def __init__(self, proxy: tuple[str, int], vips: list[str], rate: float) -> None:
-        super().__init__("chaos-load")
-        self.proxy, self.vips, self.rate = proxy, vips, rate
-        self.codes: Counter[str] = Counter()
-        self.failures: list[dict[str, Any]] = []
-        self.sent = 0
-
-    def _run(self) -> None:
-        period = 1.0 / self.rate
-        next_at = time.monotonic()
-        i = 0
-        while not self._stop.is_set():
-            vip = self.vips[i % len(self.vips)]
-            i += 1
-            try:
-                reply = get(self.proxy, vip, timeout_s=10)
-                code, ok = str(reply.status), reply.status == 200 and reply.body.startswith(vip)
-            except OSError as exc:
-                code, ok = f"error:{type(exc).__name__}", False
-            self.sent += 1
-            self.codes[code] += 1
-            if not ok:
-                self.failures.append({"vip": vip, "code": code, "at": time.time()})
-            next_at += period
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-            else:
-                next_at = time.monotonic()
-
-
-class _Heartbeats(_Background):
-    def __init__(self, client: RegistryClient, refs: list[InstanceRef], interval_s: float) -> None:
-        super().__init__("chaos-heartbeats")
-        self.client, self.refs, self.interval_s = client, refs, interval_s
-        self.failures = 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            for ref in self.refs:
-                try:
-                    self.client.heartbeat(ref)
-                except MeshError:
-                    self.failures += 1  # the lease outlives a few missed heartbeats
-
-
-def converged(namespace: str, vips_hint: list[str] | None = None) -> tuple[bool, str]:
-    """Every actor alive and ready, no xDS session lagging, and every held VIP at the registry's versions."""
-    names = list_names(namespace)
-    try:
-        for name in names:
-            obs, handle = observe(name, namespace)
-            if obs.state != "ALIVE" or handle is None:
-                return False, f"{name}: {obs.state}"
-            # the controller's own ready() is its last reconcile round's view, which lags by a round: every
-            # actor is checked here directly instead
-            if name != CONTROLLER and not call_sync(handle, "ready", timeout_s=3):
-                return False, f"{name}: not ready"
-        held: dict[str, tuple[str, str]] = {}
-        for name in names:
-            if kind_of(name) != XDS_SERVER:
-                continue
-            conv = call_sync(ray.get_actor(name, namespace=namespace), "convergence", timeout_s=3)
-            if conv["lagging"]:
-                return False, f"{name}: sessions lagging {conv['lagging'][:3]}"
-            for vip, versions in conv["versions"].items():
-                if held.setdefault(vip, versions) != versions:
-                    return False, f"xDS servers hold different versions of {vip}"
-        builders = [n for n in names if kind_of(n) == SNAPSHOT_BUILDER]
-        if builders and held:
-            bmap = builder_map(len(builders))
-            by_builder: dict[str, list[str]] = {}
-            for vip in held:
-                by_builder.setdefault(bmap.owner(vip), []).append(vip)
-            for builder, vips in by_builder.items():
-                want = call_sync(ray.get_actor(builder, namespace=namespace), "versions", vips, timeout_s=3)
-                for vip in vips:
-                    if tuple(want.get(vip, ())) != tuple(held[vip]):
-                        return False, f"{vip}: xDS servers hold an old version"
-    except (MeshError, ValueError) as exc:
-        return False, str(exc)
-    return True, ""
-
-
-def wait_converged(namespace: str, timeout_s: float) -> float | None:
-    start = time.monotonic()
-    why = ""
-    while time.monotonic() - start < timeout_s:
-        ok, why = converged(namespace)
-        if ok:
-            return time.monotonic() - start
-        time.sleep(0.1)
-    _log.warning("control plane did not converge", reason=why, timeout_s=timeout_s)
-    return None
 
 
 async def _registrations(etcd: str, keys: KeySchema) -> set[str]:
@@ -208,16 +81,13 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
     namespace = info["namespace"]
     keys = KeySchema(info.get("key_prefix") or "/meshactors")
     rng = random.Random(opts.seed)
-    connected_here = False
-    if not ray.is_initialized():
-        ray.init(address=info["ray_address"], namespace=namespace, log_to_driver=False, logging_level="ERROR")
-        connected_here = True
+    connected_here = ops.connect(info["ray_address"], namespace)
     work = Path(tempfile.mkdtemp(prefix="meshactors-chaos-"))
     backends: list[Backend] = []
     envoy: EnvoyProcess | None = None
     client = RegistryClient(info["registry"], timeout_s=15)
-    heartbeats: _Heartbeats | None = None
-    load: _Load | None = None
+    heartbeats: Heartbeats | None = None
+    load: Load | None = None
     refs: list[InstanceRef] = []
     kills: list[dict[str, Any]] = []
     faults: list[dict[str, Any]] = []
@@ -232,7 +102,7 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
                 backends.append(b)
                 ref, _ = client.register(pb.Instance(vip=vip, host="127.0.0.1", port=b.port, lease=lease))
                 refs.append(ref)
-        heartbeats = _Heartbeats(client, refs, 2.0)
+        heartbeats = Heartbeats(client, refs, 2.0)
         heartbeats.start()
 
         listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
@@ -246,7 +116,7 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         ours = {keys.instance(ref) for ref in refs}
         before = asyncio.run(_registrations(info["etcd"], keys)) & ours
 
-        load = _Load(listen, vips, opts.rate)
+        load = Load(listen, vips, opts.rate)
         load.start()
         t0 = time.monotonic()
         victims = _victims(opts, namespace, rng)
@@ -302,7 +172,7 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         for b in backends:
             b.stop()
         if connected_here:
-            ray.shutdown()
+            ops.disconnect()
         _log.info("chaos finished", seconds=round(time.monotonic() - started, 1))
 
 
@@ -330,7 +200,7 @@ def _kill(victim: str, namespace: str, t0: float, converge_timeout_s: float) -> 
     if handle is None:
         error = f"no actor {victim!r} in namespace {namespace!r}"
     else:
-        ray.kill(handle, no_restart=False)
+        ops.kill(handle, restart=True)
         _log.warning("killed actor", actor=victim, pid=before.pid)
         # converged only counts once Ray has noticed: the actor runs again as a new process
         deadline = at + converge_timeout_s
@@ -373,20 +243,3 @@ def _etcd_fault(info: dict[str, Any], opts: ChaosOptions, t0: float) -> dict[str
         "seconds": opts.etcd_fault_s if opts.etcd_fault == "pause" else 0,
         "converged_s": None if conv is None else round(conv, 3),
     }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    req = report["requests"]
-    lines = [
-        f"requests: {req['sent']} sent, {req['failed']} failed {req['by_status']}",
-        f"kills: {len(report['kills'])} {report['kinds_killed']}",
-    ]
-    for k in report["kills"]:
-        conv = "never" if k["converged_s"] is None else f"{k['converged_s']:.2f} s"
-        lines.append(f"  t={k['at_s']:>6.2f}s killed {k['actor']:<22} converged in {conv}")
-    for f in report["etcd_faults"]:
-        conv = "never" if f["converged_s"] is None else f"{f['converged_s']:.2f} s"
-        lines.append(f"  t={f['at_s']:>6.2f}s etcd {f['fault']} ({f['seconds']} s): converged {conv} after")
-    lines.append(f"registrations lost: {len(report['registrations_lost'])} of {report['registrations_before']}")
-    lines.append("result: OK" if report["ok"] else "result: FAILED")
-    return "\n".join(lines)
