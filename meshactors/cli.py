@@ -234,7 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     info = _ready(args.ready_file)
     _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
     from meshactors.runtime.ops import driver
-    from meshactors.runtime.status import actor_status
+    from meshactors.runtime.status import actor_status, format_table, to_json
 
     address = args.ray_address or info.get("ray_address")
     namespace = args.namespace or info.get("namespace") or "meshactors"
@@ -243,13 +243,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     with driver(address, namespace):
         rows = actor_status(namespace)
     if args.json:
-        print(json.dumps({"namespace": namespace, "ray_address": address, "actors": rows}, indent=2, default=str))
+        print(json.dumps(to_json({"namespace": namespace, "ray_address": address, "actors": rows}), indent=2))
         return 0
-    print(f"{'ACTOR':<24} {'STATE':<14} {'RESTARTS':>8}  DETAILS")
-    for row in rows:
-        stats = row.get("stats") or {}
-        details = " ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict | list))
-        print(f"{row['name']:<24} {row['state']:<14} {row['restarts']:>8}  {details}")
+    print(format_table(rows))
     return 0
 
 

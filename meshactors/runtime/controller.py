@@ -21,7 +21,7 @@ from meshactors.runtime.topology import (
 )
 from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor
 from meshactors.settings import MeshSettings
-from meshactors.supervise import ControllerState, Observed
+from meshactors.supervise import ControllerState, ControllerStatistics, Observed
 
 
 def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]]:
@@ -100,5 +100,5 @@ class ControllerActor:
     async def ready(self) -> bool:
         return self.converged
 
-    async def statistics(self) -> dict[str, Any]:
-        return {"converged": self.converged, "rounds": self.state.rounds, "actors": self.state.summary()}
+    async def statistics(self) -> ControllerStatistics:
+        return self.state.statistics(self.converged)
