@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshactors import log
+from meshactors import defaults, log
 from meshactors.chaos.convergence import wait_converged
 from meshactors.chaos.workload import Heartbeats, Load
 from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
@@ -41,14 +41,14 @@ _log = log.get("chaos")
 @dataclass
 class ChaosOptions:
     info: dict[str, Any]  # the ready file's content (registry, xds, etcd, ray_address, namespace, ...)
-    duration_s: float = 30.0
-    interval_s: float = 4.0
+    duration_s: float = defaults.CHAOS_DURATION_S
+    interval_s: float = defaults.CHAOS_INTERVAL_S
     kill: list[str] = field(default_factory=list)  # actor names; empty: every kind in turn, random actor
-    rate: float = 50.0  # requests per second through Envoy, spread over the VIPs
-    vips: int = 2
+    rate: float = defaults.CHAOS_RATE  # requests per second through Envoy, spread over the VIPs
+    vips: int = defaults.CHAOS_VIPS
     etcd_fault: str = ""  # "", "pause" or "kill" (the embedded etcd, by the PID in the ready file)
-    etcd_fault_s: float = 10.0
-    converge_timeout_s: float = 30.0
+    etcd_fault_s: float = defaults.CHAOS_ETCD_FAULT_S
+    converge_timeout_s: float = defaults.CHAOS_CONVERGE_TIMEOUT_S
     seed: int | None = None
     first_kill_s: float | None = None  # default: one interval in
 
@@ -79,7 +79,7 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         if not info.get(key):
             raise ConfigError(f"chaos needs {key!r} (from --ready-file or the matching flag)")
     namespace = info["namespace"]
-    keys = KeySchema(info.get("key_prefix") or "/meshactors")
+    keys = KeySchema(info.get("key_prefix") or defaults.KEY_PREFIX)
     rng = random.Random(opts.seed)
     connected_here = ops.connect(info["ray_address"], namespace)
     work = Path(tempfile.mkdtemp(prefix="meshactors-chaos-"))

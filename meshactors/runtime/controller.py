@@ -7,7 +7,7 @@ from typing import Any
 
 import ray
 
-from meshactors import log
+from meshactors import defaults, log
 from meshactors.errors import MeshError
 from meshactors.runtime.actors import EurekaApiActor, RegistryApiActor, RegistryShardActor, actor_options
 from meshactors.runtime.calls import call
@@ -42,7 +42,7 @@ def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]
 class ControllerActor:
     """Reconciles the deployment every `interval_s`: creates missing actors, reports restarts and moves."""
 
-    async def __init__(self, settings: MeshSettings, interval_s: float = 1.0) -> None:
+    async def __init__(self, settings: MeshSettings, interval_s: float = defaults.CONTROLLER_INTERVAL_S) -> None:
         log.configure()
         self._log = log.get("runtime.controller")
         self.settings = settings

@@ -43,7 +43,9 @@ class SnapshotBuilderActor:
         log.configure()
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
-        self.core = SnapshotBuilderCore(self.store, settings.keys, name, builder_map(settings.builders))
+        self.core = SnapshotBuilderCore(
+            self.store, settings.keys, name, builder_map(settings.builders), settings.builder
+        )
         await self.core.start()
         self.server, self._address = await start_internal(
             settings.xds_host,
