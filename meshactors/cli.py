@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +332,9 @@ class _Subcommand(argparse.ArgumentParser):
     """A subcommand's parser that can add some arguments only when it is used: the `up` flags read their defaults
     from the settings records, whose import costs every other command half a second."""
 
-    def __init__(self, *args: Any, late_arguments: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, late_arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._late_arguments = late_arguments
 
