@@ -9,15 +9,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from meshactors import defaults
 from meshactors.errors import ConfigError, InvalidArgument, MeshError, NotFound, Unavailable
+from meshactors.model.instance import DEFAULT_LEASE_DURATION_S, DEFAULT_RENEWAL_INTERVAL_S
 
-DEFAULT_REGISTRY = os.environ.get("MESHACTORS_REGISTRY", "127.0.0.1:7070")
-DEFAULT_STATE_DIR = os.environ.get("MESHACTORS_STATE_DIR", str(Path.home() / ".meshactors"))
+DEFAULT_REGISTRY = os.environ.get("MESHACTORS_REGISTRY", defaults.REGISTRY)
+DEFAULT_STATE_DIR = os.environ.get("MESHACTORS_STATE_DIR", str(defaults.STATE_DIR))
 
 
 def _ready(path: str | None) -> dict[str, Any]:
@@ -43,46 +46,36 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _resources(pairs: list[str]) -> tuple[tuple[str, float], ...]:
-    out = []
-    for pair in pairs:
-        name, sep, amount = pair.partition("=")
-        try:
-            value = float(amount)
-        except ValueError:
-            value = -1.0
-        if not sep or not name or value <= 0:
-            raise ConfigError(f"--actor-resource {pair!r} is not NAME=AMOUNT with AMOUNT > 0")
-        out.append((name, value))
-    return tuple(out)
-
-
 # ---- up ---------------------------------------------------------------------------------------------------------
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from meshactors.runtime.embedded import UpOptions, run_up
+def up_options(args: argparse.Namespace) -> Any:
+    """The UpOptions the `up` flags describe; a bad value is a ConfigError naming its flag."""
+    from meshactors.flags import mesh_settings, port
+    from meshactors.runtime.embedded import UpOptions
 
-    return run_up(
-        UpOptions(
-            state_dir=Path(args.state_dir),
-            etcd=args.etcd,
-            etcd_port=args.etcd_port,
-            ray_address=args.ray_address,
-            namespace=args.namespace,
-            shards=args.shards,
-            registry_host=args.host,
-            registry_port=args.registry_port,
-            eureka_port=args.eureka_port,
-            key_prefix=args.key_prefix,
-            ready_file=Path(args.ready_file) if args.ready_file else None,
-            builders=args.builders,
-            xds_servers=args.xds_servers,
-            xds_port=args.xds_port,
-            max_new_streams_per_s=args.max_new_streams_per_s,
-            actor_resources=_resources(args.actor_resource),
-        )
+    etcd_port = defaults.ETCD_PORT
+    if args.etcd_port is not None:
+        try:
+            etcd_port = int(args.etcd_port)
+        except ValueError:
+            raise ConfigError(f"--etcd-port: {args.etcd_port!r} is not an integer") from None
+        if problem := port(etcd_port):
+            raise ConfigError(f"--etcd-port: {problem} (got {etcd_port})")
+    return UpOptions(
+        state_dir=Path(args.state_dir),
+        settings=mesh_settings(args, etcd=args.etcd or ""),
+        etcd_port=etcd_port,
+        ray_address=args.ray_address,
+        ready_file=Path(args.ready_file) if args.ready_file else None,
     )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    opts = up_options(args)  # a bad flag fails here, before anything starts
+    from meshactors.runtime.embedded import run_up
+
+    return run_up(opts)
 
 
 # ---- register / deregister / ls -----------------------------------------------------------------------------------
@@ -232,28 +225,20 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     info = _ready(args.ready_file)
-    _ray_auth_env(info)  # before Ray is imported: it reads the auth mode once
-    import ray
-
-    from meshactors.runtime.status import actor_status
+    _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
+    from meshactors.runtime.ops import driver
+    from meshactors.runtime.status import actor_status, format_table, to_json
 
     address = args.ray_address or info.get("ray_address")
-    namespace = args.namespace or info.get("namespace") or "meshactors"
+    namespace = args.namespace or info.get("namespace") or defaults.NAMESPACE
     if not address:
         raise ConfigError("status needs --ready-file (written by `meshactors up`) or --ray-address")
-    ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="ERROR")
-    try:
+    with driver(address, namespace):
         rows = actor_status(namespace)
-    finally:
-        ray.shutdown()
     if args.json:
-        print(json.dumps({"namespace": namespace, "ray_address": address, "actors": rows}, indent=2, default=str))
+        print(json.dumps(to_json({"namespace": namespace, "ray_address": address, "actors": rows}), indent=2))
         return 0
-    print(f"{'ACTOR':<24} {'STATE':<14} {'RESTARTS':>8}  DETAILS")
-    for row in rows:
-        stats = row.get("stats") or {}
-        details = " ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict | list))
-        print(f"{row['name']:<24} {row['state']:<14} {row['restarts']:>8}  {details}")
+    print(format_table(rows))
     return 0
 
 
@@ -304,8 +289,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_chaos(args: argparse.Namespace) -> int:
     info = _ready(args.ready_file)
-    _ray_auth_env(info)  # before Ray is imported: it reads the auth mode once
-    from meshactors.runtime.chaos import ChaosOptions, format_report, run_chaos
+    _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
+    from meshactors.chaos import ChaosOptions, format_report, run_chaos
 
     for key, value in (("registry", args.registry), ("etcd", args.etcd), ("ray_address", args.ray_address),
                        ("namespace", args.namespace)):  # fmt: skip
@@ -313,7 +298,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             info[key] = value
     if args.xds:
         info["xds"] = [a.strip() for a in args.xds.split(",") if a.strip()]
-    info.setdefault("namespace", "meshactors")
+    info.setdefault("namespace", defaults.NAMESPACE)
     kill = [name.strip() for item in args.kill for name in item.split(",") if name.strip()]
     report = run_chaos(
         ChaosOptions(
@@ -343,42 +328,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---- parser -----------------------------------------------------------------------------------------------------
 
 
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser that can add some arguments only when it is used: the `up` flags read their defaults
+    from the settings records, whose import costs every other command half a second."""
+
+    def __init__(
+        self, *args: Any, late_arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._late_arguments = late_arguments
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._late_arguments is not None:
+            add, self._late_arguments = self._late_arguments, None
+            add(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _add_up_flags(parser: argparse.ArgumentParser) -> None:
+    from meshactors.flags import add_up_flags
+
+    add_up_flags(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshactors", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
 
-    up = sub.add_parser("up", help="run the whole control plane on this machine (embedded etcd + local Ray)")
+    up = sub.add_parser(
+        "up",
+        help="run the whole control plane on this machine (embedded etcd + local Ray)",
+        late_arguments=_add_up_flags,
+    )
     up.add_argument("--etcd", help="use this etcd (comma-separated URLs) instead of starting one")
-    up.add_argument("--etcd-port", type=int, default=0, help="client port of the embedded etcd (default: free)")
+    up.add_argument(
+        "--etcd-port", metavar="PORT", help="client port of the embedded etcd (default: last run's, else a free one)"
+    )
     up.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
-    up.add_argument("--shards", type=int, default=2, help="number of registry shard actors (default 2)")
-    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where the embedded etcd keeps its data")
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"where the embedded etcd keeps its data "
+                    f"(default {DEFAULT_STATE_DIR})")  # fmt: skip
     up.add_argument("--ready-file", help="write a JSON object with the addresses here once everything answers")
-    up.add_argument("--namespace", default="meshactors", help="Ray namespace of the actors")
-    up.add_argument("--host", default="127.0.0.1", help="address the control plane's servers listen on")
-    up.add_argument("--registry-port", type=int, default=7070, help="registry gRPC API port (0: pick a free one)")
-    up.add_argument(
-        "--eureka-port", type=int, default=8761, help="Eureka-compatible REST API port (0: pick a free one)"
-    )
-    up.add_argument("--key-prefix", default="/meshactors", help="etcd key prefix")
-    up.add_argument("--builders", type=int, default=2, help="number of snapshot builder actors (default 2)")
-    up.add_argument("--xds-servers", type=int, default=2, help="number of xDS server actors (default 2)")
-    up.add_argument(
-        "--xds-port", type=int, default=7080, help="first xDS server's port; the others follow (0: free ports)"
-    )
-    up.add_argument(
-        "--max-new-streams-per-s",
-        type=float,
-        default=1000.0,
-        help="new ADS streams each xDS server accepts per second; beyond: RESOURCE_EXHAUSTED (default 1000)",
-    )
-    up.add_argument(
-        "--actor-resource",
-        action="append",
-        default=[],
-        metavar="NAME=AMOUNT",
-        help="a Ray resource every control-plane actor asks for (keeps them on nodes that offer it)",
-    )
     up.set_defaults(func=cmd_up)
 
     reg = sub.add_parser("register", help="register an instance and keep it alive with heartbeats")
@@ -389,8 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     car = sub.add_parser("sidecar", help="join the mesh: register the local app and run its Envoy sidecar")
     _instance_args(car, host_default="127.0.0.1")
     car.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from --ready-file)")
-    car.add_argument("--listen", default="127.0.0.1:15001", help="outbound listener the app sends HTTP to")
-    car.add_argument("--admin", default="127.0.0.1:15000", help="Envoy admin address")
+    car.add_argument("--listen", default=defaults.ENVOY_LISTEN, help="outbound listener the app sends HTTP to")
+    car.add_argument(
+        "--admin", default=defaults.ENVOY_ADMIN, help=f"Envoy admin address (default {defaults.ENVOY_ADMIN})"
+    )
     car.add_argument("--node-id", help="proxy node id (default: <vip>-<host>-<port>)")
     car.add_argument("--work-dir", help="where the bootstrap and Envoy's log go (default: a temp dir)")
     car.set_defaults(func=cmd_sidecar)
@@ -412,8 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from --ready-file)")
     bs.add_argument("--ready-file", help="read the xDS addresses from this `meshactors up` ready file")
     bs.add_argument("--node-id", required=True, help="this proxy's node id (the only per-proxy setting)")
-    bs.add_argument("--listen", default="127.0.0.1:15001", help="outbound listener apps send HTTP to")
-    bs.add_argument("--admin", default="127.0.0.1:15000", help="Envoy admin address")
+    bs.add_argument("--listen", default=defaults.ENVOY_LISTEN, help="outbound listener apps send HTTP to")
+    bs.add_argument(
+        "--admin", default=defaults.ENVOY_ADMIN, help=f"Envoy admin address (default {defaults.ENVOY_ADMIN})"
+    )
     bs.add_argument("--grpc", action="store_true", help="print a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
     bs.set_defaults(func=cmd_bootstrap)
 
@@ -427,9 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--xds", help="xDS servers HOST:PORT[,...] (instead of the ready file)")
     ch.add_argument("--etcd", help="etcd URL(s) (instead of the ready file)")
     ch.add_argument("--ray-address", help="Ray cluster address (instead of the ready file)")
-    ch.add_argument("--namespace", help="Ray namespace of the actors (default meshactors)")
-    ch.add_argument("--duration", type=float, default=30.0, help="seconds of load and faults (default 30)")
-    ch.add_argument("--interval", type=float, default=4.0, help="seconds between kills (default 4)")
+    ch.add_argument("--namespace", help=f"Ray namespace of the actors (default {defaults.NAMESPACE})")
+    ch.add_argument("--duration", type=float, default=defaults.CHAOS_DURATION_S,
+                    help=f"seconds of load and faults (default {defaults.CHAOS_DURATION_S:g})")  # fmt: skip
+    ch.add_argument("--interval", type=float, default=defaults.CHAOS_INTERVAL_S,
+                    help=f"seconds between kills (default {defaults.CHAOS_INTERVAL_S:g})")  # fmt: skip
     ch.add_argument(
         "--kill",
         action="append",
@@ -437,10 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ACTOR",
         help="kill these actors in turn (repeatable or comma-separated; default: every kind, random)",
     )
-    ch.add_argument("--rate", type=float, default=50.0, help="requests per second through Envoy (default 50)")
-    ch.add_argument("--vips", type=int, default=2, help="VIPs the load is spread over (default 2)")
+    ch.add_argument("--rate", type=float, default=defaults.CHAOS_RATE,
+                    help=f"requests per second through Envoy (default {defaults.CHAOS_RATE:g})")  # fmt: skip
+    ch.add_argument("--vips", type=int, default=defaults.CHAOS_VIPS,
+                    help=f"VIPs the load is spread over (default {defaults.CHAOS_VIPS})")  # fmt: skip
     ch.add_argument("--etcd-fault", choices=["pause", "kill"], help="also pause (SIGSTOP) or kill the embedded etcd")
-    ch.add_argument("--etcd-fault-seconds", type=float, default=10.0, help="how long a pause lasts (default 10)")
+    ch.add_argument("--etcd-fault-seconds", type=float, default=defaults.CHAOS_ETCD_FAULT_S,
+                    help=f"how long a pause lasts, in seconds (default {defaults.CHAOS_ETCD_FAULT_S:g})")  # fmt: skip
     ch.add_argument("--seed", type=int, help="random seed for the choice of victims")
     ch.add_argument("--json", help="also write the report here as JSON")
     ch.set_defaults(func=cmd_chaos)
@@ -468,8 +466,10 @@ def _instance_args(reg: argparse.ArgumentParser, host_default: str | None = None
     reg.add_argument("--version-label", default="")
     reg.add_argument("--weight", type=int, default=1)
     reg.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
-    reg.add_argument("--lease-renewal", type=int, default=30, help="heartbeat interval in seconds (default 30)")
-    reg.add_argument("--lease-duration", type=int, default=90, help="lease duration in seconds (default 90)")
+    reg.add_argument("--lease-renewal", type=int, default=DEFAULT_RENEWAL_INTERVAL_S,
+                     help=f"heartbeat interval in seconds (default {DEFAULT_RENEWAL_INTERVAL_S})")  # fmt: skip
+    reg.add_argument("--lease-duration", type=int, default=DEFAULT_LEASE_DURATION_S,
+                     help=f"lease duration in seconds (default {DEFAULT_LEASE_DURATION_S})")  # fmt: skip
 
 
 def _registry_args(p: argparse.ArgumentParser) -> None:

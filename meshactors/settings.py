@@ -1,37 +1,44 @@
-"""MeshSettings: the one picklable record of how a deployment is configured, passed to every actor."""
+"""MeshSettings: the one picklable record of how a deployment is configured, passed to every actor.
+
+Defaults come from meshactors.defaults and from the component records it holds (shard, builder, xDS host);
+the `up` flags that set each field are in meshactors.flags.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshactors import defaults
 from meshactors.errors import ConfigError
 from meshactors.registry.leases import SelfPreservationPolicy
 from meshactors.registry.shard import ShardSettings
-from meshactors.store.keys import DEFAULT_PREFIX, KeySchema
+from meshactors.snapshot.publisher import BuilderSettings
+from meshactors.store.keys import KeySchema
 from meshactors.xds.host import HostSettings
 
-DEFAULT_NAMESPACE = "meshactors"
-DEFAULT_REGISTRY_PORT = 7070
-# Outside Ray's default worker port range (10002-19999) and the kernel's ephemeral range (32768+).
-DEFAULT_XDS_PORT = 7080
-DEFAULT_EUREKA_PORT = 8761  # where Eureka clients look by default
+# Kept for callers that import them from here; the values live in meshactors.defaults.
+DEFAULT_NAMESPACE = defaults.NAMESPACE
+DEFAULT_REGISTRY_PORT = defaults.REGISTRY_PORT
+DEFAULT_XDS_PORT = defaults.XDS_PORT
+DEFAULT_EUREKA_PORT = defaults.EUREKA_PORT
 
 
 @dataclass(frozen=True)
 class MeshSettings:
-    etcd: str  # comma-separated etcd client URLs
-    namespace: str = DEFAULT_NAMESPACE
-    key_prefix: str = DEFAULT_PREFIX
-    shards: int = 2
-    registry_host: str = "127.0.0.1"
-    registry_port: int = DEFAULT_REGISTRY_PORT
+    etcd: str  # comma-separated etcd client URLs ("" only before `up` has chosen or started one)
+    namespace: str = defaults.NAMESPACE
+    key_prefix: str = defaults.KEY_PREFIX
+    shards: int = defaults.SHARDS
+    registry_host: str = defaults.HOST
+    registry_port: int = defaults.REGISTRY_PORT
     shard: ShardSettings = field(default_factory=ShardSettings)
-    builders: int = 2
-    xds_servers: int = 2
-    xds_host: str = "127.0.0.1"
-    xds_ports: tuple[int, ...] = ()  # one per xDS server; empty: DEFAULT_XDS_PORT, +1, ...
+    builders: int = defaults.BUILDERS
+    builder: BuilderSettings = field(default_factory=BuilderSettings)
+    xds_servers: int = defaults.XDS_SERVERS
+    xds_host: str = defaults.HOST
+    xds_ports: tuple[int, ...] = ()  # one per xDS server; empty: defaults.XDS_PORT, +1, ...
     xds: HostSettings = field(default_factory=HostSettings)
-    eureka_port: int = DEFAULT_EUREKA_PORT  # the Eureka REST API, on registry_host
+    eureka_port: int = defaults.EUREKA_PORT  # the Eureka REST API, on registry_host
     # Ray resources every control-plane actor asks for, e.g. {"meshactors": 1} to keep them on labeled nodes.
     actor_resources: tuple[tuple[str, float], ...] = ()
 
@@ -64,7 +71,7 @@ class MeshSettings:
         return f"http://{self.registry_host}:{self.eureka_port}/eureka"
 
     def xds_port_list(self) -> tuple[int, ...]:
-        return self.xds_ports or tuple(DEFAULT_XDS_PORT + i for i in range(self.xds_servers))
+        return self.xds_ports or tuple(defaults.XDS_PORT + i for i in range(self.xds_servers))
 
     @property
     def xds_addresses(self) -> list[str]:
@@ -72,9 +79,21 @@ class MeshSettings:
 
 
 def shard_settings(
-    sweep_interval_s: float = 1.0, ratio: float = 0.15, min_instances: int = 10, enabled: bool = True
+    sweep_interval_s: float | None = None,
+    ratio: float | None = None,
+    min_instances: int | None = None,
+    enabled: bool | None = None,
 ) -> ShardSettings:
+    """ShardSettings with some fields changed; the others keep the records' own defaults."""
+    base, policy = ShardSettings(), SelfPreservationPolicy()
     return ShardSettings(
-        sweep_interval_s=sweep_interval_s,
-        policy=SelfPreservationPolicy(ratio=ratio, min_instances=min_instances, enabled=enabled),
+        sweep_interval_s=base.sweep_interval_s if sweep_interval_s is None else sweep_interval_s,
+        ready_wait_s=base.ready_wait_s,
+        etcd_retry_s=base.etcd_retry_s,
+        policy=SelfPreservationPolicy(
+            ratio=policy.ratio if ratio is None else ratio,
+            min_instances=policy.min_instances if min_instances is None else min_instances,
+            late_factor=policy.late_factor,
+            enabled=policy.enabled if enabled is None else enabled,
+        ),
     )

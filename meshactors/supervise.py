@@ -31,6 +31,26 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class ActorSummary:
+    """The controller's last word on one desired actor (for `meshactors status`)."""
+
+    name: str
+    state: str
+    ready: bool
+    restarts: int
+    recreated: int  # times the controller created it again after it went missing or DEAD
+    node_id: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerStatistics:
+    converged: bool  # every desired actor ALIVE and ready in the last round
+    rounds: int
+    actors: tuple[ActorSummary, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     create: tuple[str, ...]
     events: tuple[Event, ...]
@@ -80,19 +100,22 @@ class ControllerState:
         )
         return Plan(tuple(create), tuple(events), converged)
 
-    def summary(self) -> list[dict[str, Any]]:
+    def summary(self) -> tuple[ActorSummary, ...]:
         out = []
         for name in self.desired:
             o = self.last.get(name, Observed(name, MISSING))
             out.append(
-                {
-                    "name": name,
-                    "state": o.state,
-                    "ready": o.ready,
-                    "restarts": o.restarts,
-                    "recreated": self.recreated.get(name, 0),
-                    "node_id": o.node_id,
-                    "pid": o.pid,
-                }
+                ActorSummary(
+                    name=name,
+                    state=o.state,
+                    ready=o.ready,
+                    restarts=o.restarts,
+                    recreated=self.recreated.get(name, 0),
+                    node_id=o.node_id,
+                    pid=o.pid,
+                )
             )
-        return out
+        return tuple(out)
+
+    def statistics(self, converged: bool) -> ControllerStatistics:
+        return ControllerStatistics(converged=converged, rounds=self.rounds, actors=self.summary())

@@ -1,1 +1,2 @@
-"""The only package that imports Ray: thin actor wrappers, deployment, the embedded launcher and status."""
+"""The only package that imports Ray: actor wrappers, topology (actor names and kinds), controller, deployment,
+the embedded launcher, status, and the driver operations (ops) the CLI and chaos use instead of Ray."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,9 +24,6 @@ from meshactors.runtime.servers import start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
 from meshactors.v1 import registry_pb2_grpc
-
-REGISTRY_API = "registry-api"
-EUREKA_API = "eureka-api"
 
 # Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
 # Ray nices its workers to 15 by default; the control plane answers proxies on their first request's
@@ -77,6 +75,11 @@ def shard_backend(settings: MeshSettings) -> GrpcShardBackend:
     return GrpcShardBackend(resolve)
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryApiStatistics:
+    address: str  # where the Registry gRPC API listens
+
+
 @ray.remote
 class RegistryApiActor:
     """Serves the Registry gRPC API on a fixed address, so clients reconnect to it after a restart."""
@@ -101,8 +104,16 @@ class RegistryApiActor:
     async def address(self) -> str:
         return f"{self.settings.registry_host}:{self.port}"
 
-    async def statistics(self) -> dict[str, Any]:
-        return {"address": f"{self.settings.registry_host}:{self.port}"}
+    async def statistics(self) -> RegistryApiStatistics:
+        return RegistryApiStatistics(address=f"{self.settings.registry_host}:{self.port}")
+
+
+@dataclass(frozen=True, slots=True)
+class EurekaApiStatistics:
+    url: str  # the Eureka service URL clients are given
+    instances: int  # registrations in the view of etcd
+    version: int  # the view's versions__delta
+    revision: int  # the last etcd revision the view applied
 
 
 @ray.remote
@@ -131,9 +142,13 @@ class EurekaApiActor:
     async def address(self) -> str:
         return self.settings.eureka_url
 
-    async def statistics(self) -> dict[str, Any]:
-        return {"url": self.settings.eureka_url, "instances": len(self.view), "version": self.view.version,
-                "revision": self.view.revision}  # fmt: skip
+    async def statistics(self) -> EurekaApiStatistics:
+        return EurekaApiStatistics(
+            url=self.settings.eureka_url,
+            instances=len(self.view),
+            version=self.view.version,
+            revision=self.view.revision,
+        )
 
 
 def actor_options(settings: MeshSettings) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import ray
 from ray import exceptions as rex
 
 from meshactors.errors import MeshError, Unavailable
+from meshactors.runtime.topology import lookup
 
 DEFAULT_TIMEOUT_S = 15.0
 
@@ -38,10 +39,9 @@ class Handles:
     def get(self, name: str) -> Any:
         handle = self._cache.get(name)
         if handle is None:
-            try:
-                handle = ray.get_actor(name, namespace=self.namespace)
-            except ValueError as exc:
-                raise Unavailable(f"actor {name!r} is not running in namespace {self.namespace!r}") from exc
+            handle = lookup(name, self.namespace)
+            if handle is None:
+                raise Unavailable(f"actor {name!r} is not running in namespace {self.namespace!r}")
             self._cache[name] = handle
         return handle
 

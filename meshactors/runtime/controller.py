@@ -6,25 +6,22 @@ import asyncio
 from typing import Any
 
 import ray
-from ray._private import state as ray_state
 
-from meshactors import log
+from meshactors import defaults, log
 from meshactors.errors import MeshError
-from meshactors.registry.shardmap import shard_name
-from meshactors.runtime.actors import (
+from meshactors.runtime.actors import EurekaApiActor, RegistryApiActor, RegistryShardActor, actor_options
+from meshactors.runtime.calls import call
+from meshactors.runtime.topology import (
     EUREKA_API,
     REGISTRY_API,
-    EurekaApiActor,
-    RegistryApiActor,
-    RegistryShardActor,
-    actor_options,
+    builder_name,
+    observe,
+    shard_name,
+    xds_server_name,
 )
-from meshactors.runtime.calls import call
-from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor, builder_name, xds_server_name
+from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor
 from meshactors.settings import MeshSettings
-from meshactors.supervise import MISSING, ControllerState, Observed
-
-CONTROLLER = "controller"
+from meshactors.supervise import ControllerState, ControllerStatistics, Observed
 
 
 def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]]:
@@ -41,30 +38,11 @@ def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]
     return specs
 
 
-def observe(name: str, namespace: str) -> tuple[Observed, Any]:
-    """Ray's view of one named actor (MISSING if the name is free) and its handle."""
-    try:
-        handle = ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return Observed(name, MISSING), None
-    info = ray_state.actors(actor_id=handle._actor_id.hex()) or {}
-    return (
-        Observed(
-            name=name,
-            state=str(info.get("State", MISSING)),
-            restarts=int(info.get("NumRestarts", 0)),
-            node_id=str((info.get("Address") or {}).get("NodeID", "")),
-            pid=int(info.get("Pid", 0) or 0),
-        ),
-        handle,
-    )
-
-
 @ray.remote
 class ControllerActor:
     """Reconciles the deployment every `interval_s`: creates missing actors, reports restarts and moves."""
 
-    async def __init__(self, settings: MeshSettings, interval_s: float = 1.0) -> None:
+    async def __init__(self, settings: MeshSettings, interval_s: float = defaults.CONTROLLER_INTERVAL_S) -> None:
         log.configure()
         self._log = log.get("runtime.controller")
         self.settings = settings
@@ -122,5 +100,5 @@ class ControllerActor:
     async def ready(self) -> bool:
         return self.converged
 
-    async def statistics(self) -> dict[str, Any]:
-        return {"converged": self.converged, "rounds": self.state.rounds, "actors": self.state.summary()}
+    async def statistics(self) -> ControllerStatistics:
+        return self.state.statistics(self.converged)

@@ -12,7 +12,8 @@ from meshactors import log
 from meshactors.errors import NotReady, Unavailable
 from meshactors.runtime.actors import actor_options
 from meshactors.runtime.calls import call_sync
-from meshactors.runtime.controller import CONTROLLER, ControllerActor, actor_specs
+from meshactors.runtime.controller import ControllerActor
+from meshactors.runtime.topology import CONTROLLER, deployment_names, lookup
 from meshactors.settings import MeshSettings
 from meshactors.store.server import stable_port
 
@@ -20,7 +21,8 @@ _log = log.get("runtime.deploy")
 
 
 def actor_names(settings: MeshSettings) -> list[str]:
-    return [CONTROLLER, *actor_specs(settings)]
+    """The controller first, then every actor it creates."""
+    return [CONTROLLER, *deployment_names(settings)]
 
 
 def resolve_ports(settings: MeshSettings) -> MeshSettings:
@@ -67,8 +69,8 @@ def wait_ready(handles: dict[str, Any], timeout_s: float) -> None:
 def teardown(settings: MeshSettings) -> None:
     """Kill (without restart) the controller first, then every actor it created; missing ones are fine."""
     for name in actor_names(settings):
-        try:
-            ray.kill(ray.get_actor(name, namespace=settings.namespace), no_restart=True)
-        except ValueError:
+        handle = lookup(name, settings.namespace)
+        if handle is None:
             continue
+        ray.kill(handle, no_restart=True)
         _log.info("actor stopped", name=name)

@@ -2,43 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from meshactors import log
+from meshactors import defaults, log
 from meshactors.runtime.deploy import deploy, teardown
 from meshactors.settings import MeshSettings
 from meshactors.store.server import EtcdServer
-from meshactors.xds.host import HostSettings
 
 _log = log.get("runtime.embedded")
 
 
 @dataclass
 class UpOptions:
+    """What `meshactors up` runs: the deployment's settings, plus what only the launcher needs."""
+
     state_dir: Path
-    etcd: str | None = None
-    etcd_port: int = 0
-    ray_address: str | None = None
-    namespace: str = "meshactors"
-    shards: int = 2
-    registry_host: str = "127.0.0.1"
-    registry_port: int = 7070
-    eureka_port: int = 8761  # 0: a free one
-    key_prefix: str = "/meshactors"
+    settings: MeshSettings = field(default_factory=lambda: MeshSettings(etcd=""))  # etcd "": start an embedded one
+    etcd_port: int = defaults.ETCD_PORT  # the embedded etcd's; 0: last run's, else a free one
+    ray_address: str | None = None  # None: start a local Ray
     ready_file: Path | None = None
-    builders: int = 2
-    xds_servers: int = 2
-    xds_port: int = 7080  # first xDS server's port, the others follow; 0: free ports
-    max_new_streams_per_s: float = 1000.0
-    actor_resources: tuple[tuple[str, float], ...] = ()
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
@@ -85,8 +76,8 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
     started_ray = False
     settings: MeshSettings | None = None
     try:
-        if opts.etcd:
-            etcd = opts.etcd
+        if opts.settings.etcd:
+            etcd = opts.settings.etcd
         else:
             etcd_server = EtcdServer(
                 data_dir=state_dir / "etcd" / "data", client_port=opts.etcd_port or _load_etcd_port(state_dir)
@@ -102,27 +93,11 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             (state_dir / "etcd" / "port").write_text(str(etcd_server.client_port))
             etcd = etcd_server.url
         if opts.ray_address:
-            ray.init(address=opts.ray_address, namespace=opts.namespace, log_to_driver=True)
+            ray.init(address=opts.ray_address, namespace=opts.settings.namespace, log_to_driver=True)
         else:
-            ray.init(namespace=opts.namespace, include_dashboard=False)
+            ray.init(namespace=opts.settings.namespace, include_dashboard=False)
             started_ray = True
-        settings = deploy(
-            MeshSettings(
-                etcd=etcd,
-                namespace=opts.namespace,
-                key_prefix=opts.key_prefix,
-                shards=opts.shards,
-                registry_host=opts.registry_host,
-                registry_port=opts.registry_port,
-                eureka_port=opts.eureka_port,
-                builders=opts.builders,
-                xds_servers=opts.xds_servers,
-                xds_host=opts.registry_host,
-                xds_ports=tuple((opts.xds_port + i) if opts.xds_port else 0 for i in range(opts.xds_servers)),
-                xds=HostSettings(max_new_streams_per_s=opts.max_new_streams_per_s),
-                actor_resources=opts.actor_resources,
-            )
-        )
+        settings = deploy(dataclasses.replace(opts.settings, etcd=etcd))
         info = {
             "registry": settings.registry_address,
             "xds": settings.xds_addresses,

@@ -18,6 +18,7 @@ from meshactors.errors import MeshError, Unavailable
 from meshactors.resources.snapshot import Snapshot
 from meshactors.runtime.calls import Handles, call
 from meshactors.runtime.servers import INTERNAL_OPTIONS, start_fixed, start_internal
+from meshactors.runtime.topology import xds_server_name
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.publisher import BuilderStatistics, SnapshotBuilderCore, builder_map, builder_name
 from meshactors.snapshot.service import SnapshotService, snapshot_from_pb, versions_to_pb
@@ -49,10 +50,6 @@ class XdsServerStatistics:
     host: HostStatistics
 
 
-def xds_server_name(index: int) -> str:
-    return f"xds-server-{index}"
-
-
 @ray.remote
 class SnapshotBuilderActor:
     """Hosts one SnapshotBuilderCore; reloads every registration from etcd on (re)start."""
@@ -61,7 +58,9 @@ class SnapshotBuilderActor:
         log.configure()
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
-        self.core = SnapshotBuilderCore(self.store, settings.keys, name, builder_map(settings.builders))
+        self.core = SnapshotBuilderCore(
+            self.store, settings.keys, name, builder_map(settings.builders), settings.builder
+        )
         await self.core.start()
         self.server, self._address = await start_internal(
             settings.xds_host,
@@ -76,9 +75,6 @@ class SnapshotBuilderActor:
 
     async def statistics(self) -> SnapshotBuilderStatistics:
         return SnapshotBuilderStatistics(self._address, self.core.statistics())
-
-    async def versions(self, vips: list[str]) -> dict[str, tuple[str, str]]:
-        return self.core.versions(vips)
 
 
 class BuilderLinks:

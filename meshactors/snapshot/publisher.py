@@ -16,7 +16,6 @@ from meshactors.aio import TaskSet
 from meshactors.errors import NotReady, Unavailable
 from meshactors.registry.shardmap import ShardMap
 from meshactors.resources.snapshot import Snapshot, Versions
-from meshactors.resources.types import CLUSTER, ENDPOINT
 from meshactors.snapshot.builder import build_vip
 from meshactors.snapshot.mesh import MeshView
 from meshactors.store.base import Store
@@ -305,16 +304,6 @@ class SnapshotBuilderCore:
             del self._outboxes[box.host]
             self._orphaned[box.host] = time.monotonic()
         box.close()
-
-    def versions(self, vips: list[str]) -> dict[str, tuple[str, str]]:
-        """The (cluster, CLA) versions the registry's current state gives these VIPs (for convergence checks)."""
-        out = {}
-        for vip in vips:
-            if self.builders.owner(vip) == self.name:
-                built = build_vip(vip, self.view.instances(vip))
-                cluster, cla = built.get(CLUSTER, vip), built.get(ENDPOINT, vip)
-                out[vip] = (cluster.version if cluster else "", cla.version if cla else "")
-        return out
 
     def statistics(self) -> BuilderStatistics:
         return BuilderStatistics(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from meshactors import defaults
 from meshactors.errors import ConfigError, InvalidArgument
 from meshactors.model import InstanceRef
 
-DEFAULT_PREFIX = "/meshactors"
+DEFAULT_PREFIX = defaults.KEY_PREFIX
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 
 

@@ -17,10 +17,11 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 
+from meshactors.chaos import wait_converged
 from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.registry.client import RegistryClient
-from meshactors.runtime.chaos import kind_of, wait_converged
-from meshactors.runtime.controller import observe
+from meshactors.runtime.topology import kind_of, observe
+from meshactors.store.keys import KeySchema
 from meshactors.store.server import free_port
 from meshactors.testing.backends import Backend, get, wait_routable
 from meshactors.testing.stack import UpProcess
@@ -93,7 +94,7 @@ def main(etcd: str, work: Path) -> dict[str, Any]:
         time.sleep(1.0)
         removed_at = time.monotonic()
         cluster.remove_node(victim, allow_graceful=True)
-        converged = wait_converged(NAMESPACE, 60)
+        converged = wait_converged(NAMESPACE, etcd, KeySchema(), 60)
         back_in = time.monotonic() - removed_at
         after = placement()
         # a VIP registered after the loss is routable through the same Envoy

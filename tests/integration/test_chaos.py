@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from meshactors.runtime.chaos import KINDS, ChaosOptions, run_chaos
+from meshactors.chaos import ChaosOptions, run_chaos
+from meshactors.runtime.topology import KINDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

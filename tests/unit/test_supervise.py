@@ -13,7 +13,7 @@ def test_missing_and_dead_actors_are_created() -> None:
     st = ControllerState(["a", "b", "c"])
     plan = st.reconcile({"a": _obs("a"), "b": _obs("b", DEAD)})
     assert plan.create == ("b", "c") and not plan.converged
-    assert st.summary()[1]["recreated"] == 1 and st.summary()[2]["state"] == MISSING
+    assert st.summary()[1].recreated == 1 and st.summary()[2].state == MISSING
 
 
 def test_converged_only_when_all_alive_and_ready() -> None:

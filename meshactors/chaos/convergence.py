@@ -1,0 +1,70 @@
+"""The chaos convergence check: every actor ready, and every xDS session at the versions etcd's state gives.
+
+The expected versions are computed from etcd alone (meshactors.chaos.oracle: the registrations built with the pure
+builder), never taken from the builders being checked; the sessions' ACKed versions come from the xDS servers
+(through meshactors.runtime, never Ray itself). Answers yes, or no with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from meshactors import log
+from meshactors.chaos.oracle import lagging
+from meshactors.errors import MeshError
+from meshactors.runtime.calls import call_sync
+from meshactors.runtime.ops import call_actor
+from meshactors.runtime.topology import CONTROLLER, XDS_SERVER, kind_of, list_names, observe
+from meshactors.store.etcd import EtcdStore
+from meshactors.store.feed import Registered, load_instances
+from meshactors.store.keys import KeySchema
+
+_log = log.get("chaos.convergence")
+
+
+async def _registrations(etcd: str, keys: KeySchema) -> list[Registered]:
+    store = EtcdStore.from_spec(etcd)
+    await store.connect()
+    try:
+        registered, _revision = await load_instances(store, keys, name="chaos-oracle")
+    finally:
+        await store.close()
+    return registered
+
+
+def converged(namespace: str, etcd: str, keys: KeySchema) -> tuple[bool, str]:
+    """Every actor alive and ready, and every xDS session ACKed what etcd's registrations give."""
+    names = list_names(namespace)
+    try:
+        for name in names:
+            obs, handle = observe(name, namespace)
+            if obs.state != "ALIVE" or handle is None:
+                return False, f"{name}: {obs.state}"
+            # the controller's own ready() is its last reconcile round's view, which lags by a round: every
+            # actor is checked here directly instead
+            if name != CONTROLLER and not call_sync(handle, "ready", timeout_s=3):
+                return False, f"{name}: not ready"
+        sessions = []
+        for name in names:
+            if kind_of(name) == XDS_SERVER:
+                sessions.extend(call_actor(name, namespace, "sessions", timeout_s=3))
+        registrations = asyncio.run(_registrations(etcd, keys))  # read after the sessions: a newer state lags
+        why = lagging(registrations, sessions)
+        if why:
+            return False, "; ".join(why[:3])
+    except (MeshError, ValueError) as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def wait_converged(namespace: str, etcd: str, keys: KeySchema, timeout_s: float) -> float | None:
+    start = time.monotonic()
+    why = ""
+    while time.monotonic() - start < timeout_s:
+        ok, why = converged(namespace, etcd, keys)
+        if ok:
+            return time.monotonic() - start
+        time.sleep(0.1)
+    _log.warning("control plane did not converge", reason=why, timeout_s=timeout_s)
+    return None

@@ -1,0 +1,135 @@
+"""`meshactors up` flags -> MeshSettings: defaults come from the records, every value lands, bad ones name the flag."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from meshactors import cli, defaults, flags
+from meshactors.errors import ConfigError
+from meshactors.registry.leases import SelfPreservationPolicy
+from meshactors.registry.shard import ShardSettings
+from meshactors.settings import MeshSettings
+from meshactors.snapshot.publisher import BuilderSettings
+from meshactors.xds.host import HostSettings
+from meshactors.xds.types import Limits
+
+
+def settings_of(*argv: str, etcd: str = "") -> MeshSettings:
+    return flags.mesh_settings(cli.build_parser().parse_args(["up", *argv]), etcd=etcd)
+
+
+def test_no_flags_give_the_records_defaults() -> None:
+    s = settings_of()
+    assert s == MeshSettings(etcd="", xds_ports=(defaults.XDS_PORT, defaults.XDS_PORT + 1))
+    assert (s.namespace, s.key_prefix, s.registry_host, s.xds_host) == (
+        defaults.NAMESPACE, defaults.KEY_PREFIX, defaults.HOST, defaults.HOST,
+    )  # fmt: skip
+    assert (s.shards, s.builders, s.xds_servers) == (defaults.SHARDS, defaults.BUILDERS, defaults.XDS_SERVERS)
+    assert (s.registry_port, s.eureka_port) == (defaults.REGISTRY_PORT, defaults.EUREKA_PORT)
+    assert (s.shard, s.builder, s.xds) == (ShardSettings(), BuilderSettings(), HostSettings())
+
+
+def test_every_flag_lands_in_its_field() -> None:
+    s = settings_of(
+        "--namespace", "ns1", "--key-prefix", "/k1", "--host", "10.0.0.1", "--registry-port", "0",
+        "--eureka-port", "9761", "--shards", "3", "--shard-sweep-interval-s", "0.5", "--shard-ready-wait-s", "2",
+        "--shard-etcd-retry-s", "4", "--self-preservation-ratio", "0.3", "--self-preservation-min-instances", "4",
+        "--no-self-preservation", "--builders", "4", "--builder-coalesce-ms", "5", "--builder-orphan-grace-s", "12",
+        "--xds-servers", "3", "--xds-port", "9000", "--max-new-streams-per-s", "20", "--xds-fetch-timeout-s", "7",
+        "--xds-unsubscribe-grace-s", "9", "--xds-max-names-per-type", "100", "--xds-max-name-length", "64",
+        "--xds-max-type-urls", "8", "--actor-resource", "meshactors=1",
+        etcd="http://e:2379",
+    )  # fmt: skip
+    assert s == MeshSettings(
+        etcd="http://e:2379", namespace="ns1", key_prefix="/k1", shards=3, registry_host="10.0.0.1",
+        registry_port=0, eureka_port=9761,
+        shard=ShardSettings(sweep_interval_s=0.5, ready_wait_s=2.0, etcd_retry_s=4.0,
+                            policy=SelfPreservationPolicy(ratio=0.3, min_instances=4, enabled=False)),
+        builders=4, builder=BuilderSettings(coalesce_s=0.005, orphan_grace_s=12.0),
+        xds_servers=3, xds_host="10.0.0.1", xds_ports=(9000, 9001, 9002),
+        xds=HostSettings(limits=Limits(max_names_per_type=100, max_name_length=64, max_type_urls=8),
+                         max_new_streams_per_s=20.0, fetch_timeout_s=7.0, unsubscribe_grace_s=9.0),
+        actor_resources=(("meshactors", 1.0),),
+    )  # fmt: skip
+
+
+def test_xds_port_zero_picks_free_ports_for_every_server() -> None:
+    assert settings_of("--xds-port", "0", "--xds-servers", "3").xds_ports == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--shards", "0"], "--shards"),
+        (["--shards", "two"], "--shards"),
+        (["--builders", "0"], "--builders"),
+        (["--xds-servers", "-1"], "--xds-servers"),
+        (["--registry-port", "70000"], "--registry-port"),
+        (["--eureka-port", "-1"], "--eureka-port"),
+        (["--xds-port", "65535"], "--xds-port"),  # two servers: the second would need 65536
+        (["--builder-coalesce-ms", "-1"], "--builder-coalesce-ms"),
+        (["--builder-orphan-grace-s", "soon"], "--builder-orphan-grace-s"),
+        (["--max-new-streams-per-s", "0"], "--max-new-streams-per-s"),
+        (["--self-preservation-ratio", "1.5"], "--self-preservation-ratio"),
+        (["--xds-max-names-per-type", "0"], "--xds-max-names-per-type"),
+        (["--key-prefix", "no-slash"], "--key-prefix"),
+        (["--namespace", " "], "--namespace"),
+        (["--actor-resource", "gpu"], "--actor-resource"),
+    ],
+)
+def test_a_bad_value_is_a_config_error_naming_the_flag(argv: list[str], flag: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{flag}"):
+        settings_of(*argv)
+
+
+def test_up_with_a_bad_value_exits_2_with_one_line_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["up", "--builder-coalesce-ms", "-5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--builder-coalesce-ms" in err and "at least 0" in err
+    assert cli.main(["up", "--etcd-port", "99999"]) == 2
+    assert "--etcd-port" in capsys.readouterr().err
+
+
+def test_up_options_carry_the_launcher_flags_and_the_settings(tmp_path: Path) -> None:
+    args = cli.build_parser().parse_args(
+        ["up", "--state-dir", str(tmp_path), "--etcd", "http://e:2379", "--etcd-port", "2400", "--ready-file",
+         str(tmp_path / "r.json"), "--ray-address", "h:6379", "--builders", "3"]
+    )  # fmt: skip
+    opts = cli.up_options(args)
+    assert (opts.state_dir, opts.etcd_port, opts.ray_address, opts.ready_file) == (
+        tmp_path, 2400, "h:6379", tmp_path / "r.json",
+    )  # fmt: skip
+    assert opts.settings.etcd == "http://e:2379" and opts.settings.builders == 3
+
+
+def _leaves(record: object, prefix: str) -> set[str]:
+    out: set[str] = set()
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, f.name)
+        path = f"{prefix}.{f.name}"
+        out |= _leaves(value, path) if dataclasses.is_dataclass(value) else {path}
+    return out
+
+
+def test_every_component_setting_is_reachable_from_a_flag() -> None:
+    s = MeshSettings(etcd="")
+    reachable = {p for flag in flags.UP_FLAGS for p in flag.paths}
+    wanted = _leaves(s.shard, "shard") | _leaves(s.builder, "builder") | _leaves(s.xds, "xds")
+    not_a_flag = {"shard.policy.late_factor"}  # how many renewal intervals make an instance late: Eureka's rule
+    assert wanted - not_a_flag <= reachable, sorted(wanted - not_a_flag - reachable)
+
+
+def test_every_flag_help_says_its_default_and_unit() -> None:
+    for flag in flags.UP_FLAGS:
+        if flag.kind is bool:
+            continue
+        text = flag.help_text()
+        assert "(default " in text, flag.flag
+        if flag.unit:
+            assert f" {flag.unit}" in text, flag.flag
+    assert (
+        "(default 1 ms)" in flags.UP_FLAGS[[f.flag for f in flags.UP_FLAGS].index("--builder-coalesce-ms")].help_text()
+    )
