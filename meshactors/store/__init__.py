@@ -1,1 +1,2 @@
-"""The only door to etcd: key schema, value codec, the Store protocol, the etcd client and resumable watches."""
+"""The only door to etcd: key schema, value codec, the Store protocol, the etcd client, resumable watches and the
+registry feed (decoded registrations)."""
