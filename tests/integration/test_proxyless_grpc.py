@@ -187,12 +187,31 @@ def test_proxyless_client_follows_registrations(registry: RegistryClient, xds_cl
             server.stop(0)
 
 
-def test_unknown_vip_fails_unavailable_quickly(xds_client: XdsClient) -> None:
-    """A VIP nobody registered: every call fails with UNAVAILABLE naming it, at once (no does-not-exist timer)."""
+def test_unknown_vip_fails_unavailable_quickly_then_works_once_registered(
+    registry: RegistryClient, xds_client: XdsClient
+) -> None:
+    """A VIP nobody registered: every call fails with UNAVAILABLE naming it, at once (no does-not-exist timer);
+    the same channel reaches the VIP as soon as an instance registers."""
     vip = f"nobody-{uuid.uuid4().hex[:6]}"
+    target = f"xds:///{vip}"
     started = time.monotonic()
-    results = xds_client.calls(f"xds:///{vip}", 3, timeout_ms=20_000)
+    results = xds_client.calls(target, 3, timeout_ms=20_000)
     elapsed = time.monotonic() - started
     assert [r["code_name"] for r in results] == ["UNAVAILABLE"] * 3, results
     assert all(f"no UP instances of {vip}" in r["details"] for r in results), results
     assert elapsed < UNKNOWN_VIP_S, f"{xds_client.kind}: unknown VIP took {elapsed:.1f} s to fail: {results}"
+
+    server, port = _echo_server("late")
+    try:
+        registry.register(pb.Instance(vip=vip, host="127.0.0.1", port=port, zone="zone-0", instance_id=f"{vip}-1"))
+        deadline = time.monotonic() + FOLLOW_S
+        while time.monotonic() < deadline:
+            last = xds_client.calls(target, 1, timeout_ms=5_000)[0]
+            if last["ok"]:
+                break
+            assert last["code_name"] == "UNAVAILABLE", last
+        else:
+            pytest.fail(f"{xds_client.kind}: {vip} still failing {FOLLOW_S} s after registering: {last}")
+        assert set(_replies(xds_client.calls(target, BATCH))) == {"late:hello"}
+    finally:
+        server.stop(0)
