@@ -275,7 +275,9 @@ def bootstrap_text(args: argparse.Namespace) -> str:
 
     xds = _xds_addresses(args)
     if args.grpc:
-        return json.dumps(grpc_bootstrap(xds, args.node_id), indent=2) + "\n"
+        zone = getattr(args, "zone", None)
+        locality = {"zone": zone} if zone else None
+        return json.dumps(grpc_bootstrap(xds, args.node_id, locality=locality), indent=2) + "\n"
     doc = envoy_bootstrap(
         xds, args.node_id, listen=_address(args.listen, "--listen"), admin=_address(args.admin, "--admin")
     )
@@ -399,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
 
-    bs = sub.add_parser("bootstrap", help="print the generic Envoy bootstrap (or grpcio's, with --grpc)")
+    bs = sub.add_parser("bootstrap", help="print the generic Envoy bootstrap (or gRPC's, with --grpc)")
     bs.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from --ready-file)")
     bs.add_argument("--ready-file", help="read the xDS addresses from this `meshactors up` ready file")
     bs.add_argument("--node-id", required=True, help="this proxy's node id (the only per-proxy setting)")
@@ -408,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin", default=defaults.ENVOY_ADMIN, help=f"Envoy admin address (default {defaults.ENVOY_ADMIN})"
     )
     bs.add_argument("--grpc", action="store_true", help="print a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
+    bs.add_argument("--zone", help="with --grpc: the client's zone (node.locality.zone; default: unknown)")
     bs.set_defaults(func=cmd_bootstrap)
 
     demo = sub.add_parser("demo", help="show the whole story on the embedded default in under a minute")

@@ -1,4 +1,4 @@
-"""Bootstrap generators: the one generic Envoy sidecar bootstrap and grpcio's xDS bootstrap, as plain dicts.
+"""Bootstrap generators: the one generic Envoy sidecar bootstrap and gRPC's xDS bootstrap, as plain dicts.
 
 Input is the control plane's xDS addresses and a node id (from the CLI); the output is printed as YAML or
 JSON and handed to `envoy -c` or `GRPC_XDS_BOOTSTRAP`. Each piece (node, admin, ADS config, xDS cluster,
@@ -9,7 +9,7 @@ on-demand virtual hosts (VHDS) and mTLS pieces without touching the rest.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meshactors.errors import ConfigError
@@ -254,24 +254,81 @@ def _server_uri(addr: tuple[str, int]) -> str:
     return f"{host}:{port}"
 
 
-def grpc_bootstrap(
-    xds: Sequence[tuple[str, int]], node_id: str, *, node_cluster: str = DEFAULT_NODE_CLUSTER
-) -> dict[str, Any]:
-    """The JSON grpcio's proxyless xDS client reads from `GRPC_XDS_BOOTSTRAP` (SotW ADS, `xds:///<vip>`).
+# gRPC xDS bootstrap (gRFC A27, with A30 server_features, A47 defaults). Only fields every implementation
+# (C-core/grpcio, Java, Go, Node) reads the same way; see grpc_bootstrap for why each one is there.
+GRPC_CHANNEL_CREDS = "insecure"  # the one channel credential type all four implementations support
+GRPC_SERVER_FEATURES = ("xds_v3",)
+LOCALITY_KEYS = ("region", "zone", "sub_zone")
 
-    Servers are listed in priority order; grpcio falls back to a later one only while the earlier ones are
-    unreachable (gRFC A71).
+
+def grpc_xds_server(addr: tuple[str, int]) -> dict[str, Any]:
+    """One `xds_servers` entry: the server URI, its channel credentials and the features it supports."""
+    return {
+        "server_uri": _server_uri(addr),
+        "channel_creds": [{"type": GRPC_CHANNEL_CREDS}],
+        "server_features": list(GRPC_SERVER_FEATURES),
+    }
+
+
+def grpc_node(
+    node_id: str, node_cluster: str = DEFAULT_NODE_CLUSTER, locality: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The bootstrap `node`: id, cluster and locality (always present, `{}` when unknown)."""
+    if not node_id:
+        raise ConfigError("node id must not be empty")
+    if not node_cluster:
+        raise ConfigError("node cluster must not be empty")
+    where = dict(locality or {})
+    unknown = sorted(set(where) - set(LOCALITY_KEYS))
+    if unknown:
+        raise ConfigError(f"locality: unknown keys {unknown} (only {', '.join(LOCALITY_KEYS)})")
+    for key, value in where.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"locality.{key} must be a non-empty string, got {value!r}")
+    return {"id": node_id, "cluster": node_cluster, "locality": {k: where[k] for k in LOCALITY_KEYS if k in where}}
+
+
+def grpc_bootstrap(
+    xds: Sequence[tuple[str, int]],
+    node_id: str,
+    *,
+    node_cluster: str = DEFAULT_NODE_CLUSTER,
+    locality: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON a proxyless gRPC client reads from `GRPC_XDS_BOOTSTRAP` (SotW ADS, `xds:///<vip>`).
+
+    One file for every gRPC xDS implementation: C-core (grpcio, C++, Ruby, PHP), Java, Go and Node
+    (@grpc/grpc-js-xds). Each field, and who needs it:
+
+    - `xds_servers` (A27; required by all): one entry per control-plane server, in priority order; a client
+      falls back to a later one only while the earlier ones are unreachable (A71).
+      - `server_uri` (required by all): `host:port`, IPv6 hosts in brackets.
+      - `channel_creds` (required by all, non-empty): a client uses the first type it supports and rejects the
+        file when it supports none; `insecure` is the one type all four implement.
+      - `server_features` (A30): `xds_v3`. Current clients speak only v3 and ignore it, but older C-core, Java
+        and Go releases use the v2 transport without it. `ignore_resource_deletion` (A53) is deliberately
+        absent: the control plane deletes a VIP's Listener by omitting it from a SotW LDS response, and
+        clients must honour that.
+    - `node` (A27): what the client sends as the xDS `Node` on the first request of each stream.
+      - `id` (grpc-js rejects the file without it; C-core, Java, Go send "" otherwise): names the client in the
+        control plane's logs.
+      - `cluster` (optional everywhere): the client's service cluster, `meshactors` by default.
+      - `locality` (grpc-js rejects the file without it: "locality field missing in node element"; the others
+        accept it): `region`, `zone`, `sub_zone` strings, each only when known, `{}` otherwise. It must be an
+        object: grpc-js reads its keys with `in`.
+      - `metadata`, and client-set fields (`user_agent_name`, `client_features`) are not written: no client
+        needs them from us, and older grpc-go parsed `node` strictly.
+    - Not written, on purpose: `client_default_listener_resource_name_template` (A47; every implementation
+      defaults it to `%s`, so `xds:///myservice` asks for Listener `myservice`), `authorities` (A47;
+      federation is unused), `certificate_providers` (A29; no xDS-managed TLS yet) and
+      `server_listener_resource_name_template` (A36; for xDS-enabled servers, not clients).
     """
     if not xds:
         raise ConfigError("at least one xDS server address is needed")
+    addrs = [_check_address(a, "xds") for a in xds]
+    if len(set(addrs)) != len(addrs):
+        raise ConfigError("xds: the same server address is listed twice")
     return {
-        "xds_servers": [
-            {
-                "server_uri": _server_uri(addr),
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-            for addr in xds
-        ],
-        "node": node(node_id, node_cluster),
+        "xds_servers": [grpc_xds_server(addr) for addr in addrs],
+        "node": grpc_node(node_id, node_cluster, locality),
     }

@@ -15,6 +15,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, message
 
 # The filter_metadata namespace our endpoint facts (instance id, version label) live under.
@@ -22,6 +23,10 @@ METADATA_NAMESPACE = "meshactors"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ROUTER_FILTER = "envoy.filters.http.router"
 MAX_WEIGHT = 2**32 - 1
+# The drop category a VIP with no endpoints drops every call under: gRPC clients fail the call with UNAVAILABLE
+# and this text (grpcio: "EDS-configured drop: ...", grpc-js: "Call dropped by load balancing policy.
+# Category: ..."); Envoy answers 503 "unconditional drop overload". All at once, without waiting for a timeout.
+NO_ENDPOINTS_DROP_CATEGORY = "no UP instances of {name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +85,9 @@ def eds_cluster(
     """An EDS cluster whose endpoints come over ADS (the CLA is named like the cluster).
 
     This answers on-demand CDS for known and unknown VIPs alike: an unknown VIP gets this cluster and an
-    empty ClusterLoadAssignment, so requests 503 fast instead of waiting for the odcds timeout.
-    grpcio accepts only ROUND_ROBIN (and a few others) here; MAGLEV is NACKed.
+    endpoint-less ClusterLoadAssignment that drops every call, so requests fail fast (Envoy 503, gRPC UNAVAILABLE)
+    instead of waiting for the odcds timeout.
+    gRPC accepts only ROUND_ROBIN (and RING_HASH, or load_balancing_policy) here; MAGLEV is NACKed.
     """
     if not name:
         raise ValueError("cluster name must not be empty")
@@ -122,10 +128,18 @@ def _fill_lb_endpoint(lb: endpoint_components_pb2.LbEndpoint, ep: Endpoint) -> N
 def cluster_load_assignment(name: str, endpoints: Iterable[Endpoint]) -> bytes:
     """The CLA for cluster `name`: one weighted locality per zone, endpoints sorted by (zone, host, port).
 
-    Every locality carries `load_balancing_weight` (the sum of its endpoints' weights), which grpcio needs
-    or it silently drops the locality. Zero endpoints give a CLA with no localities (every request 503s).
-    Raises ValueError for input Envoy or grpcio would NACK: a non-IP host, a bad port or weight, or the
-    same address twice (grpcio rejects duplicate addresses across the whole CLA).
+    Every locality carries `load_balancing_weight` (the sum of its endpoints' weights), which every gRPC
+    implementation needs or it silently drops the locality. Endpoints are HEALTHY (gRPC uses only UNKNOWN
+    and HEALTHY ones), all at priority 0.
+
+    Zero endpoints (an unknown VIP, or one whose instances are all gone) give a CLA with no localities and a
+    100% drop_overload under NO_ENDPOINTS_DROP_CATEGORY: without it grpc-js fails calls with the anonymous
+    "priority policy has empty priority list"; with it every gRPC client fails them at once with UNAVAILABLE
+    naming the VIP, and Envoy answers 503 at once, as before.
+
+    Raises ValueError for input Envoy or gRPC would NACK: a non-IP host, a bad port or weight, the same
+    address twice (grpcio and grpc-js reject duplicate addresses across the whole CLA), or locality weights
+    summing past uint32 (one priority's total must fit, in Envoy and every gRPC implementation).
     """
     if not name:
         raise ValueError("cluster name must not be empty")
@@ -136,7 +150,13 @@ def cluster_load_assignment(name: str, endpoints: Iterable[Endpoint]) -> bytes:
         if key in seen:
             raise ValueError(f"duplicate endpoint address {ep.host}:{ep.port} in {name!r}")
         seen.add(key)
+    if sum(ep.weight for ep in ordered) > MAX_WEIGHT:
+        raise ValueError(f"the endpoint weights of {name!r} sum past {MAX_WEIGHT}")
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    if not ordered:
+        drop = cla.policy.drop_overloads.add(category=NO_ENDPOINTS_DROP_CATEGORY.format(name=name))
+        drop.drop_percentage.numerator = 100
+        drop.drop_percentage.denominator = percent_pb2.FractionalPercent.HUNDRED
     for zone, group in groupby(ordered, key=_zone):
         locality = cla.endpoints.add()
         locality.locality.zone = zone

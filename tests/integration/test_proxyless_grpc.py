@@ -1,13 +1,22 @@
-"""A proxyless grpcio client resolves `xds:///<vip>` over SotW ADS and calls a registered gRPC server."""
+"""Proxyless gRPC clients (grpcio and Node's grpc-js) resolve `xds:///<vip>` over SotW ADS and follow the registry.
+
+Each client kind runs as a long-lived child speaking one JSON line protocol (tests/integration/grpcio_xds_client.py,
+tests/node/xds_client.js), so later calls go through the same channel and see what it learned from xDS pushes.
+The Node client's packages are installed by tools/setup.sh (`npm ci` in tests/node); a missing install fails.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -18,16 +27,17 @@ import pytest
 from meshactors.registry.client import RegistryClient
 from meshactors.v1 import registry_pb2 as pb
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-CLIENT = r"""
-import sys, grpc
-target, n = sys.argv[1], int(sys.argv[2])
-with grpc.insecure_channel(target) as channel:
-    say = channel.unary_unary("/meshtest.Echo/Say")
-    for i in range(n):
-        print(say(b"hello", timeout=30).decode(), flush=True)
-"""
+TESTS = Path(__file__).resolve().parent.parent
+NODE_DIR = TESTS / "node"
+GRPCIO_CLIENT = Path(__file__).resolve().parent / "grpcio_xds_client.py"
+
+# Bounds (fail loudly past them): a registry change reaches a live channel within FOLLOW_S; an unknown VIP's
+# call fails within UNKNOWN_VIP_S (the control plane answers it at once, so no xDS does-not-exist timer runs).
+FOLLOW_S = 30.0
+UNKNOWN_VIP_S = 5.0
+BATCH = 10
 
 
 def _echo_server(name: str) -> tuple[grpc.Server, int]:
@@ -42,6 +52,72 @@ def _echo_server(name: str) -> tuple[grpc.Server, int]:
     return server, port
 
 
+def _client_argv(kind: str) -> list[str]:
+    if kind == "grpcio":
+        return [sys.executable, str(GRPCIO_CLIENT)]
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH: the grpc-js proxyless test needs Node.js >= 18 (see tools/setup.sh)")
+    for package in ("@grpc/grpc-js", "@grpc/grpc-js-xds"):
+        if not (NODE_DIR / "node_modules" / package / "package.json").exists():
+            pytest.fail(f"{package} is not installed in {NODE_DIR}: run tools/setup.sh (npm ci there)")
+    return [node, str(NODE_DIR / "xds_client.js")]
+
+
+class XdsClient:
+    """A proxyless client child: `calls(target, n)` sends one command and returns its n per-call results."""
+
+    def __init__(self, kind: str, bootstrap: Path, log: Path) -> None:
+        self.kind = kind
+        self.log = log
+        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(
+                _client_argv(kind), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+                text=True, bufsize=1, cwd=NODE_DIR if kind == "grpc-js" else None, start_new_session=True,
+            )  # fmt: skip
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, name=f"{kind}-stdout", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def calls(self, target: str, n: int, timeout_ms: int = 20_000) -> list[dict[str, Any]]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"target": target, "calls": n, "timeout_ms": timeout_ms}) + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + n * timeout_ms / 1000 + 30
+        results: list[dict[str, Any]] = []
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"{self.kind} client gave no answer in time for {target}; stderr:\n{self.stderr()}")
+            if line is None:
+                pytest.fail(f"{self.kind} client exited ({self.proc.poll()}); stderr:\n{self.stderr()}")
+            result = json.loads(line)
+            if result.get("done"):
+                assert "error" not in result, result["error"]
+                assert len(results) == n, results
+                return results
+            results.append(result)
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(5)
+
+
 @pytest.fixture
 def grpc_bootstrap(stack: dict[str, Any], session_dir: Path) -> Iterator[Path]:
     ready = Path(stack["state_dir"]) / "ready.json"
@@ -52,25 +128,90 @@ def grpc_bootstrap(stack: dict[str, Any], session_dir: Path) -> Iterator[Path]:
     )  # fmt: skip
     path = session_dir / "grpc-bootstrap.json"
     path.write_text(out.stdout)
-    assert json.loads(out.stdout)["xds_servers"][0]["server_features"] == ["xds_v3"]
+    doc = json.loads(out.stdout)
+    assert doc["xds_servers"][0]["server_features"] == ["xds_v3"]
+    assert doc["node"]["locality"] == {}  # grpc-js rejects a bootstrap without it
     yield path
 
 
-def test_proxyless_grpc_client_reaches_a_registered_server(registry: RegistryClient, grpc_bootstrap: Path) -> None:
+@pytest.fixture(params=["grpcio", "grpc-js"])
+def xds_client(request: pytest.FixtureRequest, grpc_bootstrap: Path, session_dir: Path) -> Iterator[XdsClient]:
+    kind = request.param
+    client = XdsClient(kind, grpc_bootstrap, session_dir / f"{kind}-{uuid.uuid4().hex[:6]}.stderr")
+    yield client
+    client.close()
+
+
+def _replies(results: list[dict[str, Any]]) -> list[str]:
+    failed = [r for r in results if not r["ok"]]
+    assert not failed, f"calls failed: {failed[:3]}"
+    return [r["reply"] for r in results]
+
+
+def _until(client: XdsClient, target: str, done: Callable[[list[str]], bool], what: str) -> list[str]:
+    """Batches of calls until one satisfies `done`; every call of every batch must succeed."""
+    deadline = time.monotonic() + FOLLOW_S
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        replies = _replies(client.calls(target, BATCH))
+        seen += replies
+        if done(replies):
+            return replies
+    pytest.fail(f"{client.kind}: {what} not within {FOLLOW_S} s; last replies {seen[-BATCH:]}")
+
+
+def test_proxyless_client_follows_registrations(registry: RegistryClient, xds_client: XdsClient) -> None:
+    """All calls succeed; a second instance gets traffic once registered; the first's deregistration moves
+    all traffic to the second (with zero failed calls, since the first keeps serving while clients catch up)."""
     vip = f"greeter-{uuid.uuid4().hex[:6]}"
+    target = f"xds:///{vip}"
     servers = [_echo_server("one"), _echo_server("two")]
     try:
-        for i, (_, port) in enumerate(servers):
-            registry.register(pb.Instance(vip=vip, host="127.0.0.1", port=port, zone=f"zone-{i}", instance_id=f"g{i}"))
-        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(grpc_bootstrap)}
-        proc = subprocess.run(
-            [sys.executable, "-c", CLIENT, f"xds:///{vip}", "20"],
-            capture_output=True, text=True, timeout=90, env=env, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        replies = proc.stdout.split()
-        assert len(replies) == 20
-        assert set(replies) == {"one:hello", "two:hello"}, replies  # round robin across both zones' servers
+        first, _ = registry.register(
+            pb.Instance(vip=vip, host="127.0.0.1", port=servers[0][1], zone="zone-0", instance_id=f"{vip}-1")
+        )
+        assert set(_replies(xds_client.calls(target, 20))) == {"one:hello"}
+
+        registry.register(
+            pb.Instance(vip=vip, host="127.0.0.1", port=servers[1][1], zone="zone-1", instance_id=f"{vip}-2")
+        )
+        _until(xds_client, target, lambda r: "two:hello" in r, "the second instance getting traffic")
+        # Both zones' localities are weighted equally: both instances serve.
+        assert set(_replies(xds_client.calls(target, 40))) == {"one:hello", "two:hello"}
+
+        registry.deregister(first)
+        _until(xds_client, target, lambda r: set(r) == {"two:hello"}, "all traffic moving to the second instance")
+        assert set(_replies(xds_client.calls(target, 20))) == {"two:hello"}
     finally:
         for server, _ in servers:
             server.stop(0)
+
+
+def test_unknown_vip_fails_unavailable_quickly_then_works_once_registered(
+    registry: RegistryClient, xds_client: XdsClient
+) -> None:
+    """A VIP nobody registered: every call fails with UNAVAILABLE naming it, at once (no does-not-exist timer);
+    the same channel reaches the VIP as soon as an instance registers."""
+    vip = f"nobody-{uuid.uuid4().hex[:6]}"
+    target = f"xds:///{vip}"
+    started = time.monotonic()
+    results = xds_client.calls(target, 3, timeout_ms=20_000)
+    elapsed = time.monotonic() - started
+    assert [r["code_name"] for r in results] == ["UNAVAILABLE"] * 3, results
+    assert all(f"no UP instances of {vip}" in r["details"] for r in results), results
+    assert elapsed < UNKNOWN_VIP_S, f"{xds_client.kind}: unknown VIP took {elapsed:.1f} s to fail: {results}"
+
+    server, port = _echo_server("late")
+    try:
+        registry.register(pb.Instance(vip=vip, host="127.0.0.1", port=port, zone="zone-0", instance_id=f"{vip}-1"))
+        deadline = time.monotonic() + FOLLOW_S
+        while time.monotonic() < deadline:
+            last = xds_client.calls(target, 1, timeout_ms=5_000)[0]
+            if last["ok"]:
+                break
+            assert last["code_name"] == "UNAVAILABLE", last
+        else:
+            pytest.fail(f"{xds_client.kind}: {vip} still failing {FOLLOW_S} s after registering: {last}")
+        assert set(_replies(xds_client.calls(target, BATCH))) == {"late:hello"}
+    finally:
+        server.stop(0)

@@ -188,12 +188,17 @@ def test_bad_input_is_a_config_error(call: Any) -> None:
         call()
 
 
-# --- grpcio's proxyless bootstrap -------------------------------------------------------------------------
+# --- the gRPC proxyless bootstrap: one test per field every implementation needs -------------------------
+#
+# Each test names the field and the implementation that checks it, so a regression says which client breaks.
+
+
+def _grpc(**kwargs: Any) -> dict[str, Any]:
+    return grpc_bootstrap([("127.0.0.1", 18000), ("::1", 18001)], "grpc-client-1", **kwargs)
 
 
 def test_grpc_bootstrap_shape() -> None:
-    config = grpc_bootstrap([("127.0.0.1", 18000), ("::1", 18001)], "grpc-client-1")
-    assert config == {
+    assert _grpc() == {
         "xds_servers": [
             {
                 "server_uri": "127.0.0.1:18000",
@@ -206,9 +211,101 @@ def test_grpc_bootstrap_shape() -> None:
                 "server_features": ["xds_v3"],
             },
         ],
-        "node": {"id": "grpc-client-1", "cluster": "meshactors"},
+        "node": {"id": "grpc-client-1", "cluster": "meshactors", "locality": {}},
     }
-    json.dumps(config)  # GRPC_XDS_BOOTSTRAP takes JSON
+    json.dumps(_grpc())  # GRPC_XDS_BOOTSTRAP takes JSON
+
+
+def test_grpc_bootstrap_field_xds_servers_lists_every_server_in_order() -> None:
+    """xds_servers (A27, all implementations): a non-empty list, in priority order (A71 fallback)."""
+    servers = _grpc()["xds_servers"]
+    assert isinstance(servers, list) and len(servers) == 2
+    assert [s["server_uri"] for s in servers] == ["127.0.0.1:18000", "[::1]:18001"]
+
+
+def test_grpc_bootstrap_field_server_uri_is_host_port_with_bracketed_ipv6() -> None:
+    """xds_servers[].server_uri (all implementations): a gRPC target; IPv6 needs brackets."""
+    for server in _grpc()["xds_servers"]:
+        assert isinstance(server["server_uri"], str)
+        host, _, port = server["server_uri"].rpartition(":")
+        assert port.isdigit() and host and (":" not in host or host.startswith("["))
+
+
+def test_grpc_bootstrap_field_channel_creds_has_a_type_every_client_supports() -> None:
+    """xds_servers[].channel_creds (all implementations): a non-empty list of {type}; `insecure` is universal.
+
+    grpc-js rejects the file unless an entry's type is in [google_default, insecure]; grpc-go and Java likewise
+    fail when no entry is supported.
+    """
+    for server in _grpc()["xds_servers"]:
+        creds = server["channel_creds"]
+        assert isinstance(creds, list) and creds
+        assert creds[0] == {"type": "insecure"}
+        assert all(isinstance(c["type"], str) for c in creds)
+
+
+def test_grpc_bootstrap_field_server_features_is_xds_v3_only() -> None:
+    """xds_servers[].server_features (A30): `xds_v3` (older clients fall back to v2 without it) and not
+    `ignore_resource_deletion` (A53), which would make clients keep a VIP's Listener the server deleted."""
+    for server in _grpc()["xds_servers"]:
+        assert server["server_features"] == ["xds_v3"]
+        assert "ignore_resource_deletion" not in server["server_features"]
+
+
+def test_grpc_bootstrap_field_node_id() -> None:
+    """node.id (grpc-js: "id field missing in node element"): a non-empty string."""
+    assert _grpc()["node"]["id"] == "grpc-client-1"
+    with pytest.raises(ConfigError, match="node id"):
+        grpc_bootstrap([("127.0.0.1", 18000)], "")
+
+
+def test_grpc_bootstrap_field_node_cluster() -> None:
+    """node.cluster (optional everywhere; a string when present): the client's service cluster."""
+    assert _grpc()["node"]["cluster"] == "meshactors"
+    assert _grpc(node_cluster="billing")["node"]["cluster"] == "billing"
+    with pytest.raises(ConfigError, match="cluster"):
+        _grpc(node_cluster="")
+
+
+def test_grpc_bootstrap_field_node_locality_is_always_an_object() -> None:
+    """node.locality (grpc-js: "locality field missing in node element"): present even when unknown, as an
+    object (grpc-js tests its keys with `in`), holding only region/zone/sub_zone strings."""
+    assert _grpc()["node"]["locality"] == {}
+    assert _grpc(locality={"zone": "us-east-1b"})["node"]["locality"] == {"zone": "us-east-1b"}
+    full = {"sub_zone": "rack-3", "region": "us-east-1", "zone": "us-east-1b"}
+    assert list(_grpc(locality=full)["node"]["locality"]) == ["region", "zone", "sub_zone"]
+    with pytest.raises(ConfigError, match="locality"):
+        _grpc(locality={"datacenter": "x"})
+    with pytest.raises(ConfigError, match=r"locality\.zone"):
+        _grpc(locality={"zone": ""})
+
+
+def test_grpc_bootstrap_node_has_only_fields_every_parser_knows() -> None:
+    """node holds only id, cluster, locality (older grpc-go parsed node as a strict Node proto)."""
+    assert set(_grpc()["node"]) == {"id", "cluster", "locality"}
+
+
+def test_grpc_bootstrap_leaves_optional_top_level_fields_to_their_defaults() -> None:
+    """No authorities/templates (A47 default `%s`: Listener name = target), certificate_providers (A29) or
+    server_listener_resource_name_template (A36): only xds_servers and node."""
+    assert set(_grpc()) == {"xds_servers", "node"}
+
+
+def test_grpc_bootstrap_rejects_a_server_listed_twice() -> None:
+    with pytest.raises(ConfigError, match="twice"):
+        grpc_bootstrap([("127.0.0.1", 18000), ("127.0.0.1", 18000)], "n")
+
+
+def test_grpc_bootstrap_from_the_cli() -> None:
+    """`meshactors bootstrap --grpc` prints exactly grpc_bootstrap's JSON; --zone fills node.locality.zone."""
+    from meshactors.cli import bootstrap_text, build_parser
+
+    args = build_parser().parse_args(["bootstrap", "--grpc", "--xds", "127.0.0.1:18000", "--node-id", "c1"])
+    assert json.loads(bootstrap_text(args)) == grpc_bootstrap([("127.0.0.1", 18000)], "c1")
+    args = build_parser().parse_args(
+        ["bootstrap", "--grpc", "--xds", "127.0.0.1:18000", "--node-id", "c1", "--zone", "z1"]
+    )
+    assert json.loads(bootstrap_text(args))["node"]["locality"] == {"zone": "z1"}
 
 
 def test_grpc_bootstrap_golden() -> None:

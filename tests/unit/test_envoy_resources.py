@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import json_format, message
 
 from meshactors.envoy import resources
@@ -178,6 +180,32 @@ def test_cla_without_endpoints_has_no_localities() -> None:
     assert len(c.endpoints) == 0
 
 
+def test_cla_without_endpoints_drops_every_call_naming_the_vip() -> None:
+    """A 100% drop_overload: gRPC clients fail calls at once with UNAVAILABLE and the category as the reason
+    (grpc-js would otherwise say only "priority policy has empty priority list"); Envoy 503s at once."""
+    (drop,) = cla(resources.cluster_load_assignment("nobody", [])).policy.drop_overloads
+    assert drop.category == "no UP instances of nobody"
+    assert drop.drop_percentage.numerator == 100
+    assert drop.drop_percentage.denominator == percent_pb2.FractionalPercent.HUNDRED
+
+
+def test_cla_with_endpoints_drops_nothing() -> None:
+    assert not cla(resources.cluster_load_assignment("myservice", SAMPLE)).HasField("policy")
+
+
+def test_cla_locality_weights_and_health_follow_what_grpc_uses() -> None:
+    """Every locality weighted (gRPC drops unweighted ones), every endpoint HEALTHY (gRPC uses only UNKNOWN
+    and HEALTHY), one priority, one locality per zone (grpc-js NACKs duplicate localities in a priority)."""
+    c = cla(resources.cluster_load_assignment("myservice", SAMPLE))
+    zones = [loc.locality.zone for loc in c.endpoints]
+    assert len(zones) == len(set(zones))
+    for loc in c.endpoints:
+        assert loc.priority == 0
+        assert loc.HasField("load_balancing_weight") and loc.load_balancing_weight.value >= 1
+        assert loc.load_balancing_weight.value == sum(lb.load_balancing_weight.value for lb in loc.lb_endpoints)
+        assert all(lb.health_status == health_check_pb2.HEALTHY for lb in loc.lb_endpoints)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -187,6 +215,8 @@ def test_cla_without_endpoints_has_no_localities() -> None:
         [Endpoint("10.0.0.1", 80, weight=0)],
         [Endpoint("10.0.0.1", 80, "a"), Endpoint("10.0.0.1", 80, "b")],  # grpcio NACKs duplicate addresses
         [Endpoint("::1", 80, instance_id="x"), Endpoint("0::1", 80, instance_id="y")],
+        # One priority's locality weights must sum within uint32 (Envoy, grpc-js, grpcio, grpc-go).
+        [Endpoint("10.0.0.1", 80, "a", 2**32 - 1), Endpoint("10.0.0.2", 80, "b", 1)],
     ],
 )
 def test_cla_rejects_what_envoy_or_grpcio_would_nack(bad: list[Endpoint]) -> None:
@@ -213,14 +243,17 @@ def test_grpc_api_listener_shape() -> None:
 
 
 def test_real_envoy_accepts_the_cluster_and_load_assignment(tmp_path: Path) -> None:
-    """The EDS cluster goes in as-is (EDS over ADS); the CLA as the load_assignment of a STATIC cluster."""
+    """The EDS cluster goes in as-is (EDS over ADS); the CLAs (with endpoints, and the empty one with its
+    drop_overload) as the load_assignment of STATIC clusters."""
     config = envoy_bootstrap([("127.0.0.1", 18000)], "validate-resources")
     eds = json_format.MessageToDict(cluster(resources.eds_cluster("myservice", http2=True)))
     mixed = [*SAMPLE, Endpoint("::1", 8080, "us-east-1c", 5, "i-6", "v3")]
     assignment = json_format.MessageToDict(cla(resources.cluster_load_assignment("static", mixed)))
+    empty = json_format.MessageToDict(cla(resources.cluster_load_assignment("nobody", [])))
     config["static_resources"]["clusters"] += [
         eds,
         {"name": "static", "type": "STATIC", "load_assignment": assignment},
+        {"name": "nobody", "type": "STATIC", "load_assignment": empty},
     ]
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(config))
