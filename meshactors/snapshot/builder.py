@@ -86,8 +86,9 @@ def endpoints_for(vip: str, instances: Iterable[Instance]) -> tuple[Endpoint, ..
 def build_vip(vip: str, instances: Iterable[Instance]) -> Snapshot:
     """The snapshot of `vip`: its Cluster, ClusterLoadAssignment and gRPC api Listener, all named `vip`.
 
-    An unknown VIP (no UP instances) gets the same cluster and an empty CLA: Envoy answers 503 at once
-    instead of waiting for the on-demand CDS timeout. UP instances left out of the endpoints are in `notes`
+    An unknown VIP (no UP instances) gets the same cluster and a CLA with no endpoints that drops every call
+    (category "no UP instances of <vip>"): Envoy answers 503 at once instead of waiting for the on-demand CDS
+    timeout, and gRPC clients fail with UNAVAILABLE naming the VIP. UP instances left out of the endpoints are in `notes`
     as (instance_id, reason), for the caller to log.
     """
     endpoints, skipped = select_endpoints(vip, instances)
