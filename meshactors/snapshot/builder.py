@@ -88,8 +88,8 @@ def build_vip(vip: str, instances: Iterable[Instance]) -> Snapshot:
 
     An unknown VIP (no UP instances) gets the same cluster and a CLA with no endpoints that drops every call
     (category "no UP instances of <vip>"): Envoy answers 503 at once instead of waiting for the on-demand CDS
-    timeout, and gRPC clients fail with UNAVAILABLE naming the VIP. UP instances left out of the endpoints are in `notes`
-    as (instance_id, reason), for the caller to log.
+    timeout, and gRPC clients fail with UNAVAILABLE naming the VIP. UP instances left out of the endpoints are in
+    `notes` as (instance_id, reason), for the caller to log.
     """
     endpoints, skipped = select_endpoints(vip, instances)
     return Snapshot.of(
