@@ -23,17 +23,36 @@ from meshactors.store.keys import KeySchema
 _log = log.get("chaos.convergence")
 
 
-async def _registrations(etcd: str, keys: KeySchema) -> list[Registered]:
-    store = EtcdStore.from_spec(etcd)
-    await store.connect()
-    try:
-        registered, _revision = await load_instances(store, keys, name="chaos-oracle")
-    finally:
-        await store.close()
-    return registered
+class EtcdReader:
+    """Reads the registrations from etcd for the oracle over one connection kept for a whole wait (a check runs
+    every 100 ms; a connection per check would cost the chaos driver's load thread its CPU)."""
+
+    def __init__(self, etcd: str, keys: KeySchema) -> None:
+        self.keys = keys
+        self._loop = asyncio.new_event_loop()
+        self._store = EtcdStore.from_spec(etcd)
+        self._loop.run_until_complete(self._store.connect())
+
+    def registrations(self) -> list[Registered]:
+        registered, _revision = self._loop.run_until_complete(
+            load_instances(self._store, self.keys, name="chaos-oracle")
+        )
+        return registered
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._store.close())
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> EtcdReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
-def converged(namespace: str, etcd: str, keys: KeySchema) -> tuple[bool, str]:
+def converged(namespace: str, reader: EtcdReader) -> tuple[bool, str]:
     """Every actor alive and ready, and every xDS session ACKed what etcd's registrations give."""
     names = list_names(namespace)
     try:
@@ -49,7 +68,7 @@ def converged(namespace: str, etcd: str, keys: KeySchema) -> tuple[bool, str]:
         for name in names:
             if kind_of(name) == XDS_SERVER:
                 sessions.extend(call_actor(name, namespace, "sessions", timeout_s=3))
-        registrations = asyncio.run(_registrations(etcd, keys))  # read after the sessions: a newer state lags
+        registrations = reader.registrations()  # read after the sessions: a newer state shows as lag, not as ok
         why = lagging(registrations, sessions)
         if why:
             return False, "; ".join(why[:3])
@@ -61,10 +80,11 @@ def converged(namespace: str, etcd: str, keys: KeySchema) -> tuple[bool, str]:
 def wait_converged(namespace: str, etcd: str, keys: KeySchema, timeout_s: float) -> float | None:
     start = time.monotonic()
     why = ""
-    while time.monotonic() - start < timeout_s:
-        ok, why = converged(namespace, etcd, keys)
-        if ok:
-            return time.monotonic() - start
-        time.sleep(0.1)
+    with EtcdReader(etcd, keys) as reader:
+        while time.monotonic() - start < timeout_s:
+            ok, why = converged(namespace, reader)
+            if ok:
+                return time.monotonic() - start
+            time.sleep(0.1)
     _log.warning("control plane did not converge", reason=why, timeout_s=timeout_s)
     return None
