@@ -253,11 +253,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _ray_auth_env(info: dict[str, Any]) -> None:
-    """A local Ray started by `up` uses token auth; a joining driver must say so to send the token."""
+    """A local Ray started by `up` uses token auth; a joining driver must say so, and find the token: the ready
+    file names the token's file (`ray_auth_token_path`), used unless RAY_AUTH_TOKEN(_PATH) says otherwise."""
     if "RAY_AUTH_MODE" not in os.environ:
         mode = info.get("ray_auth_mode") or ("token" if (Path.home() / ".ray" / "auth_token").exists() else "")
         if mode:
             os.environ["RAY_AUTH_MODE"] = mode
+    token_path = str(info.get("ray_auth_token_path") or "")
+    if token_path and Path(token_path).exists() and not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+        os.environ["RAY_AUTH_TOKEN_PATH"] = token_path
 
 
 # ---- bootstrap -----------------------------------------------------------------------------------------------
@@ -328,12 +332,36 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from meshactors.logview import show
+    """Local files, unless the mesh's actors may run on other nodes (`up` joined a cluster) or --via ray says so:
+    then each actor's log is read by the actor, through Ray, and only the driver's and etcd's from files."""
+    from meshactors.logview import RemoteLogs, show, wanted
 
     state_dir = Path(args.state_dir).expanduser()
-    if args.ready_file:  # the state dir of the `up` that wrote it
-        state_dir = Path(discovery.read_ready(args.ready_file).get("state_dir") or state_dir)
-    return show(state_dir, args.source, args.since, args.lines, args.json, args.follow, sys.stdout)
+    info: dict[str, Any] = {}
+    if args.ready_file or args.via == "ray":
+        info = discovery.find(state_dir, args.ready_file)
+    else:
+        try:
+            info = discovery.find(state_dir)
+        except MeshError:
+            info = {}  # not running: its files are still there to read
+    state_dir = Path(info.get("state_dir") or state_dir)  # the state dir of the `up` that wrote the ready file
+    via = args.via if args.via != "auto" else ("ray" if info and info.get("ray_local") is False else "files")
+    if via == "files":
+        return show(state_dir, args.source, args.since, args.lines, args.json, args.follow, sys.stdout)
+    _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
+    from meshactors.runtime import ops
+
+    namespace = info.get("namespace") or defaults.NAMESPACE
+    with ops.driver(info["ray_address"], namespace):
+        target = args.source
+        names = [n for n in ops.actor_names(namespace) if wanted(n, target)]
+
+        def fetch(name: str, inode: int, offset: int, max_bytes: int) -> tuple[int, int, str]:
+            return ops.log_chunk(name, namespace, inode, offset, max_bytes)
+
+        remote = RemoteLogs(fetch, names)
+        return show(state_dir, target, args.since, args.lines, args.json, args.follow, sys.stdout, remote=remote)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -485,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--since", metavar="DURATION", help="only records of the last DURATION (30s, 5m, 2h, 1d)")
     lg.add_argument("-n", "--lines", type=int, default=200, help="at most this many records of history (0: all)")
     lg.add_argument("--json", action="store_true", help="print the records as stored (JSON lines)")
+    lg.add_argument(
+        "--via",
+        choices=["auto", "files", "ray"],
+        default="auto",
+        help="read the actors' logs from the state dir's files, or ask each actor through Ray (on a cluster, where "
+        "actors write on their own nodes); auto: ray when `up` joined a cluster, else files",
+    )
     lg.set_defaults(func=cmd_logs)
     return p
 

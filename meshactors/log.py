@@ -22,6 +22,7 @@ from meshactors import defaults
 Echo = Literal["all", "warnings", "none"]
 
 _configured = False
+_file: Path | None = None
 _LEVELS = logging.getLevelNamesMapping()
 
 
@@ -88,7 +89,7 @@ def configure(level: str | None = None, json: bool | None = None, file: Path | N
     `file`: also write every record there as JSON (bounded, rotated). `echo` says what stderr gets: every record
     ("all", JSON unless `json` is False or stderr is a terminal), warnings and errors as human lines
     ("warnings"), or nothing ("none")."""
-    global _configured
+    global _configured, _file
     level_name = (level or os.environ.get("MESHACTORS_LOG_LEVEL") or "INFO").upper()
     if json is None:
         env = os.environ.get("MESHACTORS_LOG_JSON")
@@ -113,7 +114,12 @@ def configure(level: str | None = None, json: bool | None = None, file: Path | N
         logger_factory=lambda *_: sink,
         cache_logger_on_first_use=False,
     )
-    _configured = True
+    _configured, _file = True, file
+
+
+def file_path() -> Path | None:
+    """The file this process writes its records to (None: stderr only)."""
+    return _file
 
 
 def get(name: str, **bound: Any) -> structlog.typing.FilteringBoundLogger:

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,24 +117,98 @@ def _read_lines(path: Path) -> Iterator[str]:
         return
 
 
-def history(chosen: dict[str, list[Path]], since: timedelta | None, limit: int) -> list[Record]:
-    """The records of every chosen source, merged by time (lines without one keep their place), newest `limit`."""
+def merge(streams: Iterable[tuple[str, Iterable[str]]], since: timedelta | None, limit: int) -> list[Record]:
+    """The lines of each (source, lines) as records merged by time (a line without one keeps its place after the
+    record before it), those of the last `since` only, the newest `limit` (0: all)."""
     cutoff = datetime.now(UTC) - since if since is not None else None
     merged: list[tuple[datetime, int, Record]] = []
     seq = 0
-    for source, files in chosen.items():
+    for source, lines in streams:
         last = datetime.min.replace(tzinfo=UTC)
-        for path in files:
-            for line in _read_lines(path):
-                record = parse(source, line)
-                last = record.at or last  # a line without a time (a traceback) stays after its record
-                if cutoff is not None and last < cutoff:
-                    continue
-                merged.append((last, seq, record))
-                seq += 1
+        for line in lines:
+            if not line.strip():
+                continue
+            record = parse(source, line)
+            last = record.at or last  # a line without a time (a traceback) stays after its record
+            if cutoff is not None and last < cutoff:
+                continue
+            merged.append((last, seq, record))
+            seq += 1
     merged.sort(key=lambda item: (item[0], item[1]))
     records = [r for _, _, r in merged]
     return records[-limit:] if limit > 0 else records
+
+
+def _file_streams(chosen: dict[str, list[Path]]) -> Iterator[tuple[str, Iterator[str]]]:
+    for source, files in chosen.items():
+        yield source, (line for path in files for line in _read_lines(path))
+
+
+def history(chosen: dict[str, list[Path]], since: timedelta | None, limit: int) -> list[Record]:
+    """The records of every chosen source's files (rotated ones first), merged by time, newest `limit`."""
+    return merge(_file_streams(chosen), since, limit)
+
+
+# ---- through a fetch function (an actor's own file, read by the actor: a cluster's other nodes) ----------------
+
+Fetch = Callable[[str, int, int, int], tuple[int, int, str]]  # (actor, inode, offset, max_bytes) -> read_chunk()
+
+
+def read_chunk(path: Path | None, inode: int, offset: int, max_bytes: int) -> tuple[int, int, str]:
+    """(inode, next offset, text): whole lines of `path` from `offset`, at most `max_bytes`. A negative offset
+    reads its last -offset bytes (from a line start); a file that is no longer `inode`, or is shorter than
+    `offset` (rotated), is read from its start. (0, 0, "") when there is no file."""
+    if path is None:
+        return 0, 0, ""
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return 0, 0, ""
+    with fh:
+        st = os.fstat(fh.fileno())
+        if offset < 0:
+            start = max(0, st.st_size + offset)
+        elif (inode and st.st_ino != inode) or offset > st.st_size:
+            start = 0
+        else:
+            start = offset
+        fh.seek(start)
+        data = fh.read(max_bytes)
+    if offset < 0 and start > 0:  # began inside a line: skip to the next one
+        cut = data.find(b"\n") + 1
+        data, start = data[cut:], start + cut
+    end = data.rfind(b"\n") + 1
+    return st.st_ino, start + end, data[:end].decode("utf-8", errors="replace")
+
+
+class RemoteLogs:
+    """Actors' logs read through `fetch` (each actor reads its own file): the last bytes of each, then what each
+    appends, resumed from where the last read ended."""
+
+    def __init__(self, fetch: Fetch, names: list[str], history_bytes: int = 512 * 1024) -> None:
+        self.fetch, self.names, self.history_bytes = fetch, names, history_bytes
+        self.cursors: dict[str, tuple[int, int]] = {}
+
+    def streams(self) -> list[tuple[str, list[str]]]:
+        """The last lines of each actor's log (as `merge` takes them); following goes on from there."""
+        out = []
+        for name in self.names:
+            inode, offset, text = self.fetch(name, 0, -self.history_bytes, self.history_bytes)
+            self.cursors[name] = (inode, offset)
+            out.append((name, text.splitlines()))
+        return out
+
+    def poll(self) -> list[Record]:
+        out: list[Record] = []
+        for name in self.names:
+            inode, offset = self.cursors.get(name, (0, 0))
+            try:
+                inode, offset, text = self.fetch(name, inode, offset, 1024 * 1024)
+            except Exception:  # an actor restarting: ask again next round
+                continue
+            self.cursors[name] = (inode, offset)
+            out += [parse(name, line) for line in text.splitlines() if line.strip()]
+        return out
 
 
 class _Tail:
@@ -180,19 +254,25 @@ class _Tail:
         return complete
 
 
+def wanted(name: str, target: str | None) -> bool:
+    return not target or name == target or _is_of_kind(name, target)
+
+
 def follow(
     state_dir: Path,
     target: str | None,
     emit: Callable[[Record], None],
     stop: Callable[[], bool],
     poll_s: float = 0.1,
+    remote: RemoteLogs | None = None,
 ) -> None:
-    """Emit every record appended to the chosen logs from now on (new sources too) until `stop()`."""
+    """Emit every record appended to the chosen logs from now on (new sources too) until `stop()`; with `remote`,
+    the actors' through it and only the driver's and etcd's from local files."""
     tails: dict[Path, _Tail] = {}
     first = True
     while not stop():
         available = sources(state_dir)
-        chosen = {n: f for n, f in available.items() if not target or n == target or _is_of_kind(n, target)}
+        chosen = {n: f for n, f in available.items() if wanted(n, target) and (not remote or n in (DRIVER, ETCD))}
         for source, files in chosen.items():
             current = files[-1]
             if current not in tails:
@@ -202,15 +282,32 @@ def follow(
             for line in tail.lines():
                 if line.strip():
                     emit(parse(tail.source, line))
+        for record in remote.poll() if remote is not None else ():
+            emit(record)
         time.sleep(poll_s)
 
 
 def show(
-    state_dir: Path, target: str | None, since: str | None, lines: int, as_json: bool, follow_: bool, out: IO[str]
+    state_dir: Path,
+    target: str | None,
+    since: str | None,
+    lines: int,
+    as_json: bool,
+    follow_: bool,
+    out: IO[str],
+    remote: RemoteLogs | None = None,
 ) -> int:
-    """`meshactors logs`: print the history, then (with `follow_`) what is appended, until interrupted."""
-    chosen = select(sources(state_dir), target, state_dir)
-    for record in history(chosen, parse_duration(since) if since else None, lines):
+    """`meshactors logs`: print the history, then (with `follow_`) what is appended, until interrupted. With
+    `remote` (its names already chosen), the actors' logs come through it, the driver's and etcd's from files."""
+    window = parse_duration(since) if since else None
+    if remote is None:
+        records = history(select(sources(state_dir), target, state_dir), window, lines)
+    else:
+        local = {n: f for n, f in sources(state_dir).items() if n in (DRIVER, ETCD) and wanted(n, target)}
+        if not local and not remote.names:
+            raise ConfigError(f"no logs for {target!r}: no such actor, nor driver or etcd" if target else "no logs")
+        records = merge([*_file_streams(local), *remote.streams()], window, lines)
+    for record in records:
         out.write(render(record, as_json) + "\n")
     out.flush()
     if not follow_:
@@ -221,7 +318,7 @@ def show(
         out.flush()
 
     try:
-        follow(state_dir, target, emit, stop=lambda: False)
+        follow(state_dir, target, emit, stop=lambda: False, remote=remote)
     except KeyboardInterrupt:
         pass
     return 0

@@ -20,7 +20,7 @@ from meshactors.registry.shard import RegistryShardCore
 from meshactors.registry.shard_service import ShardService
 from meshactors.registry.shardmap import ShardMap
 from meshactors.runtime.calls import Handles, call
-from meshactors.runtime.logs import configure_actor
+from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
@@ -39,7 +39,7 @@ ACTOR_OPTIONS: dict[str, Any] = {
 
 
 @ray.remote
-class RegistryShardActor:
+class RegistryShardActor(LogSource):
     """Hosts one RegistryShardCore. State is a cache of etcd, reloaded on every (re)start. The registry API
     forwards writes to it over a direct gRPC channel (its address comes from a Ray call)."""
 
@@ -82,7 +82,7 @@ class RegistryApiStatistics:
 
 
 @ray.remote
-class RegistryApiActor:
+class RegistryApiActor(LogSource):
     """Serves the Registry gRPC API on a fixed address, so clients reconnect to it after a restart."""
 
     async def __init__(self, settings: MeshSettings) -> None:
@@ -118,7 +118,7 @@ class EurekaApiStatistics:
 
 
 @ray.remote
-class EurekaApiActor:
+class EurekaApiActor(LogSource):
     """Serves the Eureka-compatible REST API on a fixed port: writes go to the shards like the registry API's,
     reads come from a view of etcd that it loads on (re)start and keeps current with a watch."""
 

@@ -126,6 +126,12 @@ def _already_running(ready: Path) -> int:
     return 0
 
 
+def _token_path() -> str:
+    """Where Ray's auth token is (the file, never the token), so that a driver with another HOME finds it."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return str(path) if path.exists() else ""
+
+
 def summary(info: dict[str, Any], took_s: float, default_state_dir: bool) -> str:
     """What a person reads once `up` is up: what runs where, and what to do next."""
     sd = "" if default_state_dir else f" --state-dir {info['state_dir']}"
@@ -235,6 +241,7 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             "ray_address": ray.get_runtime_context().gcs_address,
             "namespace": settings.namespace,
             "ray_auth_mode": os.environ.get("RAY_AUTH_MODE", "token" if started_ray else ""),
+            "ray_auth_token_path": _token_path(),
             "ray_local": started_ray,
             "key_prefix": settings.key_prefix,
             "shards": settings.shards,

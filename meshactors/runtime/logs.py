@@ -8,6 +8,7 @@ from typing import cast
 import ray
 
 from meshactors import log
+from meshactors.logview import read_chunk
 from meshactors.settings import MeshSettings
 
 
@@ -34,3 +35,11 @@ def configure_actor(settings: MeshSettings) -> None:
     directory = actor_log_dir(settings)
     name = ray.get_runtime_context().get_actor_name() or "actor"
     log.configure(file=directory / f"{name}.log" if directory else None, echo=settings.log_echo)  # type: ignore[arg-type]
+
+
+class LogSource:
+    """Every actor's own log, readable through Ray: how `meshactors logs` reads actors on a cluster's other nodes."""
+
+    async def log_chunk(self, inode: int, offset: int, max_bytes: int) -> tuple[int, int, str]:
+        """Whole lines of this actor's log file from `offset` (see meshactors.logview.read_chunk)."""
+        return read_chunk(log.file_path(), inode, offset, min(max_bytes, 4 * 1024 * 1024))

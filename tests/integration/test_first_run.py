@@ -103,6 +103,9 @@ def test_logs_shows_one_actors_records(plain_up: UpProcess) -> None:
     assert {line.split()[0] for line in kinds.splitlines()} == {"registry-shard-0", "registry-shard-1"}
     unknown = cli("logs", "--state-dir", str(plain_up.state_dir), "nobody")
     assert unknown.returncode == 2 and "no logs for 'nobody'" in unknown.stderr
+    # As on a cluster: each actor reads its own file, through Ray.
+    via_ray = ok(cli("logs", "--state-dir", str(plain_up.state_dir), "registry-shard-0", "--via", "ray", "-n", "0"))
+    assert via_ray.splitlines() == lines
 
 
 def _lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:

@@ -132,3 +132,19 @@ def test_follow_sees_appends_and_rotation(tmp_path: Path) -> None:
 
     logview.follow(tmp_path, "xds-server", lambda r: seen.append(str(r.fields["event"])), stop, poll_s=0)
     assert seen == ["appended", "after rotation"]
+
+
+def test_read_chunk_reads_whole_lines_and_restarts_after_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_text("one\ntwo\nthr")
+    inode, offset, text = logview.read_chunk(path, 0, -6, 100)  # starts inside "two": skips to the next line
+    assert (text, offset) == ("", 8)
+    inode, offset, text = logview.read_chunk(path, 0, 0, 100)
+    assert (text, offset) == ("one\ntwo\n", 8)
+    with open(path, "a") as f:
+        f.write("ee\n")
+    assert logview.read_chunk(path, inode, offset, 100)[1:] == (14, "three\n")
+    os.replace(path, tmp_path / "a.log.1")
+    path.write_text("new\n")
+    assert logview.read_chunk(path, inode, 14, 100)[1:] == (4, "new\n")
+    assert logview.read_chunk(tmp_path / "missing.log", 0, 0, 100) == (0, 0, "")
