@@ -1,4 +1,9 @@
-"""The `meshactors` command: run the control plane (`up`), register services, list and inspect them."""
+"""The `meshactors` command: run the control plane (`up`), register services, list and inspect them.
+
+Every command finds the running mesh the same way (meshactors.discovery): explicit addresses first, else the
+ready file given with --ready-file, else the one `up` keeps in the state directory (--state-dir, default
+~/.meshactors or $MESHACTORS_STATE_DIR).
+"""
 
 from __future__ import annotations
 
@@ -15,25 +20,26 @@ from typing import Any
 
 import grpc
 
-from meshactors import defaults
+from meshactors import defaults, discovery
 from meshactors.errors import ConfigError, InvalidArgument, MeshError, NotFound, Unavailable
 from meshactors.model.instance import DEFAULT_LEASE_DURATION_S, DEFAULT_RENEWAL_INTERVAL_S
 
-DEFAULT_REGISTRY = os.environ.get("MESHACTORS_REGISTRY", defaults.REGISTRY)
+ENV_REGISTRY = os.environ.get("MESHACTORS_REGISTRY", "")  # an explicit registry address, like --registry
 DEFAULT_STATE_DIR = os.environ.get("MESHACTORS_STATE_DIR", str(defaults.STATE_DIR))
 
 
-def _ready(path: str | None) -> dict[str, Any]:
-    if not path:
-        return {}
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read ready file {path}: {exc}") from exc
+def _mesh(args: argparse.Namespace, given: dict[str, Any], needed: tuple[str, ...]) -> dict[str, Any]:
+    """What a command knows of the running mesh: the addresses `given` explicitly, and when any `needed` one is
+    missing, the rest from the ready file (--ready-file, else the state dir's; NotRunning when its `up` is gone)."""
+    given = {k: v for k, v in given.items() if v}
+    if all(k in given for k in needed):
+        return given
+    info = discovery.find(args.state_dir, getattr(args, "ready_file", None))
+    return {**info, **given}
 
 
 def _registry(args: argparse.Namespace) -> str:
-    return args.registry or _ready(getattr(args, "ready_file", None)).get("registry") or DEFAULT_REGISTRY
+    return str(_mesh(args, {"registry": args.registry or ENV_REGISTRY}, ("registry",))["registry"])
 
 
 def _metadata(pairs: list[str]) -> dict[str, str]:
@@ -68,11 +74,17 @@ def up_options(args: argparse.Namespace) -> Any:
         etcd_port=etcd_port,
         ray_address=args.ray_address,
         ready_file=Path(args.ready_file) if args.ready_file else None,
+        human=sys.stdout.isatty() and not args.log_to_stdout,
     )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from meshactors import log
+
     opts = up_options(args)  # a bad flag fails here, before anything starts
+    # The driver's own records: always to logs/driver.log; on a person's terminal only warnings, as lines.
+    log_file = opts.state_dir.expanduser().resolve() / defaults.LOG_DIR / "driver.log"
+    log.configure(file=log_file, echo="warnings" if opts.human else "all")
     from meshactors.runtime.embedded import run_up
 
     return run_up(opts)
@@ -224,15 +236,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = _ready(args.ready_file)
+    info = _mesh(args, {"ray_address": args.ray_address, "namespace": args.namespace}, ("ray_address",))
     _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
     from meshactors.runtime.ops import driver
     from meshactors.runtime.status import actor_status, format_table, to_json
 
-    address = args.ray_address or info.get("ray_address")
-    namespace = args.namespace or info.get("namespace") or defaults.NAMESPACE
-    if not address:
-        raise ConfigError("status needs --ready-file (written by `meshactors up`) or --ray-address")
+    address = info["ray_address"]
+    namespace = info.get("namespace") or defaults.NAMESPACE
     with driver(address, namespace):
         rows = actor_status(namespace)
     if args.json:
@@ -243,11 +253,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _ray_auth_env(info: dict[str, Any]) -> None:
-    """A local Ray started by `up` uses token auth; a joining driver must say so to send the token."""
+    """A local Ray started by `up` uses token auth; a joining driver must say so, and find the token: the ready
+    file names the token's file (`ray_auth_token_path`), used unless RAY_AUTH_TOKEN(_PATH) says otherwise."""
     if "RAY_AUTH_MODE" not in os.environ:
         mode = info.get("ray_auth_mode") or ("token" if (Path.home() / ".ray" / "auth_token").exists() else "")
         if mode:
             os.environ["RAY_AUTH_MODE"] = mode
+    token_path = str(info.get("ray_auth_token_path") or "")
+    if token_path and Path(token_path).exists() and not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+        os.environ["RAY_AUTH_TOKEN_PATH"] = token_path
 
 
 # ---- bootstrap -----------------------------------------------------------------------------------------------
@@ -262,9 +276,9 @@ def _address(text: str, what: str) -> tuple[str, int]:
 
 
 def _xds_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
-    spec = args.xds or ",".join(_ready(getattr(args, "ready_file", None)).get("xds", []))
+    spec = args.xds or ",".join(_mesh(args, {}, ("xds",)).get("xds") or [])
     if not spec:
-        raise ConfigError("--xds HOST:PORT[,HOST:PORT...] (or --ready-file) is required")
+        raise ConfigError("--xds HOST:PORT[,HOST:PORT...] is required (the ready file names no xDS server)")
     return [_address(part, "--xds") for part in spec.split(",") if part.strip()]
 
 
@@ -290,16 +304,14 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    info = _ready(args.ready_file)
+    given: dict[str, Any] = {"registry": args.registry, "etcd": args.etcd, "ray_address": args.ray_address,
+                             "namespace": args.namespace}  # fmt: skip
+    if args.xds:
+        given["xds"] = [a.strip() for a in args.xds.split(",") if a.strip()]
+    info = _mesh(args, given, ("registry", "xds", "etcd", "ray_address"))
     _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
     from meshactors.chaos import ChaosOptions, format_report, run_chaos
 
-    for key, value in (("registry", args.registry), ("etcd", args.etcd), ("ray_address", args.ray_address),
-                       ("namespace", args.namespace)):  # fmt: skip
-        if value:
-            info[key] = value
-    if args.xds:
-        info["xds"] = [a.strip() for a in args.xds.split(",") if a.strip()]
     info.setdefault("namespace", defaults.NAMESPACE)
     kill = [name.strip() for item in args.kill for name in item.split(",") if name.strip()]
     report = run_chaos(
@@ -319,6 +331,39 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report["ok"] else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Local files, unless the mesh's actors may run on other nodes (`up` joined a cluster) or --via ray says so:
+    then each actor's log is read by the actor, through Ray, and only the driver's and etcd's from files."""
+    from meshactors.logview import RemoteLogs, show, wanted
+
+    state_dir = Path(args.state_dir).expanduser()
+    info: dict[str, Any] = {}
+    if args.ready_file or args.via == "ray":
+        info = discovery.find(state_dir, args.ready_file)
+    else:
+        try:
+            info = discovery.find(state_dir)
+        except MeshError:
+            info = {}  # not running: its files are still there to read
+    state_dir = Path(info.get("state_dir") or state_dir)  # the state dir of the `up` that wrote the ready file
+    via = args.via if args.via != "auto" else ("ray" if info and info.get("ray_local") is False else "files")
+    if via == "files":
+        return show(state_dir, args.source, args.since, args.lines, args.json, args.follow, sys.stdout)
+    _ray_auth_env(info)  # before Ray is imported (by the runtime): it reads the auth mode once
+    from meshactors.runtime import ops
+
+    namespace = info.get("namespace") or defaults.NAMESPACE
+    with ops.driver(info["ray_address"], namespace):
+        target = args.source
+        names = [n for n in ops.actor_names(namespace) if wanted(n, target)]
+
+        def fetch(name: str, inode: int, offset: int, max_bytes: int) -> tuple[int, int, str]:
+            return ops.log_chunk(name, namespace, inode, offset, max_bytes)
+
+        remote = RemoteLogs(fetch, names)
+        return show(state_dir, target, args.since, args.lines, args.json, args.follow, sys.stdout, remote=remote)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -367,9 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--etcd-port", metavar="PORT", help="client port of the embedded etcd (default: last run's, else a free one)"
     )
     up.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
-    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"where the embedded etcd keeps its data "
-                    f"(default {DEFAULT_STATE_DIR})")  # fmt: skip
-    up.add_argument("--ready-file", help="write a JSON object with the addresses here once everything answers")
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"where the embedded etcd keeps its data, the "
+                    f"ready file (ready.json) and the logs (logs/) go (default {DEFAULT_STATE_DIR})")  # fmt: skip
+    up.add_argument("--ready-file", help="also write the ready file (JSON: the addresses) here once everything answers")
+    up.add_argument(
+        "--log-to-stdout",
+        action="store_true",
+        help="print every record (JSON) on the terminal too, as off a terminal (containers, CI); by default a "
+        "terminal gets progress lines, a summary and warnings",
+    )
     up.set_defaults(func=cmd_up)
 
     reg = sub.add_parser("register", help="register an instance and keep it alive with heartbeats")
@@ -379,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     car = sub.add_parser("sidecar", help="join the mesh: register the local app and run its Envoy sidecar")
     _instance_args(car, host_default="127.0.0.1")
-    car.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from --ready-file)")
+    car.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from the ready file)")
     car.add_argument("--listen", default=defaults.ENVOY_LISTEN, help="outbound listener the app sends HTTP to")
     car.add_argument(
         "--admin", default=defaults.ENVOY_ADMIN, help=f"Envoy admin address (default {defaults.ENVOY_ADMIN})"
@@ -402,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_ls)
 
     bs = sub.add_parser("bootstrap", help="print the generic Envoy bootstrap (or gRPC's, with --grpc)")
-    bs.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from --ready-file)")
-    bs.add_argument("--ready-file", help="read the xDS addresses from this `meshactors up` ready file")
+    bs.add_argument("--xds", help="xDS servers HOST:PORT[,HOST:PORT...] (default: from the ready file)")
+    _where_args(bs)
     bs.add_argument("--node-id", required=True, help="this proxy's node id (the only per-proxy setting)")
     bs.add_argument("--listen", default=defaults.ENVOY_LISTEN, help="outbound listener apps send HTTP to")
     bs.add_argument(
@@ -414,11 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     bs.set_defaults(func=cmd_bootstrap)
 
     demo = sub.add_parser("demo", help="show the whole story on the embedded default in under a minute")
-    demo.add_argument("--keep-dir", help="keep logs and state here instead of a temp dir")
+    demo.add_argument("--keep-dir", help="keep logs and state here instead of a temp dir (its own state dir)")
     demo.set_defaults(func=cmd_demo)
 
     ch = sub.add_parser("chaos", help="kill actors (and etcd) under load through a real Envoy; report the damage")
-    ch.add_argument("--ready-file", help="the file `meshactors up --ready-file` wrote")
+    _where_args(ch)
     ch.add_argument("--registry", help="registry API host:port (instead of the ready file)")
     ch.add_argument("--xds", help="xDS servers HOST:PORT[,...] (instead of the ready file)")
     ch.add_argument("--etcd", help="etcd URL(s) (instead of the ready file)")
@@ -447,12 +498,40 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(func=cmd_chaos)
 
     st = sub.add_parser("status", help="list the control plane's actors with their states and restart counts")
-    st.add_argument("--ready-file", help="the file `meshactors up --ready-file` wrote")
-    st.add_argument("--ray-address")
-    st.add_argument("--namespace")
+    _where_args(st)
+    st.add_argument("--ray-address", help="Ray cluster address (instead of the ready file)")
+    st.add_argument("--namespace", help="Ray namespace of the actors (instead of the ready file)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    lg = sub.add_parser("logs", help="show (and follow) the control plane's logs: each actor's, the driver's, etcd's")
+    lg.add_argument(
+        "source",
+        nargs="?",
+        metavar="ACTOR|KIND",
+        help="an actor (registry-shard-0), a kind (registry-shard), driver or etcd (default: all)",
+    )
+    _where_args(lg)
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing records as they are written")
+    lg.add_argument("--since", metavar="DURATION", help="only records of the last DURATION (30s, 5m, 2h, 1d)")
+    lg.add_argument("-n", "--lines", type=int, default=200, help="at most this many records of history (0: all)")
+    lg.add_argument("--json", action="store_true", help="print the records as stored (JSON lines)")
+    lg.add_argument(
+        "--via",
+        choices=["auto", "files", "ray"],
+        default="auto",
+        help="read the actors' logs from the state dir's files, or ask each actor through Ray (on a cluster, where "
+        "actors write on their own nodes); auto: ray when `up` joined a cluster, else files",
+    )
+    lg.set_defaults(func=cmd_logs)
     return p
+
+
+def _where_args(p: argparse.ArgumentParser) -> None:
+    """How a command finds the running mesh when no address is given."""
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                   help=f"the state dir of the `meshactors up` to use (default {DEFAULT_STATE_DIR})")  # fmt: skip
+    p.add_argument("--ready-file", help="read the addresses from this ready file (instead of the state dir's)")
 
 
 def _instance_args(reg: argparse.ArgumentParser, host_default: str | None = None) -> None:
@@ -476,8 +555,8 @@ def _instance_args(reg: argparse.ArgumentParser, host_default: str | None = None
 
 
 def _registry_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--registry", help=f"registry API host:port (default {DEFAULT_REGISTRY} or from --ready-file)")
-    p.add_argument("--ready-file", help="read the registry address from this `meshactors up` ready file")
+    p.add_argument("--registry", help="registry API host:port (default: $MESHACTORS_REGISTRY, else the ready file)")
+    _where_args(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,10 +564,11 @@ def main(argv: list[str] | None = None) -> int:
 
     log.configure(level=os.environ.get("MESHACTORS_LOG_LEVEL", "WARNING"))
     args = build_parser().parse_args(argv)
-    if args.command == "up":
-        log.configure()
     try:
         return int(args.func(args))
+    except discovery.NotRunning as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except MeshError as exc:
         print(f"meshactors {args.command}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidArgument | ConfigError) else 1

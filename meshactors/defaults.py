@@ -23,7 +23,11 @@ BUILDERS = 2
 XDS_SERVERS = 2
 CONTROLLER_INTERVAL_S = 1.0  # between two reconcile rounds
 
-STATE_DIR = Path.home() / ".meshactors"  # where `up` keeps the embedded etcd's data
+STATE_DIR = Path.home() / ".meshactors"  # where `up` keeps the embedded etcd's data, its ready file and the logs
+READY_FILE = "ready.json"  # in the state dir: how every command finds the running mesh
+LOG_DIR = "logs"  # in the state dir: one file per actor (<actor>.log), the driver's (driver.log)
+LOG_MAX_BYTES = 5 * 1024 * 1024  # a log file is rotated at this size ...
+LOG_BACKUPS = 3  # ... keeping this many older files (<actor>.log.1 ...): at most 20 MiB per actor
 REGISTRY = f"{HOST}:{REGISTRY_PORT}"  # where clients look for the registry API
 
 ENVOY_LISTEN = "127.0.0.1:15001"  # the outbound listener apps send HTTP to

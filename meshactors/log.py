@@ -1,4 +1,10 @@
-"""Structured logging for every meshactors process: structlog, JSON off a terminal, console on one."""
+"""Structured logging for every meshactors process: structlog records to a bounded file and/or stderr.
+
+A record is rendered once per destination: JSON into the process's log file (rotated, bounded in size) and, on
+stderr, either JSON (`echo="all"`, for containers and CI) or a human line for warnings and errors only
+(`echo="warnings"`, for a person's terminal). With no file, stderr gets every record, as JSON off a terminal and
+in console form on one.
+"""
 
 from __future__ import annotations
 
@@ -6,51 +12,116 @@ import logging
 import os
 import sys
 import threading
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import structlog
 
+from meshactors import defaults
+
+Echo = Literal["all", "warnings", "none"]
+
 _configured = False
+_file: Path | None = None
+_LEVELS = logging.getLevelNamesMapping()
 
 
-class _StderrLogger:
-    """Writes each rendered line to the `sys.stderr` of the moment (not the one at configure time): a process
-    that swaps stderr later (a test runner's capture, a daemon redirecting it) never gets a closed file."""
+class BoundedFile:
+    """An append-only text file rotated at `max_bytes` into NAME.1 .. NAME.`backups` (the oldest dropped)."""
 
-    _lock = threading.Lock()
+    def __init__(self, path: Path, max_bytes: int = defaults.LOG_MAX_BYTES, backups: int = defaults.LOG_BACKUPS):
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] = open(path, "a", encoding="utf-8")
 
-    def msg(self, message: str) -> None:
+    def write_line(self, line: str) -> None:
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        if self._fh.tell() >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        for i in range(self.backups, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
+            if newer.exists():
+                os.replace(newer, older)
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+_json = structlog.processors.JSONRenderer()
+_console = structlog.dev.ConsoleRenderer(colors=False)
+
+
+def human(event: dict[str, Any]) -> str:
+    """One record as a person reads it (the console renderer's form)."""
+    return str(_console(None, "", dict(event)))
+
+
+class _Sink:
+    """The structlog logger of a process: every record to the file as JSON, some to the stream."""
+
+    def __init__(self, file: BoundedFile | None, to_stderr: bool, stream_json: bool, stream_min: int) -> None:
+        self.file, self.to_stderr, self.stream_json, self.stream_min = file, to_stderr, stream_json, stream_min
+        self._lock = threading.Lock()
+
+    def msg(self, **event: Any) -> None:
+        level = _LEVELS.get(str(event.get("level", "info")).upper(), logging.INFO)
         with self._lock:
-            print(message, file=sys.stderr, flush=True)
+            if self.file is not None:
+                self.file.write_line(str(_json(None, "", dict(event))))
+            if self.to_stderr and level >= self.stream_min:
+                text = _json(None, "", dict(event)) if self.stream_json else human(event)
+                # the stderr of the moment, not the one at configure time: a process that swaps stderr later
+                # (a test runner's capture, a daemon redirecting it) never writes to a closed file
+                print(text, file=sys.stderr, flush=True)
 
-    log = debug = info = warning = warn = error = critical = exception = fatal = failure = msg
+    debug = info = warning = warn = error = err = critical = fatal = exception = failure = log = msg
 
 
-def _stderr_logger(*_args: Any) -> _StderrLogger:
-    return _StderrLogger()
+def configure(level: str | None = None, json: bool | None = None, file: Path | None = None, echo: Echo = "all") -> None:
+    """Configure structlog for this process. MESHACTORS_LOG_LEVEL / MESHACTORS_LOG_JSON override the defaults.
 
-
-def configure(level: str | None = None, json: bool | None = None) -> None:
-    """Configure structlog once per process. MESHACTORS_LOG_LEVEL / MESHACTORS_LOG_JSON override defaults."""
-    global _configured
+    `file`: also write every record there as JSON (bounded, rotated). `echo` says what stderr gets: every record
+    ("all", JSON unless `json` is False or stderr is a terminal), warnings and errors as human lines
+    ("warnings"), or nothing ("none")."""
+    global _configured, _file
     level_name = (level or os.environ.get("MESHACTORS_LOG_LEVEL") or "INFO").upper()
     if json is None:
         env = os.environ.get("MESHACTORS_LOG_JSON")
         json = env == "1" if env is not None else not sys.stderr.isatty()
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    if echo == "warnings":
+        json = False
+    sink = _Sink(
+        BoundedFile(file) if file is not None else None,
+        echo != "none",
+        stream_json=bool(json),
+        stream_min=logging.WARNING if echo == "warnings" else logging.NOTSET,
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            renderer,
+            lambda _logger, _name, event: event,  # the sink renders: a dict goes to it as keywords
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level_name]),
-        logger_factory=_stderr_logger,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level_name]),
+        logger_factory=lambda *_: sink,
         cache_logger_on_first_use=False,
     )
-    _configured = True
+    _configured, _file = True, file
+
+
+def file_path() -> Path | None:
+    """The file this process writes its records to (None: stderr only)."""
+    return _file
 
 
 def get(name: str, **bound: Any) -> structlog.typing.FilteringBoundLogger:

@@ -41,6 +41,12 @@ class MeshSettings:
     eureka_port: int = defaults.EUREKA_PORT  # the Eureka REST API, on registry_host
     # Ray resources every control-plane actor asks for, e.g. {"meshactors": 1} to keep them on labeled nodes.
     actor_resources: tuple[tuple[str, float], ...] = ()
+    # Where each actor writes its records (<log_dir>/<actor>.log, JSON, rotated); "": stderr only. On a node that
+    # cannot create it, an actor writes under Ray's session log directory instead (meshactors.runtime.logs).
+    log_dir: str = ""
+    # What an actor also writes to stderr (which Ray forwards to the driver): "all" records as JSON, or only
+    # "warnings" (and errors) as human lines, for `up` on a terminal.
+    log_echo: str = "all"
 
     def __post_init__(self) -> None:
         if self.shards < 1:
@@ -56,6 +62,8 @@ class MeshSettings:
         if self.xds_ports and len(self.xds_ports) != self.xds_servers:
             raise ConfigError(f"{len(self.xds_ports)} xDS ports given for {self.xds_servers} xDS servers")
         KeySchema(self.key_prefix)
+        if self.log_echo not in ("all", "warnings", "none"):
+            raise ConfigError(f"log_echo must be all, warnings or none (got {self.log_echo!r})")
 
     @property
     def keys(self) -> KeySchema:

@@ -80,7 +80,10 @@ class ControllerState:
             if now.state in (MISSING, DEAD):
                 create.append(name)
                 self.recreated[name] = self.recreated.get(name, 0) + 1
-                events.append(Event("warning", "actor missing; creating it", {"actor": name, "state": now.state}))
+                if before is None and now.state == MISSING:  # the first creation of a deployment is no alarm
+                    events.append(Event("info", "creating actor", {"actor": name}))
+                else:
+                    events.append(Event("warning", "actor missing; creating it", {"actor": name, "state": now.state}))
             elif before is not None:
                 if now.restarts > before.restarts:
                     events.append(

@@ -20,6 +20,7 @@ from meshactors.registry.shard import RegistryShardCore
 from meshactors.registry.shard_service import ShardService
 from meshactors.registry.shardmap import ShardMap
 from meshactors.runtime.calls import Handles, call
+from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
@@ -38,12 +39,12 @@ ACTOR_OPTIONS: dict[str, Any] = {
 
 
 @ray.remote
-class RegistryShardActor:
+class RegistryShardActor(LogSource):
     """Hosts one RegistryShardCore. State is a cache of etcd, reloaded on every (re)start. The registry API
     forwards writes to it over a direct gRPC channel (its address comes from a Ray call)."""
 
     async def __init__(self, settings: MeshSettings, shard: str) -> None:
-        log.configure()
+        configure_actor(settings)
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
         self.core = RegistryShardCore(
@@ -81,11 +82,11 @@ class RegistryApiStatistics:
 
 
 @ray.remote
-class RegistryApiActor:
+class RegistryApiActor(LogSource):
     """Serves the Registry gRPC API on a fixed address, so clients reconnect to it after a restart."""
 
     async def __init__(self, settings: MeshSettings) -> None:
-        log.configure()
+        configure_actor(settings)
         self._log = log.get("runtime.registry_api")
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
@@ -117,12 +118,12 @@ class EurekaApiStatistics:
 
 
 @ray.remote
-class EurekaApiActor:
+class EurekaApiActor(LogSource):
     """Serves the Eureka-compatible REST API on a fixed port: writes go to the shards like the registry API's,
     reads come from a view of etcd that it loads on (re)start and keeps current with a watch."""
 
     async def __init__(self, settings: MeshSettings) -> None:
-        log.configure()
+        configure_actor(settings)
         self._log = log.get("runtime.eureka_api")
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)

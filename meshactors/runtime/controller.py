@@ -11,6 +11,7 @@ from meshactors import defaults, log
 from meshactors.errors import MeshError
 from meshactors.runtime.actors import EurekaApiActor, RegistryApiActor, RegistryShardActor, actor_options
 from meshactors.runtime.calls import call
+from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.topology import (
     EUREKA_API,
     REGISTRY_API,
@@ -39,11 +40,11 @@ def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]
 
 
 @ray.remote
-class ControllerActor:
+class ControllerActor(LogSource):
     """Reconciles the deployment every `interval_s`: creates missing actors, reports restarts and moves."""
 
     async def __init__(self, settings: MeshSettings, interval_s: float = defaults.CONTROLLER_INTERVAL_S) -> None:
-        log.configure()
+        configure_actor(settings)
         self._log = log.get("runtime.controller")
         self.settings = settings
         self.specs = actor_specs(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -38,13 +39,20 @@ def resolve_ports(settings: MeshSettings) -> MeshSettings:
     return settings
 
 
-def deploy(settings: MeshSettings, timeout_s: float = 90.0) -> MeshSettings:
-    """Create the controller (or reuse the running one) and wait until it reports every actor ready."""
+def deploy(
+    settings: MeshSettings, timeout_s: float = 90.0, on_ready: Callable[[str], None] | None = None
+) -> MeshSettings:
+    """Create the controller (or reuse the running one) and wait until it reports every actor ready.
+
+    `on_ready(name)` is called once for each actor as the controller first reports it ready, the controller last."""
     settings = resolve_ports(settings)
     controller = ControllerActor.options(
         name=CONTROLLER, namespace=settings.namespace, get_if_exists=True, **actor_options(settings)
     ).remote(settings)
-    wait_ready({CONTROLLER: controller}, timeout_s)
+    if on_ready is None:
+        wait_ready({CONTROLLER: controller}, timeout_s)
+    else:
+        _wait_reporting(controller, timeout_s, on_ready)
     _log.info("control plane deployed", namespace=settings.namespace, actors=actor_names(settings))
     return settings
 
@@ -63,6 +71,28 @@ def wait_ready(handles: dict[str, Any], timeout_s: float) -> None:
             return
         if time.monotonic() > deadline:
             raise NotReady(f"actors not ready after {timeout_s:.0f} s: {sorted(pending)}")
+        time.sleep(0.1)
+
+
+def _wait_reporting(controller: Any, timeout_s: float, on_ready: Callable[[str], None]) -> None:
+    """Wait for the controller to converge, telling `on_ready` about each actor it reports ready on the way."""
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while True:
+        try:
+            stats = call_sync(controller, "statistics", timeout_s=max(0.5, min(5.0, deadline - time.monotonic())))
+        except Unavailable:
+            stats = None
+        if stats is not None:
+            for actor in stats.actors:
+                if actor.ready and actor.name not in seen:
+                    seen.add(actor.name)
+                    on_ready(actor.name)
+            if stats.converged:
+                on_ready(CONTROLLER)
+                return
+        if time.monotonic() > deadline:
+            raise NotReady(f"actors not ready after {timeout_s:.0f} s")
         time.sleep(0.1)
 
 

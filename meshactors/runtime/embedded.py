@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,18 @@ from typing import Any
 import ray
 
 from meshactors import defaults, log
+from meshactors.errors import ConfigError
 from meshactors.runtime.deploy import deploy, teardown
+from meshactors.runtime.topology import (
+    CONTROLLER,
+    EUREKA_API,
+    REGISTRY_API,
+    REGISTRY_SHARD,
+    SNAPSHOT_BUILDER,
+    XDS_SERVER,
+    deployment_names,
+    kind_of,
+)
 from meshactors.settings import MeshSettings
 from meshactors.store.server import EtcdServer
 
@@ -29,15 +43,115 @@ class UpOptions:
     settings: MeshSettings = field(default_factory=lambda: MeshSettings(etcd=""))  # etcd "": start an embedded one
     etcd_port: int = defaults.ETCD_PORT  # the embedded etcd's; 0: last run's, else a free one
     ray_address: str | None = None  # None: start a local Ray
-    ready_file: Path | None = None
+    ready_file: Path | None = None  # another copy of the ready file (the state dir always gets one)
+    human: bool = False  # a person's terminal: progress lines and a summary; the actors' records go to files only
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
-    """Atomically: readers never see half a file."""
+    """Atomically (readers never see half a file) and readable by its owner only (it may carry credentials)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+class _Progress:
+    """What `up` says while it starts: a timed line per step on a terminal, an info record otherwise."""
+
+    def __init__(self, human: bool) -> None:
+        self.human = human
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def step(self, text: str, **fields: Any) -> None:
+        if self.human:
+            print(f"  {self.elapsed():5.1f}s  {text}", flush=True)
+        else:
+            _log.info(text, elapsed_s=round(self.elapsed(), 3), **fields)
+
+
+class _KindsReady:
+    """Turns the controller's per-actor readiness into one line per actor kind, once all of that kind are ready."""
+
+    def __init__(self, settings: MeshSettings, progress: _Progress) -> None:
+        self.progress = progress
+        self.pending: dict[str, set[str]] = {}
+        for name in deployment_names(settings):
+            self.pending.setdefault(kind_of(name), set()).add(name)
+        self.counts = {kind: len(names) for kind, names in self.pending.items()}
+
+    def __call__(self, name: str) -> None:
+        kind = kind_of(name)
+        if kind == CONTROLLER:
+            self.progress.step("controller: every actor alive and ready")
+            return
+        names = self.pending.get(kind)
+        if names is None or name not in names:
+            return
+        names.discard(name)
+        if not names:
+            count = self.counts[kind]
+            label = _KIND_LABELS.get(kind, kind)
+            self.progress.step(f"{label} ready" + (f" ({count})" if count > 1 else ""), kind=kind, actors=count)
+
+
+_KIND_LABELS = {
+    REGISTRY_SHARD: "registry shards",
+    SNAPSHOT_BUILDER: "snapshot builders",
+    XDS_SERVER: "xDS servers",
+    REGISTRY_API: "registry API",
+    EUREKA_API: "Eureka API",
+}
+
+
+def _already_running(ready: Path) -> int:
+    """The pid of a live `up` (on this host) that owns this ready file, else 0."""
+    try:
+        info = json.loads(ready.read_text())
+        pid = int(info.get("pid") or 0)
+    except (OSError, ValueError):
+        return 0
+    if pid and pid != os.getpid() and info.get("hostname", socket.gethostname()) == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return 0
+        except PermissionError:
+            return pid
+        return pid
+    return 0
+
+
+def _token_path() -> str:
+    """Where Ray's auth token is (the file, never the token), so that a driver with another HOME finds it."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return str(path) if path.exists() else ""
+
+
+def summary(info: dict[str, Any], took_s: float, default_state_dir: bool) -> str:
+    """What a person reads once `up` is up: what runs where, and what to do next."""
+    sd = "" if default_state_dir else f" --state-dir {info['state_dir']}"
+    lines = [
+        f"meshactors is up in {took_s:.1f} s: registry {info['registry']}, xDS {','.join(info['xds'])}, "
+        f"Eureka {info['eureka']}",
+        f"  registry API  {info['registry']}  (gRPC: meshactors register / ls / deregister)",
+        f"  Eureka API    {info['eureka']}  (point Eureka clients here)",
+        f"  xDS servers   {', '.join(info['xds'])}  (delta + SotW ADS: meshactors bootstrap / sidecar)",
+        f"  etcd          {info['etcd']}" + (f"  (data in {info['etcd_data']})" if info.get("etcd_data") else ""),
+        f"  Ray           {info['ray_address']}  (namespace {info['namespace']})",
+        f"  state dir     {info['state_dir']}  (ready.json; logs in {info['log_dir']})",
+        "Next, in another terminal:",
+        f"  meshactors register{sd} --vip myservice --host 127.0.0.1 --port 8080",
+        f"  meshactors ls{sd}",
+        f"  meshactors status{sd}",
+        f"  meshactors logs{sd} --follow",
+        "Ctrl-C stops everything this command started.",
+    ]
+    return "\n".join(lines)
 
 
 def _load_etcd_port(state_dir: Path) -> int:
@@ -72,12 +186,26 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     state_dir = opts.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    ready_files = [state_dir / defaults.READY_FILE]
+    if opts.ready_file and opts.ready_file.resolve() != ready_files[0]:
+        ready_files.append(opts.ready_file)
+    if pid := _already_running(ready_files[0]):
+        raise ConfigError(
+            f"meshactors is already running (state dir {state_dir}: up pid {pid}); stop it or use another --state-dir"
+        )
+    for stale in ready_files:
+        stale.unlink(missing_ok=True)
+    log_dir = state_dir / defaults.LOG_DIR
+    progress = _Progress(opts.human)
+    if opts.human:
+        print(f"meshactors up: state dir {state_dir}, logs in {log_dir}", flush=True)
     etcd_server: EtcdServer | None = None
     started_ray = False
     settings: MeshSettings | None = None
     try:
         if opts.settings.etcd:
             etcd = opts.settings.etcd
+            progress.step(f"using etcd {etcd}", etcd=etcd)
         else:
             etcd_server = EtcdServer(
                 data_dir=state_dir / "etcd" / "data", client_port=opts.etcd_port or _load_etcd_port(state_dir)
@@ -92,12 +220,19 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
                     raise
             (state_dir / "etcd" / "port").write_text(str(etcd_server.client_port))
             etcd = etcd_server.url
+            progress.step(f"etcd started ({etcd})", etcd=etcd)
+        quiet = {"logging_level": logging.ERROR} if opts.human else {}
         if opts.ray_address:
-            ray.init(address=opts.ray_address, namespace=opts.settings.namespace, log_to_driver=True)
+            ray.init(address=opts.ray_address, namespace=opts.settings.namespace, log_to_driver=True, **quiet)
+            progress.step(f"joined Ray at {opts.ray_address}", ray_address=opts.ray_address)
         else:
-            ray.init(namespace=opts.settings.namespace, include_dashboard=False)
+            ray.init(namespace=opts.settings.namespace, include_dashboard=False, log_to_driver=True, **quiet)
             started_ray = True
-        settings = deploy(dataclasses.replace(opts.settings, etcd=etcd))
+            progress.step("Ray started (local)")
+        wanted = dataclasses.replace(
+            opts.settings, etcd=etcd, log_dir=str(log_dir), log_echo="warnings" if opts.human else "all"
+        )
+        settings = deploy(wanted, on_ready=_KindsReady(wanted, progress))
         info = {
             "registry": settings.registry_address,
             "xds": settings.xds_addresses,
@@ -106,30 +241,44 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             "ray_address": ray.get_runtime_context().gcs_address,
             "namespace": settings.namespace,
             "ray_auth_mode": os.environ.get("RAY_AUTH_MODE", "token" if started_ray else ""),
+            "ray_auth_token_path": _token_path(),
+            "ray_local": started_ray,
             "key_prefix": settings.key_prefix,
             "shards": settings.shards,
             "state_dir": str(state_dir),
+            "log_dir": str(log_dir),
+            "etcd_data": str(etcd_server.data_dir) if etcd_server else "",
+            "etcd_log": str(etcd_server.data_dir.parent / f"{etcd_server.name}.etcd.log") if etcd_server else "",
             "pid": os.getpid(),
+            "hostname": socket.gethostname(),
             "etcd_pid": etcd_server.proc.pid if etcd_server and etcd_server.proc else 0,
         }
-        if opts.ready_file:
-            write_ready_file(opts.ready_file, info)
+        for path in ready_files:
+            write_ready_file(path, info)
         _log.info("meshactors is up", **info)
-        print(
-            f"meshactors is up: registry {info['registry']}, xDS {','.join(info['xds'])}, "
-            f"Eureka {info['eureka']}, etcd {etcd}, "
-            f"Ray {info['ray_address']}",
-            flush=True,
-        )
-        print("Ctrl-C stops everything this command started.", flush=True)
+        if opts.human:
+            print(summary(info, progress.elapsed(), state_dir == defaults.STATE_DIR.resolve()), flush=True)
+        else:
+            print(
+                f"meshactors is up: registry {info['registry']}, xDS {','.join(info['xds'])}, "
+                f"Eureka {info['eureka']}, etcd {etcd}, "
+                f"Ray {info['ray_address']}",
+                flush=True,
+            )
+            print("Ctrl-C stops everything this command started.", flush=True)
         while not stop.wait(0.5):
             if etcd_server is not None and _etcd_died(etcd_server):
                 info["etcd_pid"] = _restart_etcd(etcd_server)
-                if opts.ready_file and info["etcd_pid"]:
-                    write_ready_file(opts.ready_file, info)
+                if info["etcd_pid"]:
+                    for path in ready_files:
+                        write_ready_file(path, info)
         return 0
     finally:
+        if opts.human:
+            print("stopping: actors, Ray and etcd ...", flush=True)
         _log.info("shutting down")
+        for path in ready_files:  # first: from now on every command says the mesh is not running
+            path.unlink(missing_ok=True)
         if settings is not None:
             try:
                 teardown(settings)
@@ -141,5 +290,5 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             _log.info("local Ray stopped")
         if etcd_server is not None:
             etcd_server.stop()
-        if opts.ready_file and opts.ready_file.exists():
-            opts.ready_file.unlink()
+        if opts.human:
+            print("stopped.", flush=True)

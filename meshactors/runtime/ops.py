@@ -14,7 +14,7 @@ import ray
 
 from meshactors.errors import Unavailable
 from meshactors.runtime.calls import DEFAULT_TIMEOUT_S, call_sync
-from meshactors.runtime.topology import lookup
+from meshactors.runtime.topology import list_names, lookup
 
 
 def connect(address: str, namespace: str) -> bool:
@@ -57,3 +57,14 @@ def call_actor(name: str, namespace: str, method: str, *args: Any, timeout_s: fl
 def kill(handle: Any, restart: bool = True) -> None:
     """Kill an actor's process; with `restart` Ray restarts it (as it would after a crash), else its name is freed."""
     ray.kill(handle, no_restart=not restart)
+
+
+def actor_names(namespace: str) -> list[str]:
+    """The names of the named actors of `namespace` (the deployment's and any other), sorted."""
+    return list_names(namespace)
+
+
+def log_chunk(name: str, namespace: str, inode: int, offset: int, max_bytes: int) -> tuple[int, int, str]:
+    """Part of a named actor's own log file, read by the actor (it may run on another node)."""
+    inode, offset, text = call_actor(name, namespace, "log_chunk", inode, offset, max_bytes, timeout_s=10.0)
+    return int(inode), int(offset), str(text)

@@ -17,6 +17,7 @@ from meshactors import log
 from meshactors.errors import MeshError, Unavailable
 from meshactors.resources.snapshot import Snapshot
 from meshactors.runtime.calls import Handles, call
+from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import INTERNAL_OPTIONS, start_fixed, start_internal
 from meshactors.runtime.topology import xds_server_name
 from meshactors.settings import MeshSettings
@@ -51,11 +52,11 @@ class XdsServerStatistics:
 
 
 @ray.remote
-class SnapshotBuilderActor:
+class SnapshotBuilderActor(LogSource):
     """Hosts one SnapshotBuilderCore; reloads every registration from etcd on (re)start."""
 
     async def __init__(self, settings: MeshSettings, name: str) -> None:
-        log.configure()
+        configure_actor(settings)
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
         self.core = SnapshotBuilderCore(
@@ -165,11 +166,11 @@ class BuilderLinks:
 
 
 @ray.remote
-class XdsServerActor:
+class XdsServerActor(LogSource):
     """Serves delta and SotW ADS on a fixed address; refuses streams until every builder has loaded."""
 
     async def __init__(self, settings: MeshSettings, name: str, port: int) -> None:
-        log.configure()
+        configure_actor(settings)
         self._log = log.get("runtime.xds_server", server=name)
         self.settings = settings
         self.links = BuilderLinks(settings, name)

@@ -22,6 +22,7 @@ class UpProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    pass_ready_file: bool = True  # False: rely on `up` writing <state dir>/ready.json by itself, as a person does
 
     @property
     def ready_file(self) -> Path:
@@ -35,10 +36,8 @@ class UpProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.ready_file.exists():
             self.ready_file.unlink()
-        cmd = [
-            sys.executable, "-m", "meshactors.cli", "up",
-            "--state-dir", str(self.state_dir), "--ready-file", str(self.ready_file), *self.args,
-        ]  # fmt: skip
+        ready = ["--ready-file", str(self.ready_file)] if self.pass_ready_file else []
+        cmd = [sys.executable, "-m", "meshactors.cli", "up", "--state-dir", str(self.state_dir), *ready, *self.args]
         env = {**os.environ, "MESHACTORS_LOG_JSON": "1", **self.env}
         with open(self.log_file, "ab") as logf:
             self.proc = subprocess.Popen(
