@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -26,6 +26,7 @@ from meshactors.model.validate import validate_vip_name
 from meshactors.policy.model import (
     HASH_LB_POLICIES,
     MESH_WIDE,
+    Backoff,
     ConsistentHash,
     FaultAbort,
     Policy,
@@ -342,8 +343,8 @@ def _check_node(node: _Node, path: str, errs: _Errors, failed: set[str]) -> None
     elif isinstance(node, FaultAbort):
         if (node.http_status is None) == (node.grpc_status is None):
             errs.add(path, "needs exactly one of httpStatus, grpcStatus")
-    elif hasattr(node, "max_interval_ms") and hasattr(node, "base_interval_ms"):
-        if node.max_interval_ms is not None and node.max_interval_ms < node.base_interval_ms:
+    elif isinstance(node, Backoff):
+        if node.max_interval_ms is not None and node.max_interval_ms < (node.base_interval_ms or 0):
             errs.add(_join(path, "maxInterval"), "must not be shorter than baseInterval")
 
 
@@ -382,6 +383,7 @@ def _parse_policy(doc: Any, errs: _Errors) -> Policy | None:
         return None
     raw_vip = doc.get("vip")
     if raw_vip == MESH_WIDE:
+        # `*` is no VIP name: parse the rest under a valid stand-in, then put `*` back.
         doc = {k: v for k, v in doc.items() if k != "vip"}
         policy = _parse_object(Policy, {**doc, "vip": "placeholder"}, "", errs)
         policy = None if policy is None else Policy(MESH_WIDE, policy.destination, policy.routing)
@@ -584,10 +586,6 @@ def errors_of(exc: MeshError) -> list[tuple[str, str]]:
     if isinstance(exc, InvalidArgument):
         return [(exc.field, exc.reason)]
     return []
-
-
-def vips(policies: Iterable[Policy]) -> list[str]:
-    return [p.vip for p in policies]
 
 
 __all__ = [
