@@ -13,6 +13,7 @@ from meshactors.aio import TaskSet
 from meshactors.eureka import http as eureka_http
 from meshactors.eureka.service import EurekaRegistry, follow
 from meshactors.eureka.view import EurekaView
+from meshactors.registry.policy_service import PolicyService
 from meshactors.registry.routing import GrpcShardBackend
 from meshactors.registry.service import RegistryService
 from meshactors.registry.shard import RegistryShardCore
@@ -22,7 +23,7 @@ from meshactors.runtime.calls import Handles, call
 from meshactors.runtime.servers import start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
-from meshactors.v1 import registry_pb2_grpc
+from meshactors.v1 import policy_pb2_grpc, registry_pb2_grpc
 
 REGISTRY_API = "registry-api"
 EUREKA_API = "eureka-api"
@@ -79,7 +80,8 @@ def shard_backend(settings: MeshSettings) -> GrpcShardBackend:
 
 @ray.remote
 class RegistryApiActor:
-    """Serves the Registry gRPC API on a fixed address, so clients reconnect to it after a restart."""
+    """Serves the Registry and the PolicyService gRPC APIs on one fixed address, so clients need one address and
+    reconnect to it after a restart."""
 
     async def __init__(self, settings: MeshSettings) -> None:
         log.configure()
@@ -92,6 +94,7 @@ class RegistryApiActor:
             RegistryService(shard_backend(settings), ShardMap.of_size(settings.shards), self.store, settings.keys),
             self.server,
         )
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyService(self.store, settings.keys), self.server)
         self.port = await start_fixed(self.server, settings.registry_address, "registry API")
         self._log.info("registry API listening", address=f"{settings.registry_host}:{self.port}")
 
