@@ -190,3 +190,15 @@ async def test_one_apply_changes_at_most_what_one_etcd_transaction_holds() -> No
     with pytest.raises(InvalidArgument, match="at most"):
         await PolicyStore(store, KEYS).apply(text)
     assert _policies(store) == {}
+
+
+def test_api_error_messages_are_one_bounded_line() -> None:
+    from meshactors.registry.policy_service import MAX_MESSAGE_CHARS, MAX_REPORTED_ERRORS, error_message
+
+    text = "\n---\n".join(f"vip: s{i}\nrouting: {{timeout: 0s}}" for i in range(MAX_REPORTED_ERRORS + 5))
+    with pytest.raises(InvalidPolicy) as info:
+        load(text)
+    message = error_message(info.value)
+    assert "\n" not in message and len(message) <= MAX_MESSAGE_CHARS
+    assert message.startswith("document 1 (vip 's0'): routing.timeout: must be longer than 0")
+    assert message.endswith("; ... and 5 more")
