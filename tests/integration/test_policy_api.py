@@ -273,3 +273,30 @@ async def test_cli_apply_get_ls_delete_end_to_end(
     assert gone.returncode == 1 and "no policy" in gone.stderr and gone.stderr.strip().count("\n") == 0
     down = run("ls", "--registry", "127.0.0.1:1", check=False)
     assert down.returncode == 1 and "unavailable" in down.stderr
+
+
+async def test_the_policy_feed_follows_applies_and_deletes_on_a_real_etcd(
+    policies: PolicyClient, store: EtcdStore, keys: KeySchema
+) -> None:
+    import asyncio
+    from contextlib import aclosing
+
+    from meshactors.store.policy_feed import PolicyBatch, PolicyFeed, PolicyLoaded, PolicyPut, PolicyRemoved
+
+    vip = _vip("feed")
+    feed = PolicyFeed(store, keys, name="test", wants=lambda v: v == vip)
+    seen: list[PolicyPut | PolicyRemoved] = []
+    async with aclosing(feed.__aiter__()) as it:
+        first = await asyncio.wait_for(anext(it), 10)
+        assert isinstance(first, PolicyLoaded) and first.items == ()
+        applied = policies.apply(f"vip: {vip}\nrouting: {{timeout: 2s}}\n")
+        deleted = policies.delete(vip)
+        while len(seen) < 2:
+            batch = await asyncio.wait_for(anext(it), 10)
+            assert isinstance(batch, PolicyBatch)
+            seen.extend(batch.events)
+    put, removed = seen
+    assert isinstance(put, PolicyPut) and (put.vip, put.revision) == (vip, applied.revision)
+    assert put.policy.routing is not None and put.policy.routing.timeout_ms == 2000
+    assert isinstance(removed, PolicyRemoved) and (removed.vip, removed.revision) == (vip, deleted)
+    assert removed.previous == put.policy
