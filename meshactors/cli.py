@@ -1,4 +1,5 @@
-"""The `meshactors` command: run the control plane (`up`), register services, list and inspect them.
+"""The `meshactors` command: run the control plane (`up`), register services, list and inspect them, and apply
+traffic policies (`policy apply|get|ls|delete`).
 
 Every command finds the running mesh the same way (meshactors.discovery): explicit addresses first, else the
 ready file given with --ready-file, else the one `up` keeps in the state directory (--state-dir, default
@@ -229,6 +230,100 @@ def cmd_ls(args: argparse.Namespace) -> int:
         status = pb.Status.Name(i.status).removeprefix("STATUS_")
         print(f"{i.vip:<24} {i.svip:<24} {i.instance_id:<28} {addr:<22} {i.zone:<10} {status:<15} {i.weight}")
     print(f"{len(instances)} instance(s) at revision {revision}")
+    return 0
+
+
+# ---- policy -----------------------------------------------------------------------------------------------------
+
+
+def _read_policy_file(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
+
+
+def cmd_policy_apply(args: argparse.Namespace) -> int:
+    from meshactors.registry.policy_client import ACTION_NAMES, PolicyClient
+
+    text = _read_policy_file(args.file)
+    with PolicyClient(_registry(args)) as client:
+        resp = client.apply(text, dry_run=args.dry_run)
+    changes = [(c.vip, ACTION_NAMES.get(c.action, "?"), c.diff) for c in resp.changes]
+    problems = [(p.vip, p.field, p.reason) for p in resp.problems]
+    if args.json:
+        print(json.dumps({
+            "dry_run": args.dry_run, "revision": resp.revision,
+            "changes": [{"vip": v, "action": a, "diff": d} for v, a, d in changes],
+            "problems": [{"vip": v, "field": f, "reason": r} for v, f, r in problems],
+        }, indent=2))  # fmt: skip
+        return 0
+    would = "would be " if args.dry_run else ""
+    for vip, action, diff in changes:
+        print(f"{vip}: {would}{action}")
+        if diff:
+            sys.stdout.write(diff if diff.endswith("\n") else diff + "\n")
+    for vip, field, reason in problems:
+        print(f"problem: {vip}: {field}: {reason}")
+    if args.dry_run:
+        print(f"dry run: nothing written (read at revision {resp.revision})")
+    else:
+        print(f"{len(changes)} document(s) applied at revision {resp.revision}")
+    return 0
+
+
+def cmd_policy_get(args: argparse.Namespace) -> int:
+    import yaml
+
+    from meshactors.registry.policy_client import PolicyClient, document_of
+
+    with PolicyClient(_registry(args)) as client:
+        resp = client.get(args.vip)
+    doc = document_of(resp.policy)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"# policy of {resp.policy.vip} at revision {resp.policy.mod_revision}")
+    for p in resp.problems:
+        print(f"# problem: {p.field}: {p.reason}")
+    sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+    return 0
+
+
+def _policy_summary(doc: dict[str, Any]) -> str:
+    parts = []
+    for section in ("destination", "routing"):
+        fields = doc.get(section)
+        if isinstance(fields, dict) and fields:
+            parts.append(f"{section}({','.join(fields)})")
+    return " ".join(parts) or "-"
+
+
+def cmd_policy_ls(args: argparse.Namespace) -> int:
+    from meshactors.registry.policy_client import PolicyClient, document_of
+
+    with PolicyClient(_registry(args)) as client:
+        items, revision = client.list()
+    if args.json:
+        rows = [{"vip": p.vip, "mod_revision": p.mod_revision, "create_revision": p.create_revision,
+                 "document": document_of(p)} for p in items]  # fmt: skip
+        print(json.dumps({"revision": revision, "policies": rows}, indent=2))
+        return 0
+    print(f"{'VIP':<32} {'REVISION':>10}  SETS")
+    for p in items:
+        print(f"{p.vip:<32} {p.mod_revision:>10}  {_policy_summary(document_of(p))}")
+    print(f"{len(items)} policy document(s) at revision {revision}")
+    return 0
+
+
+def cmd_policy_delete(args: argparse.Namespace) -> int:
+    from meshactors.registry.policy_client import PolicyClient
+
+    with PolicyClient(_registry(args)) as client:
+        revision = client.delete(args.vip)
+    print(f"deleted the policy of {args.vip} at revision {revision}")
     return 0
 
 
@@ -497,6 +592,28 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--json", help="also write the report here as JSON")
     ch.set_defaults(func=cmd_chaos)
 
+    pol = sub.add_parser("policy", help="traffic policy per VIP: apply documents, show, list and delete them")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    pa = psub.add_parser("apply", help="validate and store policy documents (all of the file, or none of it)")
+    _registry_args(pa)
+    pa.add_argument("-f", "--file", required=True, help="YAML or JSON file of one or more documents ('-': stdin)")
+    pa.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    pa.add_argument("--json", action="store_true")
+    pa.set_defaults(func=cmd_policy_apply)
+    pg = psub.add_parser("get", help="print a VIP's stored policy document (YAML, or JSON with --json)")
+    _registry_args(pg)
+    pg.add_argument("vip", help="the VIP, or '*' for the mesh-wide document")
+    pg.add_argument("--json", action="store_true")
+    pg.set_defaults(func=cmd_policy_get)
+    pl = psub.add_parser("ls", help="list the stored policy documents")
+    _registry_args(pl)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_policy_ls)
+    pd = psub.add_parser("delete", help="delete a VIP's policy document")
+    _registry_args(pd)
+    pd.add_argument("vip", help="the VIP, or '*' for the mesh-wide document")
+    pd.set_defaults(func=cmd_policy_delete)
+
     st = sub.add_parser("status", help="list the control plane's actors with their states and restart counts")
     _where_args(st)
     st.add_argument("--ray-address", help="Ray cluster address (instead of the ready file)")
@@ -559,6 +676,15 @@ def _registry_args(p: argparse.ArgumentParser) -> None:
     _where_args(p)
 
 
+def _command(args: argparse.Namespace) -> str:
+    sub = getattr(args, "policy_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
 def main(argv: list[str] | None = None) -> int:
     from meshactors import log
 
@@ -570,10 +696,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     except MeshError as exc:
-        print(f"meshactors {args.command}: error: {exc}", file=sys.stderr)
+        print(f"meshactors {_command(args)}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidArgument | ConfigError) else 1
     except grpc.RpcError as exc:
-        print(f"meshactors {args.command}: error: {exc}", file=sys.stderr)
+        print(f"meshactors {_command(args)}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

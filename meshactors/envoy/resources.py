@@ -22,6 +22,8 @@ from google.protobuf import any_pb2, duration_pb2, message
 METADATA_NAMESPACE = "meshactors"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ROUTER_FILTER = "envoy.filters.http.router"
+FAULT_FILTER = "envoy.filters.http.fault"
+FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 MAX_WEIGHT = 2**32 - 1
 # The drop category a VIP with no endpoints drops every call under: gRPC clients fail the call with UNAVAILABLE
 # and this text (grpcio: "EDS-configured drop: ...", grpc-js: "Call dropped by load balancing policy.
@@ -78,6 +80,19 @@ def _cluster_template(connect_timeout_ms: int, lb_policy: str, http2: bool) -> c
     return cluster
 
 
+def eds_cluster_message(
+    name: str, *, connect_timeout_ms: int = 1000, lb_policy: str = "ROUND_ROBIN", http2: bool = False
+) -> cluster_pb2.Cluster:
+    """A fresh (mutable) copy of the EDS cluster `eds_cluster` serializes: the traffic policy compiler
+    (meshactors.envoy.policy) adds its knobs to it, so EDS config and names stay the same on both paths."""
+    if not name:
+        raise ValueError("cluster name must not be empty")
+    cluster = cluster_pb2.Cluster()
+    cluster.CopyFrom(_cluster_template(connect_timeout_ms, lb_policy, http2))
+    cluster.name = name
+    return cluster
+
+
 @lru_cache(maxsize=4096)
 def eds_cluster(
     name: str, *, connect_timeout_ms: int = 1000, lb_policy: str = "ROUND_ROBIN", http2: bool = False
@@ -89,12 +104,9 @@ def eds_cluster(
     instead of waiting for the odcds timeout.
     gRPC accepts only ROUND_ROBIN (and RING_HASH, or load_balancing_policy) here; MAGLEV is NACKed.
     """
-    if not name:
-        raise ValueError("cluster name must not be empty")
-    cluster = cluster_pb2.Cluster()
-    cluster.CopyFrom(_cluster_template(connect_timeout_ms, lb_policy, http2))
-    cluster.name = name
-    return _serialize(cluster)
+    return _serialize(
+        eds_cluster_message(name, connect_timeout_ms=connect_timeout_ms, lb_policy=lb_policy, http2=http2)
+    )
 
 
 def _address_key(ep: Endpoint) -> tuple[bytes, int]:
@@ -125,17 +137,21 @@ def _fill_lb_endpoint(lb: endpoint_components_pb2.LbEndpoint, ep: Endpoint) -> N
             fields["version_label"].string_value = ep.version_label
 
 
-def cluster_load_assignment(name: str, endpoints: Iterable[Endpoint]) -> bytes:
+def cluster_load_assignment(name: str, endpoints: Iterable[Endpoint], *, prefer_zone: str | None = None) -> bytes:
     """The CLA for cluster `name`: one weighted locality per zone, endpoints sorted by (zone, host, port).
 
     Every locality carries `load_balancing_weight` (the sum of its endpoints' weights), which every gRPC
     implementation needs or it silently drops the locality. Endpoints are HEALTHY (gRPC uses only UNKNOWN
-    and HEALTHY ones), all at priority 0.
+    and HEALTHY ones).
 
     Zero endpoints (an unknown VIP, or one whose instances are all gone) give a CLA with no localities and a
     100% drop_overload under NO_ENDPOINTS_DROP_CATEGORY: without it grpc-js fails calls with the anonymous
     "priority policy has empty priority list"; with it every gRPC client fails them at once with UNAVAILABLE
     naming the VIP, and Envoy answers 503 at once, as before.
+
+    `prefer_zone` (locality failover, for a caller in that zone): its locality gets priority 0 and every other
+    zone priority 1, so Envoy and gRPC use the other zones only when the caller's has no healthy endpoint.
+    Priorities must be contiguous from 0: when the zone has no endpoints every locality stays at priority 0.
 
     Raises ValueError for input Envoy or gRPC would NACK: a non-IP host, a bad port or weight, the same
     address twice (grpcio and grpc-js reject duplicate addresses across the whole CLA), or locality weights
@@ -157,9 +173,12 @@ def cluster_load_assignment(name: str, endpoints: Iterable[Endpoint]) -> bytes:
         drop = cla.policy.drop_overloads.add(category=NO_ENDPOINTS_DROP_CATEGORY.format(name=name))
         drop.drop_percentage.numerator = 100
         drop.drop_percentage.denominator = percent_pb2.FractionalPercent.HUNDRED
+    failover = prefer_zone is not None and any(ep.zone == prefer_zone for ep in ordered)
     for zone, group in groupby(ordered, key=_zone):
         locality = cla.endpoints.add()
         locality.locality.zone = zone
+        if failover and zone != prefer_zone:
+            locality.priority = 1
         total = 0
         for ep in group:
             _fill_lb_endpoint(locality.lb_endpoints.add(), ep)
@@ -176,21 +195,32 @@ _ROUTER = hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=_pack(router_pb2.R
 
 
 @lru_cache(maxsize=4096)
-def grpc_api_listener(name: str, cluster: str) -> bytes:
+def grpc_api_listener(
+    name: str, cluster: str, *, virtual_host: bytes | None = None, fault: bytes | None = None
+) -> bytes:
     """The Listener a proxyless gRPC client asks for (`xds:///name`) over SotW LDS.
 
     Its `api_listener` is an HttpConnectionManager with an inline route config (one virtual host for any
     authority, `prefix: ""` -> `cluster`) and the router as its only HTTP filter, which grpcio requires.
+    A traffic policy passes its own serialized VirtualHost (routes, splits, retries; it replaces the default
+    one) and a serialized `HTTPFault`, which becomes a fault filter before the router (gRFC A33).
     """
     if not name or not cluster:
         raise ValueError("listener and cluster names must not be empty")
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=name)
     route_config = manager.route_config
     route_config.name = name
-    virtual_host = route_config.virtual_hosts.add(name=name, domains=["*"])
-    route = virtual_host.routes.add()
-    route.match.prefix = ""  # a oneof member: set even though empty
-    route.route.cluster = cluster
+    if virtual_host is not None:
+        route_config.virtual_hosts.add().ParseFromString(virtual_host)
+    else:
+        default_host = route_config.virtual_hosts.add(name=name, domains=["*"])
+        route = default_host.routes.add()
+        route.match.prefix = ""  # a oneof member: set even though empty
+        route.route.cluster = cluster
+    if fault is not None:
+        fault_filter = manager.http_filters.add(name=FAULT_FILTER)
+        fault_filter.typed_config.type_url = FAULT_TYPE
+        fault_filter.typed_config.value = fault
     manager.http_filters.append(_ROUTER)
     listener = listener_pb2.Listener(name=name)
     listener.api_listener.api_listener.Pack(manager, deterministic=True)

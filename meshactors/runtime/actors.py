@@ -14,6 +14,7 @@ from meshactors.aio import TaskSet
 from meshactors.eureka import http as eureka_http
 from meshactors.eureka.service import EurekaRegistry, follow
 from meshactors.eureka.view import EurekaView
+from meshactors.registry.policy_service import PolicyService
 from meshactors.registry.routing import GrpcShardBackend
 from meshactors.registry.service import RegistryService
 from meshactors.registry.shard import RegistryShardCore
@@ -24,7 +25,7 @@ from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
-from meshactors.v1 import registry_pb2_grpc
+from meshactors.v1 import policy_pb2_grpc, registry_pb2_grpc
 
 # Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
 # Ray nices its workers to 15 by default; the control plane answers proxies on their first request's
@@ -83,7 +84,8 @@ class RegistryApiStatistics:
 
 @ray.remote
 class RegistryApiActor(LogSource):
-    """Serves the Registry gRPC API on a fixed address, so clients reconnect to it after a restart."""
+    """Serves the Registry and the PolicyService gRPC APIs on one fixed address, so clients need one address and
+    reconnect to it after a restart."""
 
     async def __init__(self, settings: MeshSettings) -> None:
         configure_actor(settings)
@@ -96,6 +98,7 @@ class RegistryApiActor(LogSource):
             RegistryService(shard_backend(settings), ShardMap.of_size(settings.shards), self.store, settings.keys),
             self.server,
         )
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyService(self.store, settings.keys), self.server)
         self.port = await start_fixed(self.server, settings.registry_address, "registry API")
         self._log.info("registry API listening", address=f"{settings.registry_host}:{self.port}")
 

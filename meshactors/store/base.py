@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 
@@ -34,6 +34,26 @@ class WatchBatch:
     revision: int
 
 
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: bounds a Txn's conditions and its writes, each
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """One all-or-nothing write of several keys: every condition holds and every write happens, or nothing does.
+
+    expect: key -> the mod revision it must still have (0: it must not exist), e.g. what a read returned.
+    quiet_prefix / quiet_since: no key under `quiet_prefix` was created or modified after revision `quiet_since`
+      (a key deleted since is not seen: fence the keys a write depends on in `expect`).
+    puts / deletes: the writes (a key in both is an error).
+    """
+
+    puts: Mapping[str, bytes] = field(default_factory=dict)
+    deletes: tuple[str, ...] = ()
+    expect: Mapping[str, int] = field(default_factory=dict)
+    quiet_prefix: str = ""
+    quiet_since: int = 0
+
+
 class Store(Protocol):
     """What meshactors needs from etcd. Errors: Unavailable, Conflict, NotFound, Compacted (meshactors.errors)."""
 
@@ -46,6 +66,10 @@ class Store(Protocol):
     async def replace(self, key: str, value: bytes, mod_revision: int, lease: int = 0) -> int: ...
 
     async def delete(self, key: str, mod_revision: int | None = None) -> int: ...
+
+    async def commit(self, txn: Txn) -> int:
+        """Apply `txn` in one etcd transaction; its revision. Conflict (naming what moved) when a condition fails."""
+        ...
 
     async def grant_lease(self, ttl_s: int) -> int: ...
 

@@ -13,7 +13,7 @@ from aetcd import rpc
 
 from meshactors import log
 from meshactors.errors import Compacted, ConfigError, Conflict, NotFound, Unavailable
-from meshactors.store.base import KeyValue, WatchBatch, WatchEvent
+from meshactors.store.base import KeyValue, Txn, WatchBatch, WatchEvent
 
 _log = log.get("store.etcd")
 
@@ -280,6 +280,64 @@ class EtcdStore:
                 raise NotFound(f"{key} does not exist")
             raise Conflict(f"{key} changed since revision {mod_revision}")
         return int(resp.header.revision)
+
+    async def commit(self, txn: Txn) -> int:
+        """Every put and delete of `txn` in one etcd transaction, only if each `expect` key is at its mod revision
+        and nothing under `quiet_prefix` was written after `quiet_since`. Conflict naming what moved otherwise."""
+        both = set(txn.puts) & set(txn.deletes)
+        if both:
+            raise ValueError(f"a transaction both puts and deletes {sorted(both)[:3]}")
+        compare: list[rpc.Compare] = [
+            rpc.Compare(key=key.encode(), result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)
+            for key, rev in txn.expect.items()
+        ]
+        # On failure etcd runs the `failure` ops: read back what the conditions looked at, to say what moved.
+        failure = [
+            rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode(), keys_only=True)) for key in txn.expect
+        ]
+        if txn.quiet_prefix:
+            k = txn.quiet_prefix.encode()
+            end = _prefix_end(k)
+            compare.append(
+                rpc.Compare(
+                    key=k, range_end=end, result=rpc.Compare.LESS, target=rpc.Compare.MOD,
+                    mod_revision=txn.quiet_since + 1,
+                )
+            )  # fmt: skip
+            failure.append(
+                rpc.RequestOp(
+                    request_range=rpc.RangeRequest(
+                        key=k, range_end=end, keys_only=True, min_mod_revision=txn.quiet_since + 1, limit=5
+                    )
+                )
+            )
+        success = [rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=v)) for key, v in txn.puts.items()]
+        success += [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key.encode())) for key in txn.deletes]
+        kv, _ = self._stubs()
+        what = f"transaction of {len(txn.puts)} put(s) and {len(txn.deletes)} delete(s)"
+        try:
+            resp = await kv.Txn(
+                rpc.TxnRequest(compare=compare, success=success, failure=failure),
+                timeout=self.timeout_s,
+                wait_for_ready=True,
+            )
+        except grpc.RpcError as exc:
+            raise _map_error(exc, what) from exc
+        if resp.succeeded:
+            return int(resp.header.revision)
+        moved: list[str] = []
+        for (key, rev), r in zip(txn.expect.items(), resp.responses, strict=False):
+            now = int(r.response_range.kvs[0].mod_revision) if r.response_range.kvs else 0
+            if now != rev:
+                moved.append(
+                    f"{key} does not exist" if not now
+                    else f"{key} already exists" if not rev
+                    else f"{key} is at revision {now}, expected {rev}"
+                )  # fmt: skip
+        if txn.quiet_prefix and resp.responses:
+            for k in resp.responses[-1].response_range.kvs:
+                moved.append(f"{k.key.decode()} was written at revision {k.mod_revision} (after {txn.quiet_since})")
+        raise Conflict("; ".join(moved) or f"{what}: a condition no longer holds")
 
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
         """Unfenced put: for tests and tools only; the registry always fences."""

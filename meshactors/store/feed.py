@@ -70,9 +70,16 @@ class FeedStatistics:
 
 
 class _SkipLog:
-    """Logs skipped registrations at error, at most `limit` lines per `window_s`; the rest are only counted."""
+    """Logs skipped records at error, at most `limit` lines per `window_s`; the rest are only counted."""
 
-    def __init__(self, limit: int = 10, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int = 10,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        what: str = "registration",
+    ) -> None:
+        self.what = what
         self.limit = limit
         self.window_s = window_s
         self.clock = clock
@@ -86,7 +93,7 @@ class _SkipLog:
         if now - self._window_start >= self.window_s:
             if self._suppressed:
                 self._log.error(
-                    "more undecodable registrations skipped without logging",
+                    f"more undecodable {self.what}s skipped without logging",
                     suppressed=self._suppressed,
                     window_s=self.window_s,
                 )
@@ -95,7 +102,7 @@ class _SkipLog:
             self._suppressed += 1
             return
         self._logged += 1
-        self._log.error("skipping undecodable registration", feed=feed, key=_clip(key), error=_clip(str(error)))
+        self._log.error(f"skipping undecodable {self.what}", feed=feed, key=_clip(key), error=_clip(str(error)))
 
 
 _skip_log = _SkipLog()  # one per process: many feeds (e.g. one per Watch stream) share the bound

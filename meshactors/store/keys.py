@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from meshactors import defaults
 from meshactors.errors import ConfigError, InvalidArgument
 from meshactors.model import InstanceRef
+from meshactors.model.validate import is_valid_vip_name
 
 DEFAULT_PREFIX = defaults.KEY_PREFIX
+MESH_WIDE = "*"  # the VIP of the mesh-wide policy document (meshactors.policy.model.MESH_WIDE)
+MESH_WIDE_KEY = "_mesh"  # its key segment: '_' is never in a VIP name (a lowercase DNS name), so no VIP collides
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 
 
@@ -18,6 +21,8 @@ class KeySchema:
     """Builds and parses keys. Layout:
 
     {prefix}/instances/{vip}/{instance_id}   one registration (msgpack Instance record), attached to its lease
+    {prefix}/policies/{vip}                  the traffic policy of a VIP (msgpack policy record, no lease)
+    {prefix}/policies/_mesh                  the mesh-wide `*` policy document
     """
 
     prefix: str = DEFAULT_PREFIX
@@ -48,3 +53,27 @@ class KeySchema:
         if not sep or not vip or not instance_id or "/" in instance_id:
             raise InvalidArgument("key", f"{key!r} is not {self.instances}<vip>/<instance_id>")
         return InstanceRef(vip, instance_id)
+
+    @property
+    def policies(self) -> str:
+        """Prefix of every traffic policy document (ends with '/'); disjoint from `instances`."""
+        return f"{self.prefix}/policies/"
+
+    def policy(self, vip: str) -> str:
+        """The key of `vip`'s policy document (`*`: the mesh-wide one). InvalidArgument for a name no key holds."""
+        if vip == MESH_WIDE:
+            return f"{self.policies}{MESH_WIDE_KEY}"
+        if not is_valid_vip_name(vip):
+            raise InvalidArgument("vip", f"{vip!r} is not a VIP name or '*'")
+        return f"{self.policies}{vip}"
+
+    def parse_policy(self, key: str) -> str:
+        """Inverse of `policy`: the VIP (`*` for the mesh-wide key); InvalidArgument for a key outside the schema."""
+        if not key.startswith(self.policies):
+            raise InvalidArgument("key", f"{key!r} is not under {self.policies!r}")
+        rest = key[len(self.policies) :]
+        if rest == MESH_WIDE_KEY:
+            return MESH_WIDE
+        if not is_valid_vip_name(rest):
+            raise InvalidArgument("key", f"{key!r} is not {self.policies}<vip> or {self.policies}{MESH_WIDE_KEY}")
+        return rest
