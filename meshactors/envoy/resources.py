@@ -225,3 +225,17 @@ def grpc_api_listener(
     listener = listener_pb2.Listener(name=name)
     listener.api_listener.api_listener.Pack(manager, deterministic=True)
     return _serialize(listener)
+
+
+def renamed_grpc_listener(body: bytes, name: str) -> bytes:
+    """A gRPC api Listener (as `grpc_api_listener` builds it, possibly with a policy's routes) under another name,
+    for a client that asked for `xds:///vip:port`: the listener, its HttpConnectionManager's stat prefix and its
+    inline route config take the name; routes and filters stay as they are."""
+    listener = listener_pb2.Listener.FromString(body)
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.api_listener.api_listener.Unpack(manager)
+    listener.name = name
+    manager.stat_prefix = name
+    manager.route_config.name = name
+    listener.api_listener.api_listener.Pack(manager, deterministic=True)
+    return _serialize(listener)

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
+from dataclasses import replace
 
+from meshactors.envoy.policy import compile_envoy, compile_grpc, load_assignments
 from meshactors.envoy.resources import Endpoint, cluster_load_assignment, eds_cluster, grpc_api_listener
 from meshactors.model.instance import Instance, Status
+from meshactors.policy.model import Policy, is_empty
 from meshactors.resources.snapshot import Snapshot, cluster_refs, eds_refs
-from meshactors.resources.types import CLUSTER, ENDPOINT, LISTENER, VersionedResource
+from meshactors.resources.types import CLUSTER, DEFAULT_KIND, ENDPOINT, LISTENER, VIRTUAL_HOST, VersionedResource
+
+# Why a policy field is not applied by a kind of client (reported in the snapshot's notes, never sent).
+NOTE_ENVOY_ROUTES = "route-level policy (routing.*, adaptiveConcurrency) is not delivered to Envoy sidecars yet"
+NOTE_FAILOVER = "localityFailover needs a per-caller-zone assignment, not built yet"
 
 # Reasons an UP instance is left out of its VIP's ClusterLoadAssignment (reported in the snapshot's notes).
 SKIP_NOT_IP = "host is not an IP address (EDS needs IP literals)"
@@ -83,24 +90,45 @@ def endpoints_for(vip: str, instances: Iterable[Instance]) -> tuple[Endpoint, ..
     return select_endpoints(vip, instances)[0]
 
 
-def build_vip(vip: str, instances: Iterable[Instance]) -> Snapshot:
+def build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = None) -> Snapshot:
     """The snapshot of `vip`: its Cluster, ClusterLoadAssignment and gRPC api Listener, all named `vip`.
 
     An unknown VIP (no UP instances) gets the same cluster and a CLA with no endpoints that drops every call
     (category "no UP instances of <vip>"): Envoy answers 503 at once instead of waiting for the on-demand CDS
     timeout, and gRPC clients fail with UNAVAILABLE naming the VIP. UP instances left out of the endpoints are in
     `notes` as (instance_id, reason), for the caller to log.
+
+    With a traffic `policy` (the VIP's effective one), the Cluster is compiled from it (load balancing, circuit
+    breaking, outlier detection) as the default variant, and proxyless gRPC clients get a variant of their own
+    (the subset their xDS implementation honours, with routes, splits, retries and faults in the Listener); a
+    split's per-version clusters `vip~version` and their assignments join the snapshot. What a kind of client
+    does not get is in `notes` as (field path, reason).
     """
     endpoints, skipped = select_endpoints(vip, instances)
-    return Snapshot.of(
-        vip,
-        (
-            cluster_for(vip),
-            VersionedResource.of(ENDPOINT, vip, cluster_load_assignment(vip, endpoints)),
-            listener_for(vip, vip),
-        ),
-        notes=skipped,
-    )
+    if policy is None or is_empty(policy):
+        return Snapshot.of(
+            vip,
+            (
+                cluster_for(vip),
+                VersionedResource.of(ENDPOINT, vip, cluster_load_assignment(vip, endpoints)),
+                listener_for(vip, vip),
+            ),
+            notes=skipped,
+        )
+    policy = replace(policy, vip=vip)
+    envoy, grpc = compile_envoy(policy), compile_grpc(policy)
+    notes: list[tuple[str, str]] = list(skipped)
+    resources: list[VersionedResource] = [listener_for(vip, vip), *load_assignments(policy, endpoints)]
+    for res in envoy.resources:
+        if res.type_url == VIRTUAL_HOST:  # Envoy's generic bootstrap routes by cluster_header, without VHDS yet
+            notes.append(("routing", NOTE_ENVOY_ROUTES))
+            continue
+        resources.append(replace(res, variant=DEFAULT_KIND))  # Envoy's, and every kind without its own
+    resources.extend(grpc.resources)
+    notes.extend((f"grpc: {lo.field}", lo.reason) for lo in grpc.left_out)
+    if policy.destination is not None and policy.destination.locality_failover:
+        notes.append(("destination.localityFailover", NOTE_FAILOVER))
+    return Snapshot.of(vip, resources, notes=notes)
 
 
 def provisional_vip(vip: str) -> Snapshot:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from meshactors import log
 from meshactors.aio import TaskSet
 from meshactors.errors import NotReady, Unavailable
+from meshactors.policy.model import MESH_WIDE
 from meshactors.registry.shardmap import ShardMap
 from meshactors.resources.snapshot import Snapshot, Versions
 from meshactors.snapshot.builder import build_vip
@@ -21,6 +22,7 @@ from meshactors.snapshot.mesh import MeshView
 from meshactors.store.base import Store
 from meshactors.store.feed import Batch, RegistryFeed, Removed
 from meshactors.store.keys import KeySchema
+from meshactors.store.policy_feed import PolicyFeed, PolicyTable
 
 
 def builder_name(index: int) -> str:
@@ -53,6 +55,8 @@ class BuilderStatistics:
     resyncs: int
     update_streams: int
     inconsistent_builds: int
+    policy_changes: int
+    policies: int
 
 
 @dataclass
@@ -63,6 +67,7 @@ class _Counters:
     resyncs: int = 0
     update_streams: int = 0
     inconsistent_builds: int = 0
+    policy_changes: int = 0
 
 
 class Outbox:
@@ -118,6 +123,10 @@ class SnapshotBuilderCore:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
+        self._instances_loaded = asyncio.Event()
+        self._policies_loaded = asyncio.Event()
+        self.policies = PolicyTable()
+        self._noted: dict[str, tuple[tuple[str, str], ...]] = {}  # vip -> the notes last logged for it
         self._tasks = TaskSet()
         self._log = log.get("snapshot.builder", builder=name)
         self.counters = _Counters()
@@ -129,6 +138,7 @@ class SnapshotBuilderCore:
 
     async def start(self) -> None:
         self._tasks.spawn(self._follow(), name=f"{self.name}-watch")
+        self._tasks.spawn(self._follow_policies(), name=f"{self.name}-policies")
         self._tasks.spawn(self._flush_loop(), name=f"{self.name}-flush")
 
     async def stop(self) -> None:
@@ -156,15 +166,43 @@ class SnapshotBuilderCore:
                         self.counters.resyncs += 1
                         changed = self.view.replace_all((r.ref, r.instance) for r in change.items)
                         self.revision = change.revision
-                        if not self._ready.is_set():
-                            self._ready.set()
+                        if not self._instances_loaded.is_set():
+                            self._instances_loaded.set()
                             self._log.info("builder loaded", instances=len(self.view), revision=change.revision)
+                            self._check_loaded()
                     self._mark(changed)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the loop logs and never dies
                 self._log.exception("builder watch loop failed; restarting", error=str(exc))
                 await asyncio.sleep(0.5)
+
+    async def _follow_policies(self) -> None:
+        """Keep `self.policies` current from etcd; a change marks the VIPs whose effective policy it touched."""
+        feed = PolicyFeed(self.store, self.keys, None, name=f"{self.name}-policies", wants=self._wants_policy)
+        while True:
+            try:
+                async for change in feed:
+                    touched = self.policies.apply(change)
+                    self.counters.policy_changes += 1
+                    self._mark(list(self._interest) if MESH_WIDE in touched else touched)
+                    if not self._policies_loaded.is_set():
+                        self._policies_loaded.set()
+                        self._log.info("policies loaded", documents=len(self.policies.documents))
+                        self._check_loaded()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop logs and never dies
+                self._log.exception("policy watch loop failed; restarting", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    def _wants_policy(self, vip: str) -> bool:
+        return vip == MESH_WIDE or self.builders.owner(vip) == self.name
+
+    def _check_loaded(self) -> None:
+        """Ready once both the registrations and the policies are loaded (never serve half a picture)."""
+        if self._instances_loaded.is_set() and self._policies_loaded.is_set() and not self._ready.is_set():
+            self._ready.set()
 
     def _mark(self, vips: Iterable[str]) -> None:
         wanted = [v for v in vips if v in self._interest]
@@ -175,10 +213,14 @@ class SnapshotBuilderCore:
     # ---- building and pushing ------------------------------------------------------------------------------
 
     def _build(self, vip: str) -> Snapshot:
-        built = build_vip(vip, self.view.instances(vip))
+        built = build_vip(vip, self.view.instances(vip), self.policies.effective(vip))
         self.counters.builds += 1
+        if built.notes and self._noted.get(vip) != built.notes:  # said once per distinct set, not per build
+            self._log.warning("left out of the VIP's resources", vip=vip, notes=list(built.notes)[:20])
         if built.notes:
-            self._log.warning("instances left out of the endpoints", vip=vip, skipped=list(built.notes)[:20])
+            self._noted[vip] = built.notes
+        else:
+            self._noted.pop(vip, None)
         problems = built.consistent()
         if problems:  # a builder bug: say which reference dangles (Envoy would wait for it or NACK)
             self.counters.inconsistent_builds += 1
@@ -208,6 +250,7 @@ class SnapshotBuilderCore:
             hosts = self._interest.get(vip)
             if not hosts:
                 self._built.pop(vip, None)
+                self._noted.pop(vip, None)
                 continue
             old = self._built.get(vip)
             new = self._build(vip)
@@ -256,6 +299,7 @@ class SnapshotBuilderCore:
             if not hosts:
                 del self._interest[vip]
                 self._built.pop(vip, None)
+                self._noted.pop(vip, None)
 
     def _owned(self, vip: str) -> None:
         if self.builders.owner(vip) != self.name:
@@ -315,5 +359,6 @@ class SnapshotBuilderCore:
             vips_with_interest=len(self._interest),
             hosts=tuple(sorted(self._hosts)),
             update_streams_open=len(self._outboxes),
+            policies=len(self.policies.documents),
             **asdict(self.counters),
         )

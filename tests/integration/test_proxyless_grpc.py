@@ -215,3 +215,53 @@ def test_unknown_vip_fails_unavailable_quickly_then_works_once_registered(
         assert set(_replies(xds_client.calls(target, BATCH))) == {"late:hello"}
     finally:
         server.stop(0)
+
+
+def _share(replies: list[str], name: str) -> float:
+    return sum(1 for r in replies if r.startswith(f"{name}:")) / max(1, len(replies))
+
+
+def test_proxyless_client_honours_a_policy_split_and_fault(
+    registry: RegistryClient, xds_client: XdsClient, stack: dict[str, Any]
+) -> None:
+    """A split 90/10 over the instances' version labels and a fault abort, compiled for gRPC (with Envoy-only
+    fields left out, so nothing is NACKed), reach a live channel; deleting the policy restores plain routing."""
+    from meshactors.registry.policy_client import PolicyClient
+
+    vip = f"split-{uuid.uuid4().hex[:6]}"
+    target = f"xds:///{vip}"
+    servers = {version: _echo_server(version) for version in ("v1", "v2")}
+    with PolicyClient(stack["registry"]) as policies:
+        try:
+            for version, (_server, port) in servers.items():
+                registry.register(pb.Instance(vip=vip, host="127.0.0.1", port=port, zone="zone-0",
+                                              instance_id=f"{vip}-{version}", version_label=version))  # fmt: skip
+            _until(xds_client, target, lambda r: {"v1:hello", "v2:hello"} <= set(r), "both versions serving")
+            policies.apply(
+                f"vip: {vip}\n"
+                "destination: {loadBalancer: LEAST_REQUEST, circuitBreaker: {maxConnections: 100}}\n"
+                "routing:\n"
+                "  split: [{version: v1, weight: 90}, {version: v2, weight: 10}]\n"
+                f"  mirror: {{vip: {vip}-shadow, percent: 10}}\n"
+                "  retries: {attempts: 2, retryOn: [unavailable]}\n"
+            )
+            # before the policy the two versions share the calls about evenly: wait until v1 carries most
+            _until(xds_client, target, lambda r: _share(r, "v1") >= 0.8, "the split taking effect")
+            replies = _replies(xds_client.calls(target, 300))
+            assert 0.80 <= _share(replies, "v1") <= 0.97 and _share(replies, "v2") > 0, replies.count("v2:hello")
+
+            policies.apply(f"vip: {vip}\nrouting:\n  faults: {{abort: {{httpStatus: 503, percent: 100}}}}\n")
+            deadline = time.monotonic() + FOLLOW_S
+            while time.monotonic() < deadline:
+                results = xds_client.calls(target, BATCH)
+                if all(not r["ok"] for r in results):
+                    break
+            else:
+                pytest.fail(f"{xds_client.kind}: the fault abort never took effect: {results}")
+            assert {r["code_name"] for r in results} == {"UNAVAILABLE"}, results
+
+            policies.delete(vip)
+            _until(xds_client, target, lambda r: {"v1:hello", "v2:hello"} <= set(r), "plain routing again")
+        finally:
+            for server, _ in servers.values():
+                server.stop(0)
