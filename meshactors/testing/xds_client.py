@@ -106,6 +106,9 @@ class _DeltaTypeView:
     has: dict[str, tuple[str, tuple[str, ...] | None]] = field(default_factory=dict)
     received: set[str] = field(default_factory=set)
     rejected: set[tuple[str, str]] = field(default_factory=set)
+    # Clusters updated (a new version over one the client held): Envoy warms them until their assignment comes
+    # again, so the server must resend it even when unchanged (only meaningful on the Cluster type's view).
+    warming: set[str] = field(default_factory=set)
     # nonce -> [(name, what the client held before)] for responses not ACKed/NACKed yet.
     in_flight: dict[str, list[tuple[str, tuple[str, tuple[str, ...] | None] | None, str | None]]] = field(
         default_factory=dict
@@ -163,7 +166,12 @@ class DeltaInvariantChecker(InvariantChecker):
             if not t.wildcard and res.name not in t.subscribed and not t.subscribed.intersection(res.aliases):
                 found.append(InvariantViolation(NOT_SUBSCRIBED, f"{res.name!r} was never subscribed", resp))
             held = t.has.get(res.name)
-            if held is not None and held[0] == res.version and held[1] in (None, res.aliases):
+            if resp.type_url == CLUSTER and held is not None and held[0] != res.version:
+                t.warming.add(res.name)
+            resent_for_warming = resp.type_url == ENDPOINT and clusters is not None and res.name in clusters.warming
+            if resent_for_warming:
+                clusters.warming.discard(res.name)  # type: ignore[union-attr]
+            elif held is not None and held[0] == res.version and held[1] in (None, res.aliases):
                 found.append(
                     InvariantViolation(
                         RESENT_UNCHANGED, f"{res.name!r} version {res.version} re-sent; the client has it", resp

@@ -40,9 +40,14 @@ class _Slow(BaseHTTPRequestHandler):
         return None
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 64  # socketserver's default backlog of 5 would refuse part of a burst by itself
+    daemon_threads = True
+
+
 @pytest.fixture
 def slow_backend() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server = _Server(("127.0.0.1", 0), _Slow)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1]
@@ -89,6 +94,7 @@ def test_a_circuit_breaker_holds_from_the_first_request_and_changes_live(
             assert _overloaded(first) >= 1, first
             assert any(status == 200 for status, _ in first), first
             # a VIP without a policy: Envoy's defaults, every concurrent request served
+            assert _get(envoy.listen, plain)[0] == 200
             assert [status for status, _ in _burst(envoy.listen, plain)] == [200] * CONCURRENT
 
             # raised while traffic flows: the same Envoy, no restart, the overload goes away
@@ -99,7 +105,8 @@ def test_a_circuit_breaker_holds_from_the_first_request_and_changes_live(
                 if _overloaded(results) == 0:
                     break
             else:
-                pytest.fail(f"the raised circuit breaker never reached Envoy: {results}")
+                warming = {k: v for k, v in envoy.stats().items() if k.endswith("warming_state") and vip in k}
+                pytest.fail(f"the raised circuit breaker never reached Envoy: {[s for s, _ in results]} {warming}")
             assert [status for status, _ in results] == [200] * CONCURRENT
 
             # deleting the policy goes back to the plain cluster (Envoy's defaults)

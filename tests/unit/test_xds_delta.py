@@ -368,3 +368,22 @@ def test_reconnect_initial_versions_are_bounded_and_ignored_when_not_of_interest
     )
     stats = explicit.statistics().for_type(CLUSTER)
     assert stats is not None and [n for n, _ in stats.unacked] == ["a"] and stats.acked == ()
+
+
+def test_an_updated_eds_cluster_gets_its_unchanged_assignment_again(view: DictView) -> None:
+    """Envoy warms an updated EDS cluster until its ClusterLoadAssignment comes again (measured with Envoy 1.40:
+    otherwise the new cluster stays warming and the old one keeps serving), so it is resent with the Cluster."""
+    stream = DeltaStream(view)
+    [cds] = stream.on_request(sub(CLUSTER, "a")).responses
+    [eds] = stream.on_request(sub(ENDPOINT, "a", nonce=cds.nonce)).responses
+    ack(stream, eds)
+    cla = view.get(ENDPOINT, "a")
+    # only the Cluster changes (e.g. a traffic policy's circuit breaker)
+    cluster_update, endpoint_resend = stream.on_update(view.put(res(CLUSTER, "a", b"v2")))
+    assert cluster_update.type_url == CLUSTER and names(cluster_update) == ["a"]
+    assert endpoint_resend.type_url == ENDPOINT and endpoint_resend.resources == (cla,)
+    ack(stream, cluster_update)
+    ack(stream, endpoint_resend)
+    # an endpoint change alone sends only the assignment, as before
+    [only] = stream.on_update(view.put(res(ENDPOINT, "a", b"v2")))
+    assert only.type_url == ENDPOINT
