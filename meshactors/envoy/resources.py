@@ -257,7 +257,8 @@ def _guard_template() -> extension_matcher_pb2.ExtensionWithMatcher:
     guard.extension_config.typed_config.Pack(fault, deterministic=True)
     tree_input = guard.xds_matcher.matcher_tree.input
     tree_input.name = "authority"
-    tree_input.typed_config.Pack(http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=":authority"), deterministic=True)
+    authority = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=":authority")
+    tree_input.typed_config.Pack(authority, deterministic=True)
     return guard
 
 
