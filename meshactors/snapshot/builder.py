@@ -11,15 +11,26 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
-from meshactors.envoy.resources import Endpoint, cluster_load_assignment, eds_cluster, grpc_api_listener
+from meshactors.envoy.resources import (
+    KNOWN_VIPS_FILTER,
+    Endpoint,
+    cluster_load_assignment,
+    eds_cluster,
+    grpc_api_listener,
+    known_vips_config,
+)
 from meshactors.model.instance import Instance, Status
 from meshactors.resources.snapshot import Snapshot, cluster_refs, eds_refs
-from meshactors.resources.types import CLUSTER, ENDPOINT, LISTENER, VersionedResource
+from meshactors.resources.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, VersionedResource
 
 # Reasons an UP instance is left out of its VIP's ClusterLoadAssignment (reported in the snapshot's notes).
 SKIP_NOT_IP = "host is not an IP address (EDS needs IP literals)"
 SKIP_NO_PORT = "no port for this name"
 SKIP_DUPLICATE = "same address as a more recently registered instance"
+
+# The snapshot key of the known-VIPs guard (every name with a registration). `@` is never in a VIP name, so the
+# key cannot collide with a VIP's; the builder map gives it one owner like any key.
+KNOWN_VIPS_KEY = "@known-vips"
 
 
 def _ip_literal(host: str) -> str | None:
@@ -117,3 +128,9 @@ def cluster_for(vip: str) -> VersionedResource:
 def listener_for(name: str, vip: str) -> VersionedResource:
     """A gRPC api Listener named as the client asked (`vip` or `vip:port`), routing to cluster `vip`."""
     return VersionedResource.of(LISTENER, name, grpc_api_listener(name, vip), refs=cluster_refs(vip))
+
+
+def build_known_vips(names: Iterable[str]) -> Snapshot:
+    """The snapshot of KNOWN_VIPS_KEY: the guard's ECDS config letting exactly `names` through (any order)."""
+    body = known_vips_config(names)
+    return Snapshot.of(KNOWN_VIPS_KEY, (VersionedResource.of(EXTENSION_CONFIG, KNOWN_VIPS_FILTER, body),))
