@@ -36,7 +36,7 @@ GUARD_BODY = "fault filter abort"
 JUNK = 10_000
 # Bounds (measured on a 2-core laptop: see the README's "xDS semantics"), with margin for a shared machine.
 P99_BOUND_S = 0.05
-MAX_BOUND_S = 1.0
+MAX_BOUND_S = 2.0  # measured 0.56 s once on a loaded machine (GC, a neighbour test run)
 ENVOY_RSS_GROWTH = 20 << 20
 XDS_RSS_GROWTH = 30 << 20
 
@@ -172,7 +172,7 @@ def _try_get(envoy: EnvoyProcess, host: str) -> int:
 STREAMS = 10
 NAMES_PER_STREAM = 500
 BUDGET = 2_000
-UPDATE_BOUND_S = 1.0
+UPDATE_BOUND_S = 2.0  # measured 0.38 s
 
 
 async def test_ten_raw_streams_of_junk_meet_the_budget_and_a_real_update_is_not_delayed(
