@@ -222,6 +222,16 @@ UP_FLAGS: tuple[Flag, ...] = (
         check=at_least(0),
         group=_BUILDER,
     ),
+    Flag(
+        "--builder-names-coalesce-ms",
+        ("builder.names_coalesce_s",),
+        float,
+        "the set of known VIP names (the known-VIPs guard every proxy gets) is rebuilt at most this often",
+        unit="ms",
+        scale=0.001,
+        check=at_least(0),
+        group=_BUILDER,
+    ),
     Flag("--xds-servers", ("xds_servers",), int, "number of xDS server actors", check=at_least(1), group=_XDS),
     Flag(
         "--max-new-streams-per-s",
@@ -274,6 +284,16 @@ UP_FLAGS: tuple[Flag, ...] = (
         int,
         "longest resource name a stream may subscribe to",
         unit="characters",
+        check=at_least(1),
+        group=_XDS,
+    ),
+    Flag(
+        "--xds-max-unknown-vips",
+        ("vip_source.max_unknown_vips",),
+        int,
+        "VIPs with no registration one xDS server holds for its clients; past it a new one is refused "
+        "(registered VIPs never are)",
+        unit="VIPs",
         check=at_least(1),
         group=_XDS,
     ),

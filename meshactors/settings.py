@@ -13,6 +13,7 @@ from meshactors.errors import ConfigError
 from meshactors.registry.leases import SelfPreservationPolicy
 from meshactors.registry.shard import ShardSettings
 from meshactors.snapshot.publisher import BuilderSettings
+from meshactors.snapshot.source import VipSourceSettings
 from meshactors.store.keys import KeySchema
 from meshactors.xds.host import HostSettings
 
@@ -38,6 +39,7 @@ class MeshSettings:
     xds_host: str = defaults.HOST
     xds_ports: tuple[int, ...] = ()  # one per xDS server; empty: defaults.XDS_PORT, +1, ...
     xds: HostSettings = field(default_factory=HostSettings)
+    vip_source: VipSourceSettings = field(default_factory=VipSourceSettings)  # in each xDS server
     eureka_port: int = defaults.EUREKA_PORT  # the Eureka REST API, on registry_host
     # Ray resources every control-plane actor asks for, e.g. {"meshactors": 1} to keep them on labeled nodes.
     actor_resources: tuple[tuple[str, float], ...] = ()

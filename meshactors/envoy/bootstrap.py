@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from meshactors.envoy.resources import KNOWN_VIPS_FILTER, KNOWN_VIPS_TYPE
 from meshactors.errors import ConfigError
 
 XDS_CLUSTER = "meshactors_xds"
@@ -172,12 +173,23 @@ def on_demand_filter(odcds_timeout_s: float) -> dict[str, Any]:
     }
 
 
+def known_vips_filter() -> dict[str, Any]:
+    """The guard before the on-demand filter: its config (the names that exist) comes over ECDS on the ADS stream.
+
+    A Host that is not a known VIP gets a 503 here and never becomes an on-demand CDS subscription, so what a
+    proxy holds is bounded by the real VIPs its app uses. The listener warms until the first config arrives."""
+    return {
+        "name": KNOWN_VIPS_FILTER,
+        "config_discovery": {"config_source": ads_source(), "type_urls": [KNOWN_VIPS_TYPE]},
+    }
+
+
 def router_filter() -> dict[str, Any]:
     return {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
 
 
 def outbound_http_filters(odcds_timeout_s: float) -> list[dict[str, Any]]:
-    return [on_demand_filter(odcds_timeout_s), router_filter()]
+    return [known_vips_filter(), on_demand_filter(odcds_timeout_s), router_filter()]
 
 
 def outbound_route_config(name: str = OUTBOUND_ROUTE_CONFIG) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import grpc
 # Resource message modules are imported so their types are in the default descriptor pool: a SotW
 # response carries no resource names outside the resources themselves (see `_resource_name`).
 from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, extension_pb2  # noqa: F401
 from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
 from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_components_pb2, route_pb2  # noqa: F401

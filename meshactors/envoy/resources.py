@@ -1,4 +1,4 @@
-"""Pure builders of per-VIP xDS resources (Cluster, ClusterLoadAssignment, gRPC api Listener) as bytes."""
+"""Pure builders of xDS resources as bytes: per-VIP Cluster, ClusterLoadAssignment, gRPC api Listener; the guard."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from functools import lru_cache
 from itertools import groupby
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import config_source_pb2, health_check_pb2
+from envoy.config.core.v3 import config_source_pb2, extension_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
+from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, message
+from xds.type.matcher.v3 import matcher_pb2
 
 # The filter_metadata namespace our endpoint facts (instance id, version label) live under.
 METADATA_NAMESPACE = "meshactors"
@@ -29,6 +34,14 @@ MAX_WEIGHT = 2**32 - 1
 # and this text (grpcio: "EDS-configured drop: ...", grpc-js: "Call dropped by load balancing policy.
 # Category: ..."); Envoy answers 503 "unconditional drop overload". All at once, without waiting for a timeout.
 NO_ENDPOINTS_DROP_CATEGORY = "no UP instances of {name}"
+# The known-VIPs guard: an HTTP filter before the on-demand filter, its config delivered over ECDS under this
+# name (also the filter's name in the bootstrap). A request whose :authority is a known name skips it; any other
+# gets a 503 from the fault filter it wraps ("fault filter abort"), so a junk Host never reaches on-demand CDS.
+KNOWN_VIPS_FILTER = "meshactors_known_vips"
+KNOWN_VIPS_TYPE = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
+# exact_match_map needs at least one entry: with no names this key (never a VIP name) stands in.
+KNOWN_VIPS_PLACEHOLDER = "_none_"
+GUARD_STATUS = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,3 +252,63 @@ def renamed_grpc_listener(body: bytes, name: str) -> bytes:
     manager.route_config.name = name
     listener.api_listener.api_listener.Pack(manager, deterministic=True)
     return _serialize(listener)
+
+
+def _skip_on_match() -> matcher_pb2.Matcher.OnMatch:
+    on_match = matcher_pb2.Matcher.OnMatch()
+    on_match.action.name = "skip"
+    on_match.action.typed_config.Pack(skip_action_pb2.SkipFilter(), deterministic=True)
+    return on_match
+
+
+def _guard_template() -> extension_matcher_pb2.ExtensionWithMatcher:
+    """The guard without its names: the fault filter (503 for all) and the :authority input of the matcher."""
+    guard = extension_matcher_pb2.ExtensionWithMatcher()
+    fault = fault_pb2.HTTPFault()
+    fault.abort.http_status = GUARD_STATUS
+    fault.abort.percentage.numerator = 100
+    guard.extension_config.name = FAULT_FILTER
+    guard.extension_config.typed_config.Pack(fault, deterministic=True)
+    tree_input = guard.xds_matcher.matcher_tree.input
+    tree_input.name = "authority"
+    authority = http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=":authority")
+    tree_input.typed_config.Pack(authority, deterministic=True)
+    return guard
+
+
+_SKIP = _skip_on_match()
+_GUARD = _guard_template()
+
+
+@lru_cache(maxsize=4)
+def _known_vips_config(names: tuple[str, ...]) -> bytes:
+    guard = extension_matcher_pb2.ExtensionWithMatcher()
+    guard.CopyFrom(_GUARD)
+    entries = guard.xds_matcher.matcher_tree.exact_match_map.map
+    for name in names or (KNOWN_VIPS_PLACEHOLDER,):
+        entries[name].CopyFrom(_SKIP)
+    config = extension_pb2.TypedExtensionConfig(name=KNOWN_VIPS_FILTER)
+    config.typed_config.Pack(guard, deterministic=True)
+    return _serialize(config)
+
+
+def known_vips_config(names: Iterable[str]) -> bytes:
+    """The guard's ECDS resource (a TypedExtensionConfig named KNOWN_VIPS_FILTER) for the known `names`.
+
+    An ExtensionWithMatcher around a fault filter that aborts with 503: its matcher looks up :authority (the HCM
+    has stripped any port) in an exact map of the names, each mapped to SkipFilter; no `on_no_match`, so any
+    other authority runs the fault filter. Matching is case-sensitive, as VIP names are lowercase. The same
+    names in any order give the same bytes; no names give a map with KNOWN_VIPS_PLACEHOLDER only (an empty map
+    is NACKed, and a NACKed first config leaves the filter without config: every request a 500).
+    """
+    return _known_vips_config(tuple(sorted(set(names))))
+
+
+def known_vips_names(body: bytes) -> frozenset[str]:
+    """The names a `known_vips_config` body lets through (the placeholder is no name)."""
+    config = extension_pb2.TypedExtensionConfig.FromString(body)
+    guard = extension_matcher_pb2.ExtensionWithMatcher()
+    if not config.typed_config.Unpack(guard):
+        raise ValueError(f"{config.name!r} is not an ExtensionWithMatcher but {config.typed_config.type_url}")
+    names = frozenset(guard.xds_matcher.matcher_tree.exact_match_map.map.keys())
+    return names - {KNOWN_VIPS_PLACEHOLDER}

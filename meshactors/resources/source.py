@@ -6,6 +6,9 @@ what can be answered before the key's snapshot is fetched (`provisional`), and h
 snapshot (`resolve`, for names a source derives, such as a gRPC listener named `vip:port`). Snapshots come
 from `fetch` on first interest and are pushed by the source's own update stream afterwards (the runtime
 wires that stream to `XdsHost.apply`).
+
+A source may learn from what it serves: `observe` sees every snapshot the host applies from it (the VIP
+source learns which names exist from its known-names snapshot and bounds what it accepts by that).
 """
 
 from __future__ import annotations
@@ -50,7 +53,11 @@ class Source(Protocol):
         ...
 
     def forget(self, key: str) -> None:
-        """`key` is no longer held: drop anything derived for it."""
+        """`key` is no longer held (evicted, or its provisional answer dropped): drop anything derived for it."""
+        ...
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """`snapshot` of this source was just applied by the host (fetched or pushed). Must be cheap."""
         ...
 
     async def fetch(self, keys: list[str]) -> list[Snapshot]:

@@ -12,10 +12,12 @@ VIRTUAL_HOST = TYPE_PREFIX + "envoy.config.route.v3.VirtualHost"
 CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+# ECDS: a filter's config delivered on its own (the known-VIPs guard before the on-demand filter).
+EXTENSION_CONFIG = TYPE_PREFIX + "envoy.config.core.v3.TypedExtensionConfig"
 
 # Make before break: when several types change at once they are sent in this order (CDS, EDS, LDS, RDS/VHDS,
-# SDS). A type URL not listed sorts after all of these.
-SEND_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET)
+# SDS, ECDS). A type URL not listed sorts after all of these.
+SEND_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET, EXTENSION_CONFIG)
 _RANK = {type_url: i for i, type_url in enumerate(SEND_ORDER)}
 
 # Client kinds a resource variant can be made for. DEFAULT is the variant every other kind gets.

@@ -21,9 +21,10 @@ from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import INTERNAL_OPTIONS, start_fixed, start_internal
 from meshactors.runtime.topology import xds_server_name
 from meshactors.settings import MeshSettings
+from meshactors.snapshot.builder import KNOWN_VIPS_KEY
 from meshactors.snapshot.publisher import BuilderStatistics, SnapshotBuilderCore, builder_map, builder_name
 from meshactors.snapshot.service import SnapshotService, snapshot_from_pb, versions_to_pb
-from meshactors.snapshot.source import VIP_SOURCE, VipSource
+from meshactors.snapshot.source import VIP_SOURCE, VipSource, VipSourceStatistics
 from meshactors.store.etcd import EtcdStore
 from meshactors.stubs import StubPool
 from meshactors.v1 import snapshot_pb2, snapshot_pb2_grpc
@@ -49,6 +50,7 @@ class XdsServerStatistics:
     address: str
     update_streams_opened: int
     host: HostStatistics
+    vip_source: VipSourceStatistics
 
 
 @ray.remote
@@ -174,7 +176,8 @@ class XdsServerActor(LogSource):
         self._log = log.get("runtime.xds_server", server=name)
         self.settings = settings
         self.links = BuilderLinks(settings, name)
-        self.host = XdsHost(name, [VipSource(self.links)], settings.xds)
+        self.source = VipSource(self.links, settings.vip_source)
+        self.host = XdsHost(name, [self.source], settings.xds)
         self.links.host = self.host
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers((self.host.generic_handler(),))
@@ -189,6 +192,9 @@ class XdsServerActor(LogSource):
             try:
                 if await self.links.all_ready():
                     self._tasks += [asyncio.create_task(self.links.follow(b)) for b in self.links.map.shards]
+                    # held for good, sessions or not: the guard's config, and what the VIP source learns the
+                    # known names from (a gRPC-only deployment bounds unknown VIPs by it too)
+                    await self.host.pin(VIP_SOURCE, [KNOWN_VIPS_KEY])
                     self.host.ready.set()
                     self._log.info("xDS server ready", address=self.address)
                     break
@@ -206,7 +212,9 @@ class XdsServerActor(LogSource):
         return self.host.ready.is_set()
 
     async def statistics(self) -> XdsServerStatistics:
-        return XdsServerStatistics(self.address, self.links.streams_opened, self.host.statistics())
+        return XdsServerStatistics(
+            self.address, self.links.streams_opened, self.host.statistics(), self.source.statistics()
+        )
 
     async def convergence(self) -> dict[str, Any]:
         return asdict(self.host.convergence())

@@ -13,11 +13,26 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from meshactors.envoy.policy import compile_envoy, compile_grpc, load_assignments
-from meshactors.envoy.resources import Endpoint, cluster_load_assignment, eds_cluster, grpc_api_listener
+from meshactors.envoy.resources import (
+    KNOWN_VIPS_FILTER,
+    Endpoint,
+    cluster_load_assignment,
+    eds_cluster,
+    grpc_api_listener,
+    known_vips_config,
+)
 from meshactors.model.instance import Instance, Status
 from meshactors.policy.model import Policy, is_empty
 from meshactors.resources.snapshot import Snapshot, cluster_refs, eds_refs
-from meshactors.resources.types import CLUSTER, DEFAULT_KIND, ENDPOINT, LISTENER, VIRTUAL_HOST, VersionedResource
+from meshactors.resources.types import (
+    CLUSTER,
+    DEFAULT_KIND,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    VIRTUAL_HOST,
+    VersionedResource,
+)
 
 # Why a policy field is not applied by a kind of client (reported in the snapshot's notes, never sent).
 NOTE_ENVOY_ROUTES = "route-level policy (routing.*, adaptiveConcurrency) is not delivered to Envoy sidecars yet"
@@ -27,6 +42,10 @@ NOTE_FAILOVER = "localityFailover needs a per-caller-zone assignment, not built 
 SKIP_NOT_IP = "host is not an IP address (EDS needs IP literals)"
 SKIP_NO_PORT = "no port for this name"
 SKIP_DUPLICATE = "same address as a more recently registered instance"
+
+# The snapshot key of the known-VIPs guard (every name with a registration). `@` is never in a VIP name, so the
+# key cannot collide with a VIP's; the builder map gives it one owner like any key.
+KNOWN_VIPS_KEY = "@known-vips"
 
 
 def _ip_literal(host: str) -> str | None:
@@ -145,3 +164,9 @@ def cluster_for(vip: str) -> VersionedResource:
 def listener_for(name: str, vip: str) -> VersionedResource:
     """A gRPC api Listener named as the client asked (`vip` or `vip:port`), routing to cluster `vip`."""
     return VersionedResource.of(LISTENER, name, grpc_api_listener(name, vip), refs=cluster_refs(vip))
+
+
+def build_known_vips(names: Iterable[str]) -> Snapshot:
+    """The snapshot of KNOWN_VIPS_KEY: the guard's ECDS config letting exactly `names` through (any order)."""
+    body = known_vips_config(names)
+    return Snapshot.of(KNOWN_VIPS_KEY, (VersionedResource.of(EXTENSION_CONFIG, KNOWN_VIPS_FILTER, body),))

@@ -76,3 +76,76 @@ class MeshView:
 
     def names(self) -> list[str]:
         return list(self._by_name)
+
+
+class NameIndex:
+    """Pure count of registrations per VIP/SVIP name over every registration (any status): the known names.
+
+    Each apply_* returns (appeared, disappeared): the names that gained their first registration and the names
+    that lost their last one. Only a change of the name set matters to its reader (the known-VIPs guard)."""
+
+    def __init__(self) -> None:
+        self._by_ref: dict[InstanceRef, tuple[str, ...]] = {}
+        self._count: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._count
+
+    def names(self) -> list[str]:
+        return list(self._count)
+
+    def _add(self, names: Iterable[str], appeared: set[str], disappeared: set[str]) -> None:
+        for name in names:
+            n = self._count.get(name, 0)
+            self._count[name] = n + 1
+            if n == 0:
+                if name in disappeared:
+                    disappeared.discard(name)
+                else:
+                    appeared.add(name)
+
+    def _remove(self, names: Iterable[str], appeared: set[str], disappeared: set[str]) -> None:
+        for name in names:
+            n = self._count.get(name, 0)
+            if n <= 1:
+                self._count.pop(name, None)
+                if name in appeared:
+                    appeared.discard(name)
+                else:
+                    disappeared.add(name)
+            else:
+                self._count[name] = n - 1
+
+    def put(self, ref: InstanceRef, inst: Instance) -> tuple[set[str], set[str]]:
+        appeared: set[str] = set()
+        disappeared: set[str] = set()
+        names = tuple(dict.fromkeys(n for n in inst.names() if n))
+        old = self._by_ref.get(ref)
+        if old == names:
+            return appeared, disappeared
+        if old is not None:
+            self._remove(old, appeared, disappeared)
+        self._by_ref[ref] = names
+        self._add(names, appeared, disappeared)
+        return appeared, disappeared
+
+    def delete(self, ref: InstanceRef) -> tuple[set[str], set[str]]:
+        appeared: set[str] = set()
+        disappeared: set[str] = set()
+        old = self._by_ref.pop(ref, None)
+        if old is not None:
+            self._remove(old, appeared, disappeared)
+        return appeared, disappeared
+
+    def replace_all(self, items: Iterable[tuple[InstanceRef, Instance]]) -> tuple[set[str], set[str]]:
+        """A Resync: the new full state; returns how the name set differs from before."""
+        before = set(self._count)
+        self._by_ref.clear()
+        self._count.clear()
+        for ref, inst in items:
+            self.put(ref, inst)
+        after = set(self._count)
+        return after - before, before - after

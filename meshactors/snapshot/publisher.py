@@ -17,8 +17,8 @@ from meshactors.errors import NotReady, Unavailable
 from meshactors.policy.model import MESH_WIDE
 from meshactors.registry.shardmap import ShardMap
 from meshactors.resources.snapshot import Snapshot, Versions
-from meshactors.snapshot.builder import build_vip
-from meshactors.snapshot.mesh import MeshView
+from meshactors.snapshot.builder import KNOWN_VIPS_KEY, build_known_vips, build_vip
+from meshactors.snapshot.mesh import MeshView, NameIndex
 from meshactors.store.base import Store
 from meshactors.store.feed import Batch, RegistryFeed, Removed
 from meshactors.store.keys import KeySchema
@@ -37,6 +37,7 @@ def builder_map(count: int) -> ShardMap:
 class BuilderSettings:
     coalesce_s: float = 0.001  # bursts of changes to one VIP within this window become one build and push
     orphan_grace_s: float = 60.0  # interest of a host whose update stream is gone is dropped after this
+    names_coalesce_s: float = 0.1  # the known-names set (~110 B a name) is rebuilt at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +58,13 @@ class BuilderStatistics:
     inconsistent_builds: int
     policy_changes: int
     policies: int
+    known_names: int  # names with a registration (-1: another builder owns the known-names key)
+    known_names_builds: int
 
 
 @dataclass
 class _Counters:
+    known_names_builds: int = 0
     builds: int = 0
     pushes: int = 0
     events: int = 0
@@ -115,6 +119,9 @@ class SnapshotBuilderCore:
         self.settings = settings or BuilderSettings()
         self.incarnation = secrets.token_hex(6)
         self.view = MeshView(owns=lambda vip: builders.owner(vip) == name)
+        # the builder owning KNOWN_VIPS_KEY also counts registrations per name over every registration
+        self.names = NameIndex() if builders.owner(KNOWN_VIPS_KEY) == name else None
+        self._names_wake = asyncio.Event()
         self._built: dict[str, Snapshot] = {}
         self._interest: dict[str, set[str]] = {}  # vip -> xDS hosts
         self._hosts: dict[str, str] = {}  # xDS host -> incarnation
@@ -140,6 +147,8 @@ class SnapshotBuilderCore:
         self._tasks.spawn(self._follow(), name=f"{self.name}-watch")
         self._tasks.spawn(self._follow_policies(), name=f"{self.name}-policies")
         self._tasks.spawn(self._flush_loop(), name=f"{self.name}-flush")
+        if self.names is not None:
+            self._tasks.spawn(self._names_loop(), name=f"{self.name}-names")
 
     async def stop(self) -> None:
         await self._tasks.cancel_all()
@@ -155,16 +164,27 @@ class SnapshotBuilderCore:
                 async for change in feed:
                     if isinstance(change, Batch):
                         changed: set[str] = set()
+                        names_changed = False
                         for ev in change.events:
                             self.counters.events += 1
                             if isinstance(ev, Removed):
                                 changed |= self.view.delete(ev.ref)
+                                if self.names is not None:
+                                    names_changed |= any(self.names.delete(ev.ref))
                             else:
                                 changed |= self.view.put(ev.ref, ev.instance)
+                                if self.names is not None:
+                                    names_changed |= any(self.names.put(ev.ref, ev.instance))
                         self.revision = change.revision
+                        if names_changed:
+                            self._names_wake.set()
                     else:
                         self.counters.resyncs += 1
                         changed = self.view.replace_all((r.ref, r.instance) for r in change.items)
+                        if self.names is not None and any(
+                            self.names.replace_all((r.ref, r.instance) for r in change.items)
+                        ):
+                            self._names_wake.set()
                         self.revision = change.revision
                         if not self._instances_loaded.is_set():
                             self._instances_loaded.set()
@@ -212,7 +232,22 @@ class SnapshotBuilderCore:
 
     # ---- building and pushing ------------------------------------------------------------------------------
 
+    async def _names_loop(self) -> None:
+        """The name set changed: rebuild the known-names snapshot through the flush like any key, at once for the
+        first change and then at most every `names_coalesce_s` (at 10,000 names it is ~1 MB and ~50 ms to build):
+        changes meanwhile join the next build."""
+        while True:
+            await self._names_wake.wait()
+            self._names_wake.clear()
+            self._mark([KNOWN_VIPS_KEY])
+            await asyncio.sleep(self.settings.names_coalesce_s)
+
     def _build(self, vip: str) -> Snapshot:
+        if vip == KNOWN_VIPS_KEY:
+            if self.names is None:  # _owned() lets only the owner get here
+                raise Unavailable(f"{self.name} does not own {KNOWN_VIPS_KEY!r}: builder maps disagree")
+            self.counters.known_names_builds += 1
+            return build_known_vips(self.names.names())
         built = build_vip(vip, self.view.instances(vip), self.policies.effective(vip))
         self.counters.builds += 1
         if built.notes and self._noted.get(vip) != built.notes:  # said once per distinct set, not per build
@@ -360,5 +395,6 @@ class SnapshotBuilderCore:
             hosts=tuple(sorted(self._hosts)),
             update_streams_open=len(self._outboxes),
             policies=len(self.policies.documents),
+            known_names=len(self.names) if self.names is not None else -1,
             **asdict(self.counters),
         )

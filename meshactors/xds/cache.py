@@ -90,7 +90,8 @@ class SnapshotCache:
         return True
 
     def drop_provisional(self, held: HeldKey) -> None:
-        self._provisional.pop(held, None)
+        if self._provisional.pop(held, None) is not None and held not in self._held:
+            self._by_name[held[0]].forget(held[1])
 
     def is_provisional(self, held: HeldKey) -> bool:
         return held in self._provisional
@@ -121,12 +122,14 @@ class SnapshotCache:
     # ---- changes -------------------------------------------------------------------------------------------
 
     def apply(self, source_name: str, snap: Snapshot) -> list[Ref]:
-        """Store a snapshot; returns the (type URL, name) pairs whose content changed, for `on_update`."""
+        """Store a snapshot (its source observes it); returns the (type URL, name) pairs whose content changed,
+        for `on_update`."""
         source = self._by_name[source_name]
         held = (source_name, snap.key)
         old = self._held.get(held)
         self._held[held] = snap
         self._provisional.pop(held, None)
+        source.observe(snap)
         changed = snap.changed_since(old)
         if old is None:  # names derived from a key that was not held yet are new too
             types = dict.fromkeys(snap.type_urls())

@@ -69,6 +69,8 @@ class HostStatistics:
     nacks: int
     fetch_failures: int
     stream_errors: int
+    names_refused: int  # subscriptions refused by a source's validation or a per-stream bound
+    keys_pinned: int = 0
     streams: tuple[SessionStatistics, ...] = ()
 
 
@@ -89,6 +91,7 @@ class _Counters:
     nacks: int = 0
     fetch_failures: int = 0
     stream_errors: int = 0
+    names_refused: int = 0
 
 
 class _TokenBucket:
@@ -159,6 +162,9 @@ class XdsHost:
         self._key_sessions: dict[HeldKey, set[Session]] = {}
         self._idle_since: dict[HeldKey, float] = {}
         self._inflight: dict[HeldKey, asyncio.Future[None]] = {}
+        self._pinned: set[HeldKey] = set()  # held with or without sessions; never evicted
+        # validations of the request being handled: `_speculate` and the state machine ask once per name
+        self._checked: dict[Ref, str | None] = {}
         self._bucket = _TokenBucket(self.settings.max_new_streams_per_s)
         self._ids = itertools.count(1)
         self._tasks = TaskSet()
@@ -184,7 +190,7 @@ class XdsHost:
         stream_id = f"{self.name}-{next(self._ids)}"
         session = Session(kind, stream_id, KindView(self.cache), context)
         machine_class = DeltaStream if kind == "delta" else SotwStream
-        session.machine = machine_class(session.view, self.settings.limits, stream_id, self.cache.validate)
+        session.machine = machine_class(session.view, self.settings.limits, stream_id, self._validate)
         return session
 
     async def delta(self, requests: AsyncIterator[DeltaRequest], context: grpc.aio.ServicerContext) -> None:
@@ -246,6 +252,14 @@ class XdsHost:
             except Exception as exc:  # the stream is gone; its handler cleans up
                 session.slog.debug("push to a closed stream dropped", error=repr(exc))
 
+    def _validate(self, type_url: str, name: str) -> str | None:
+        """The source's verdict on a name, asked once per request (a source may count what it refuses)."""
+        ref = (type_url, name)
+        if ref in self._checked:
+            return self._checked[ref]
+        reason = self._checked[ref] = self.cache.validate(type_url, name)
+        return reason
+
     def _names_of(self, req: Any) -> tuple[str, ...]:
         return req.subscribe if isinstance(req, DeltaRequest) else req.resource_names
 
@@ -255,17 +269,19 @@ class XdsHost:
         """
         fresh = []
         for name in self._names_of(req):
-            if name != WILDCARD and self.cache.validate(req.type_url, name) is None:
+            if name != WILDCARD and self._validate(req.type_url, name) is None:
                 held = self.cache.locate(req.type_url, name)
                 if self.cache.provisional(held):
                     fresh.append(held)
         return fresh
 
     def _on_request(self, session: Session, req: Any) -> list[Any]:
+        self._checked.clear()
         speculated = self._speculate(req)
         try:
             return self._handle_request(session, req)
         finally:
+            self._checked.clear()
             for held in speculated:  # names the stream did not keep (refused, over a bound) are not held
                 if held not in self._key_sessions and held not in self._inflight:
                     self.cache.drop_provisional(held)
@@ -285,6 +301,7 @@ class XdsHost:
                 error=outcome.nack.message[:2000],
                 rejected=list(outcome.nack.rejected)[:50],
             )
+        self.counters.names_refused += len(outcome.rejected)
         for rej in outcome.rejected[:20]:
             session.slog.warning("subscription refused", type_url=rej.type_url, name=rej.name[:300], reason=rej.reason)
         for type_url, name in outcome.interest_removed:
@@ -360,7 +377,9 @@ class XdsHost:
         asyncio.get_running_loop().call_later(self.settings.fetch_retry_s, self._retry, source_name, keys)
 
     def _retry(self, source_name: str, keys: list[str]) -> None:
-        still = [(source_name, k) for k in keys if (source_name, k) in self._key_sessions]
+        still = [
+            (source_name, k) for k in keys if (source_name, k) in self._key_sessions or (source_name, k) in self._pinned
+        ]
         still = [h for h in still if h not in self.cache]
         if still:
             self._spawn(self._fetch(still))  # a snapshot that arrives notifies its sessions through `apply`
@@ -393,7 +412,8 @@ class XdsHost:
         unwanted = []
         for snap in snapshots:
             held = (source_name, snap.key)
-            if held not in self._key_sessions and held not in self._inflight and held not in self.cache:
+            if held not in self._key_sessions and held not in self._inflight and held not in self.cache \
+                    and held not in self._pinned:  # fmt: skip
                 unwanted.append(snap.key)
                 continue
             changed = self.cache.apply(source_name, snap)
@@ -406,6 +426,9 @@ class XdsHost:
         """Forget keys no session has wanted for the grace period; tell their sources."""
         now = time.monotonic()
         idle = [h for h, t in self._idle_since.items() if now - t >= self.settings.unsubscribe_grace_s]
+        for held in [h for h in idle if h in self._pinned]:  # a pinned key stays held without sessions
+            del self._idle_since[held]
+        idle = [h for h in idle if h not in self._pinned]
         by_source: dict[str, list[str]] = {}
         for held in idle:
             del self._idle_since[held]
@@ -417,6 +440,15 @@ class XdsHost:
             except MeshError as exc:
                 _log.warning("release failed (the source drops it when it next pushes)", error=str(exc)[:300])
         return idle
+
+    async def pin(self, source_name: str, keys: Iterable[str]) -> None:
+        """Hold `keys` of a source whether or not a session wants them (e.g. what a source learns from), fetched
+        now; a failed fetch is retried like a session's. Pinned keys are never evicted."""
+        wanted = [(source_name, key) for key in keys]
+        self._pinned.update(wanted)
+        missing = [h for h in wanted if h not in self.cache]
+        if missing:
+            await self._fetch(missing)
 
     # ---- introspection -------------------------------------------------------------------------------------
 
@@ -453,6 +485,7 @@ class XdsHost:
             incarnation=self.incarnation,
             sessions=len(self._sessions),
             snapshots_held=len(self.cache),
+            keys_pinned=len(self._pinned),
             **asdict(self.counters),
             streams=tuple(self.session_statistics(s) for s in self._sessions.values()) if sessions else (),
         )

@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 from meshactors.resources.types import (
     CLUSTER,
     ENDPOINT,
+    EXTENSION_CONFIG,
     LISTENER,
     ROUTE,
     SECRET,
@@ -134,7 +135,8 @@ class Outcome(Generic[ResponseT]):
 
 
 __all__ = [
-    "CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "SECRET", "SEND_ORDER", "TYPE_PREFIX", "VIRTUAL_HOST", "WILDCARD",
+    "CLUSTER", "ENDPOINT", "EXTENSION_CONFIG", "LISTENER", "ROUTE", "SECRET", "SEND_ORDER", "TYPE_PREFIX",
+    "VIRTUAL_HOST", "WILDCARD",
     "DeltaRequest", "DeltaResponse", "ErrorDetail", "Limits", "NackRecord", "Node", "Outcome", "RejectedName",
     "ResponseT", "SotwRequest", "SotwResponse", "VersionedResource", "content_version",
 ]  # fmt: skip

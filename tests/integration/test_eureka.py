@@ -307,8 +307,8 @@ def test_app_registered_only_through_eureka_is_routed_by_envoy(
     iid = f"127.0.0.1:{app.lower()}:{b.port}"
     body = java_json(app, iid, b.port, f"{vip},{alias}")  # a comma-separated vipAddress: both names route
     assert eureka.request("POST", f"/v2/apps/{app}", body, JSON).status == 204
-    for name in (vip, alias):
-        reply = get(envoy.listen, name)
+    for name in (vip, alias):  # routable once the names reached the known-VIPs guard
+        reply = _until(lambda name=name: (r := get(envoy.listen, name)).status == 200 and r, 1.0, f"{name} routable")
         assert (reply.status, reply.body) == (200, "from-eureka"), name
     assert eureka.get_json(f"/v2/apps/{app}/{iid}").json()["instance"]["vipAddress"] == f"{vip},{alias}"
     assert eureka.request("POST", f"/v2/apps/{app}", java_json(app, iid, b.port, vip), JSON).status == 204

@@ -41,10 +41,20 @@ def _until(predicate: Any, timeout_s: float, interval_s: float = 0.01) -> float:
     return time.monotonic() - start
 
 
+GUARD_BODY = "fault filter abort"  # what the known-VIPs guard answers a Host that is no registered VIP
+
+
+def guard_knows(envoy: EnvoyProcess, vip: str) -> bool:
+    """True once the known-VIPs guard Envoy holds (over ECDS) lets `vip` through."""
+    return f'"{vip}"' in envoy.admin_get("/config_dump?resource=ecds_filters")
+
+
 def test_first_request_to_a_never_seen_vip_returns_200(registry: RegistryClient, envoy: EnvoyProcess, backends) -> None:
     vip = _vip()
     b = backends("first")
     _register(registry, vip, b.port)
+    took = _until(lambda: guard_knows(envoy, vip), timeout_s=1.0)  # the name reaches the guard first
+    assert took < 1.0
     before = envoy.stats().get("cluster_manager.odcds.update_success", 0)
     reply = get(envoy.listen, vip)
     assert (reply.status, reply.body) == (200, "first")
@@ -78,9 +88,12 @@ def test_unknown_vip_fails_fast_every_time_then_works_once_registered(
     registry: RegistryClient, envoy: EnvoyProcess, backends
 ) -> None:
     vip = _vip("later")
+    odcds = envoy.stats().get("cluster_manager.odcds.update_success", 0)
     first, second = get(envoy.listen, vip), get(envoy.listen, vip)
     assert (first.status, second.status) == (503, 503)
+    assert first.body == second.body == GUARD_BODY  # answered by the guard: never an on-demand subscription
     assert first.seconds < 0.1 and second.seconds < 0.1, (first.seconds, second.seconds)
+    assert envoy.stats().get("cluster_manager.odcds.update_success", 0) == odcds
 
     b = backends("late")
     _register(registry, vip, b.port)
@@ -108,6 +121,7 @@ def test_killing_the_attached_xds_server_keeps_traffic_flowing_and_resends_nothi
     for vip in vips:
         b = backends(vip)
         _register(registry, vip, b.port)
+        _until(lambda vip=vip: guard_knows(envoy, vip), timeout_s=1.0)
         assert get(envoy.listen, vip).status == 200
     attached = {k: v for k, v in _sessions_of(ray, stack["namespace"], "e2e-envoy").items() if v}
     assert len(attached) == 1, attached

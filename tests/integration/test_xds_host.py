@@ -267,6 +267,9 @@ class ThingSource:
     def forget(self, key: str) -> None:
         return None
 
+    def observe(self, snapshot: Snapshot) -> None:
+        return None
+
     async def fetch(self, keys: list[str]) -> list[Snapshot]:
         self.fetched.append(list(keys))
         return [self.snapshot(k) for k in keys if k in self.route_of]

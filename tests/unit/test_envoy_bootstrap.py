@@ -129,7 +129,14 @@ def test_generic_bootstrap_shape() -> None:
     (route,) = vhost["routes"]
     assert route == {"match": {"prefix": "/"}, "route": {"cluster_header": ":authority"}}
     assert "retry_policy" not in json.dumps(manager)  # Envoy retries stay off
-    on_demand, router = manager["http_filters"]
+    guard, on_demand, router = manager["http_filters"]
+    assert guard == {
+        "name": "meshactors_known_vips",
+        "config_discovery": {
+            "config_source": {"ads": {}, "resource_api_version": "V3"},
+            "type_urls": ["type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"],
+        },
+    }
     assert on_demand["name"] == "envoy.filters.http.on_demand"
     assert on_demand["typed_config"]["odcds"] == {
         "source": {"ads": {}, "resource_api_version": "V3"},

@@ -264,3 +264,64 @@ def test_real_envoy_accepts_the_cluster_and_load_assignment(tmp_path: Path) -> N
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- the known-VIPs guard (ECDS) -------------------------------------------------------------------------
+
+
+def guard(body: bytes) -> dict:
+    from envoy.config.core.v3 import extension_pb2
+
+    return json_format.MessageToDict(extension_pb2.TypedExtensionConfig.FromString(body))
+
+
+def test_known_vips_config_golden() -> None:
+    from envoy.config.core.v3 import extension_pb2
+
+    body = resources.known_vips_config(["vip-b", "vip-a"])
+    check_golden("known_vips_config.json", render(extension_pb2.TypedExtensionConfig.FromString(body)))
+
+
+def test_known_vips_config_shape() -> None:
+    config = guard(resources.known_vips_config(["vip-a"]))
+    assert config["name"] == resources.KNOWN_VIPS_FILTER == "meshactors_known_vips"
+    typed = config["typedConfig"]
+    assert typed["@type"] == resources.KNOWN_VIPS_TYPE
+    assert typed["extensionConfig"]["name"] == "envoy.filters.http.fault"
+    assert typed["extensionConfig"]["typedConfig"]["abort"] == {"httpStatus": 503, "percentage": {"numerator": 100}}
+    tree = typed["xdsMatcher"]["matcherTree"]
+    assert tree["input"]["typedConfig"]["headerName"] == ":authority"
+    assert "onNoMatch" not in typed["xdsMatcher"]  # any other authority runs the fault filter
+    (entry,) = tree["exactMatchMap"]["map"].values()
+    assert entry["action"]["typedConfig"]["@type"].endswith("SkipFilter")
+
+
+def test_known_vips_config_is_order_free_and_has_a_placeholder_when_empty() -> None:
+    assert resources.known_vips_config(["b", "a", "a"]) == resources.known_vips_config(["a", "b"])
+    empty = guard(resources.known_vips_config([]))
+    assert list(empty["typedConfig"]["xdsMatcher"]["matcherTree"]["exactMatchMap"]["map"]) == ["_none_"]
+    assert resources.known_vips_names(resources.known_vips_config([])) == frozenset()
+    names = {f"vip-{i}" for i in range(500)}
+    assert resources.known_vips_names(resources.known_vips_config(names)) == names
+
+
+def test_real_envoy_accepts_the_known_vips_guard(tmp_path: Path) -> None:
+    """The guard's config as a static filter's typed_config of a second listener (what ECDS delivers)."""
+    config = envoy_bootstrap([("127.0.0.1", 18000)], "validate-guard")
+    for names in ([], ["vip-a", "vip-b.example", "x" * 200]):
+        typed = guard(resources.known_vips_config(names))["typedConfig"]
+        listener = json.loads(json.dumps(config["static_resources"]["listeners"][0]))
+        listener["name"] = f"guard-{len(names)}"
+        listener["address"]["socket_address"]["port_value"] = 16000 + len(names)
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        manager["http_filters"][0] = {"name": resources.KNOWN_VIPS_FILTER, "typed_config": typed}
+        config["static_resources"]["listeners"].append(listener)
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -12,6 +12,7 @@ from meshactors.resources.types import (
     DEFAULT_KIND,
     ENDPOINT,
     ENVOY_KIND,
+    EXTENSION_CONFIG,
     GRPC_KIND,
     LISTENER,
     ROUTE,
@@ -31,7 +32,7 @@ def r(type_url: str, name: str, body: bytes = b"x", **kw: object) -> VersionedRe
 
 
 def test_send_order_is_make_before_break_whatever_order_resources_come_in() -> None:
-    assert SEND_ORDER == (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET)
+    assert SEND_ORDER == (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET, EXTENSION_CONFIG)
     items = [
         r(SECRET, "cert"), r(VIRTUAL_HOST, "rc/shop"), r(ROUTE, "rc"), r(LISTENER, "shop"), r(ENDPOINT, "shop"),
         r(CLUSTER, "shop"), r(CLUSTER, "shop~v2"), r(ENDPOINT, "shop~v2"),

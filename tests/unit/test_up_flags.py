@@ -13,6 +13,7 @@ from meshactors.registry.leases import SelfPreservationPolicy
 from meshactors.registry.shard import ShardSettings
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.publisher import BuilderSettings
+from meshactors.snapshot.source import VipSourceSettings
 from meshactors.xds.host import HostSettings
 from meshactors.xds.types import Limits
 
@@ -40,7 +41,8 @@ def test_every_flag_lands_in_its_field() -> None:
         "--no-self-preservation", "--builders", "4", "--builder-coalesce-ms", "5", "--builder-orphan-grace-s", "12",
         "--xds-servers", "3", "--xds-port", "9000", "--max-new-streams-per-s", "20", "--xds-fetch-timeout-s", "7",
         "--xds-unsubscribe-grace-s", "9", "--xds-max-names-per-type", "100", "--xds-max-name-length", "64",
-        "--xds-max-type-urls", "8", "--actor-resource", "meshactors=1",
+        "--xds-max-type-urls", "8", "--actor-resource", "meshactors=1", "--builder-names-coalesce-ms", "50",
+        "--xds-max-unknown-vips", "77",
         etcd="http://e:2379",
     )  # fmt: skip
     assert s == MeshSettings(
@@ -48,11 +50,11 @@ def test_every_flag_lands_in_its_field() -> None:
         registry_port=0, eureka_port=9761,
         shard=ShardSettings(sweep_interval_s=0.5, ready_wait_s=2.0, etcd_retry_s=4.0,
                             policy=SelfPreservationPolicy(ratio=0.3, min_instances=4, enabled=False)),
-        builders=4, builder=BuilderSettings(coalesce_s=0.005, orphan_grace_s=12.0),
+        builders=4, builder=BuilderSettings(coalesce_s=0.005, orphan_grace_s=12.0, names_coalesce_s=0.05),
         xds_servers=3, xds_host="10.0.0.1", xds_ports=(9000, 9001, 9002),
         xds=HostSettings(limits=Limits(max_names_per_type=100, max_name_length=64, max_type_urls=8),
                          max_new_streams_per_s=20.0, fetch_timeout_s=7.0, unsubscribe_grace_s=9.0),
-        actor_resources=(("meshactors", 1.0),),
+        vip_source=VipSourceSettings(max_unknown_vips=77), actor_resources=(("meshactors", 1.0),),
     )  # fmt: skip
 
 
@@ -118,6 +120,7 @@ def test_every_component_setting_is_reachable_from_a_flag() -> None:
     s = MeshSettings(etcd="")
     reachable = {p for flag in flags.UP_FLAGS for p in flag.paths}
     wanted = _leaves(s.shard, "shard") | _leaves(s.builder, "builder") | _leaves(s.xds, "xds")
+    wanted |= _leaves(s.vip_source, "vip_source")
     not_a_flag = {"shard.policy.late_factor"}  # how many renewal intervals make an instance late: Eureka's rule
     assert wanted - not_a_flag <= reachable, sorted(wanted - not_a_flag - reachable)
 
