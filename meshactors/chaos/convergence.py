@@ -13,12 +13,14 @@ import time
 from meshactors import log
 from meshactors.chaos.oracle import lagging
 from meshactors.errors import MeshError
+from meshactors.policy.model import Policy
 from meshactors.runtime.calls import call_sync
 from meshactors.runtime.ops import call_actor
 from meshactors.runtime.topology import CONTROLLER, XDS_SERVER, kind_of, list_names, observe
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.feed import Registered, load_instances
 from meshactors.store.keys import KeySchema
+from meshactors.store.policy_feed import load_policies
 
 _log = log.get("chaos.convergence")
 
@@ -38,6 +40,10 @@ class EtcdReader:
             load_instances(self._store, self.keys, name="chaos-oracle")
         )
         return registered
+
+    def policies(self) -> dict[str, Policy]:
+        stored, _revision = self._loop.run_until_complete(load_policies(self._store, self.keys, name="chaos-oracle"))
+        return {vip: item.policy for vip, item in stored.items()}
 
     def close(self) -> None:
         try:
@@ -68,8 +74,8 @@ def converged(namespace: str, reader: EtcdReader) -> tuple[bool, str]:
         for name in names:
             if kind_of(name) == XDS_SERVER:
                 sessions.extend(call_actor(name, namespace, "sessions", timeout_s=3))
-        registrations = reader.registrations()  # read after the sessions: a newer state shows as lag, not as ok
-        why = lagging(registrations, sessions)
+        # read after the sessions: a newer state shows as lag, not as ok
+        why = lagging(reader.registrations(), sessions, reader.policies())
         if why:
             return False, "; ".join(why[:3])
     except (MeshError, ValueError) as exc:

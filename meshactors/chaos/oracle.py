@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from meshactors.envoy.resources import KNOWN_VIPS_FILTER
+from meshactors.policy.model import Policy
 from meshactors.resources.snapshot import Snapshot
-from meshactors.snapshot.builder import build_vip
+from meshactors.resources.types import EXTENSION_CONFIG
+from meshactors.snapshot.builder import build_known_vips, build_vip
 from meshactors.snapshot.mesh import MeshView
 from meshactors.snapshot.source import VIP_TYPES, VipSource, validate_name, vip_of
 from meshactors.store.feed import Registered
+from meshactors.store.policy_feed import effective
 from meshactors.xds.types import WILDCARD
 
 
@@ -29,23 +33,30 @@ class _NoTransport:
 
 
 class Expected:
-    """The resources etcd's registrations give each VIP, built on first use."""
+    """The resources etcd's registrations and policy documents give each VIP (and the known-names guard), built
+    on first use."""
 
-    def __init__(self, registrations: Iterable[Registered]) -> None:
+    def __init__(self, registrations: Iterable[Registered], policies: Mapping[str, Policy] | None = None) -> None:
         self._view = MeshView()
         for reg in registrations:
             self._view.put(reg.ref, reg.instance)
+        self._policies = dict(policies or {})
         self._built: dict[str, Snapshot] = {}
         self._source = VipSource(_NoTransport())
 
     def version(self, type_url: str, name: str, kind: str) -> str | None:
         """The version a client of `kind` should hold of (type URL, name); None for names no VIP source serves."""
-        if type_url not in VIP_TYPES or validate_name(type_url, name) is not None:
+        if validate_name(type_url, name) is not None:
+            return None
+        if type_url == EXTENSION_CONFIG and name == KNOWN_VIPS_FILTER:
+            known = build_known_vips(self._view.names()).get(EXTENSION_CONFIG, KNOWN_VIPS_FILTER)
+            return known.version if known is not None else None
+        if type_url not in VIP_TYPES:
             return None
         vip = vip_of(type_url, name)
         snap = self._built.get(vip)
         if snap is None:
-            snap = self._built[vip] = build_vip(vip, self._view.instances(vip))
+            snap = self._built[vip] = build_vip(vip, self._view.instances(vip), effective(self._policies, vip))
         res = self._source.resolve(snap, type_url, name, kind)
         return res.version if res is not None else None
 
@@ -73,9 +84,13 @@ def session_lag(expected: Expected, session: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def lagging(registrations: Iterable[Registered], sessions: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Every way the sessions differ from what etcd's registrations give (empty: converged)."""
-    expected = Expected(registrations)
+def lagging(
+    registrations: Iterable[Registered],
+    sessions: Iterable[Mapping[str, Any]],
+    policies: Mapping[str, Policy] | None = None,
+) -> list[str]:
+    """Every way the sessions differ from what etcd's registrations and policies give (empty: converged)."""
+    expected = Expected(registrations, policies)
     out: list[str] = []
     for session in sessions:
         out.extend(session_lag(expected, session))

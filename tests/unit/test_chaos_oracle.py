@@ -56,3 +56,37 @@ def test_sent_but_not_acked_is_lagging() -> None:
     stream.on_request(DeltaRequest(type_url=CLUSTER, subscribe=("shop",)))  # never ACKed
     session = {"stream_id": "s-2", "client_kind": "envoy", "protocol": asdict(stream.statistics())}
     assert lagging(regs, [session]) == ["s-2: Cluster sent but not ACKed"]
+
+
+def test_a_vips_policy_is_part_of_what_etcd_gives() -> None:
+    from meshactors.policy.load import load
+    from meshactors.resources.types import DEFAULT_KIND
+
+    regs = [reg("shop", "i1", 8080)]
+    [policy] = load("vip: shop\ndestination: {loadBalancer: LEAST_REQUEST}\n")
+    with_policy = build_vip("shop", [r.instance for r in regs], policy)
+    view = DictView(r for r in with_policy.resources if r.variant == DEFAULT_KIND)
+    stream = DeltaStream(view, stream_id="s-3")
+    for type_url in (CLUSTER, ENDPOINT):
+        [resp] = stream.on_request(DeltaRequest(type_url=type_url, subscribe=("shop",))).responses
+        stream.on_request(DeltaRequest(type_url=type_url, response_nonce=resp.nonce))
+    session = {"stream_id": "s-3", "client_kind": "envoy", "protocol": asdict(stream.statistics())}
+    assert lagging(regs, [session], {"shop": policy}) == []
+    [why] = lagging(regs, [session])  # without the policy etcd gives the plain cluster
+    assert why.startswith("s-3: Cluster 'shop' ACKed ")
+
+
+def test_the_known_names_guard_is_expected_at_etcds_names() -> None:
+    from meshactors.envoy.resources import KNOWN_VIPS_FILTER
+    from meshactors.resources.types import EXTENSION_CONFIG
+    from meshactors.snapshot.builder import build_known_vips
+
+    regs = [reg("shop", "i1", 8080), reg("cart", "i2", 8081)]
+    view = DictView(build_known_vips(["shop"]).resources)  # a session that still has only one name
+    stream = DeltaStream(view, stream_id="s-4")
+    [resp] = stream.on_request(DeltaRequest(type_url=EXTENSION_CONFIG, subscribe=(KNOWN_VIPS_FILTER,))).responses
+    stream.on_request(DeltaRequest(type_url=EXTENSION_CONFIG, response_nonce=resp.nonce))
+    session = {"stream_id": "s-4", "client_kind": "envoy", "protocol": asdict(stream.statistics())}
+    [why] = lagging(regs, [session])
+    assert "TypedExtensionConfig 'meshactors_known_vips'" in why
+    assert lagging(regs[:1], [session]) == []
