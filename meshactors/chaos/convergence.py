@@ -11,14 +11,13 @@ import asyncio
 import time
 
 from meshactors import log
-from meshactors.chaos.oracle import lagging
+from meshactors.chaos.oracle import Expected, lagging_behind
 from meshactors.errors import MeshError
-from meshactors.policy.model import Policy
 from meshactors.runtime.calls import call_sync
 from meshactors.runtime.ops import call_actor
 from meshactors.runtime.topology import CONTROLLER, XDS_SERVER, kind_of, list_names, observe
 from meshactors.store.etcd import EtcdStore
-from meshactors.store.feed import Registered, load_instances
+from meshactors.store.feed import load_instances
 from meshactors.store.keys import KeySchema
 from meshactors.store.policy_feed import load_policies
 
@@ -34,16 +33,18 @@ class EtcdReader:
         self._loop = asyncio.new_event_loop()
         self._store = EtcdStore.from_spec(etcd)
         self._loop.run_until_complete(self._store.connect())
+        self._expected: Expected | None = None
+        self._revision = -1
 
-    def registrations(self) -> list[Registered]:
-        registered, _revision = self._loop.run_until_complete(
-            load_instances(self._store, self.keys, name="chaos-oracle")
-        )
-        return registered
-
-    def policies(self) -> dict[str, Policy]:
-        stored, _revision = self._loop.run_until_complete(load_policies(self._store, self.keys, name="chaos-oracle"))
-        return {vip: item.policy for vip, item in stored.items()}
+    def expected(self) -> Expected:
+        """What etcd gives now; re-read and rebuilt only when etcd's revision moved (a check runs every 100 ms)."""
+        revision = self._loop.run_until_complete(self._store.revision())
+        if self._expected is None or revision != self._revision:
+            registered, _ = self._loop.run_until_complete(load_instances(self._store, self.keys, name="chaos-oracle"))
+            stored, _ = self._loop.run_until_complete(load_policies(self._store, self.keys, name="chaos-oracle"))
+            self._expected = Expected(registered, {vip: item.policy for vip, item in stored.items()})
+            self._revision = revision
+        return self._expected
 
     def close(self) -> None:
         try:
@@ -75,7 +76,7 @@ def converged(namespace: str, reader: EtcdReader) -> tuple[bool, str]:
             if kind_of(name) == XDS_SERVER:
                 sessions.extend(call_actor(name, namespace, "sessions", timeout_s=3))
         # read after the sessions: a newer state shows as lag, not as ok
-        why = lagging(reader.registrations(), sessions, reader.policies())
+        why = lagging_behind(reader.expected(), sessions)
         if why:
             return False, "; ".join(why[:3])
     except (MeshError, ValueError) as exc:

@@ -90,7 +90,11 @@ def lagging(
     policies: Mapping[str, Policy] | None = None,
 ) -> list[str]:
     """Every way the sessions differ from what etcd's registrations and policies give (empty: converged)."""
-    expected = Expected(registrations, policies)
+    return lagging_behind(Expected(registrations, policies), sessions)
+
+
+def lagging_behind(expected: Expected, sessions: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every way the sessions differ from `expected` (which may be reused while etcd's revision stays)."""
     out: list[str] = []
     for session in sessions:
         out.extend(session_lag(expected, session))
