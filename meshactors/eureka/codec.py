@@ -35,7 +35,7 @@ AMAZON_DC_CLASS = "com.netflix.appinfo.AmazonInfo"
 EMPTY_MAP_CLASS = "java.util.Collections$EmptyMap"
 
 _RESERVED_FIELD = f"metadata['{RESERVED}"
-_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
 _NOT_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # Our validation's field names, as the Eureka client called them.
 _FIELD_NAMES = {
@@ -444,7 +444,7 @@ def _to_xml(tag: str, value: Any, out: list[str]) -> None:
             continue
         if key == "$":
             out.append(_text_xml(item))
-        elif not _XML_NAME.match(key):  # a metadata key XML cannot name; JSON shows it
+        elif not _XML_NAME.fullmatch(key):  # a metadata key XML cannot name; JSON shows it
             continue
         elif isinstance(item, list):
             for one in item:

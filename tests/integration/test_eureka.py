@@ -230,6 +230,14 @@ def test_bad_payloads_get_400_and_write_nothing(
     assert len(registry.list()[0]) == before and registry.list(app="BAD")[0] == []
 
 
+def test_a_trailing_newline_is_refused_over_eureka(eureka: Eureka, registry: RegistryClient) -> None:
+    app, vip = f"NL{_tag()}", f"nl-{_tag()}"
+    body = java_json(app, f"{app.lower()}-1", 8080, vip, metadata={"zone": "z1\n"})
+    r = eureka.request("POST", f"/v2/apps/{app}", body, JSON)
+    assert r.status == 400 and "metadata.zone" in r.body.decode(), r.body
+    assert registry.list(app=app)[0] == []
+
+
 def test_eureka_client_registers_heartbeats_discovers_and_stops(
     stack: dict[str, Any], eureka: Eureka, registry: RegistryClient, backends: Any
 ) -> None:

@@ -253,3 +253,25 @@ def test_concurrent_heartbeats_are_batched_to_the_shard_and_answered_each(stack:
         assert isinstance(out[-1], grpc.aio.AioRpcError) and out[-1].code() == grpc.StatusCode.NOT_FOUND
         for ref in refs:
             client.deregister(ref)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"vip": "svc-newline\n"}, "instance.vip"),
+        ({"instance_id": "i-1\n"}, "instance.instance_id"),
+        ({"host": "h.example\n"}, "instance.host"),
+        ({"app": "app\n"}, "instance.app"),
+        ({"zone": "z1\n"}, "instance.zone"),
+    ],
+)
+def test_a_trailing_newline_is_refused_over_grpc(registry: RegistryClient, change: dict[str, str], field: str) -> None:
+    vip = _vip()
+    fields = {"vip": vip, "host": "127.0.0.1", "port": 8080, **change}
+    with pytest.raises(InvalidArgument) as err:
+        registry.register(pb.Instance(**fields))
+    assert err.value.field == field, err.value.message
+    assert registry.list(vip=vip)[0] == []
+    with pytest.raises(InvalidArgument) as err:
+        registry.heartbeat(InstanceRef(vip, "i-1\n"))
+    assert err.value.field == "ref.instance_id", err.value.message

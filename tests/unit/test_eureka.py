@@ -280,3 +280,18 @@ def test_applications_from_fragments_match_the_plain_rendering(xml: bool) -> Non
         assert ET.tostring(ET.fromstring(assembled)) == ET.tostring(ET.fromstring(plain))
     else:
         assert json.loads(assembled) == json.loads(plain)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"metadata": {"zone": "us-east-1a\n"}}, "metadata.zone"),
+        ({"dataCenterInfo": {"name": "Amazon", "metadata": {"availability-zone": "us-east-1a\n"}},
+          "metadata": {}}, "metadata.zone"),
+    ],
+)  # fmt: skip
+def test_a_trailing_newline_is_refused(change: dict[str, Any], field: str) -> None:
+    info = {**JAVA_JSON["instance"], **change}
+    with pytest.raises(InvalidArgument) as err:
+        codec.records_from_info(info)
+    assert err.value.field == field, err.value.message
