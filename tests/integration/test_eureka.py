@@ -238,6 +238,18 @@ def test_a_trailing_newline_is_refused_over_eureka(eureka: Eureka, registry: Reg
     assert registry.list(app=app)[0] == []
 
 
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, JSON),
+        (b"<instance>" + b"<a>" * 20_000 + b"</a>" * 20_000 + b"</instance>", XML),
+    ],
+)
+def test_deeply_nested_bodies_get_400_naming_the_body(eureka: Eureka, body: bytes, headers: dict[str, str]) -> None:
+    r = eureka.request("POST", f"/v2/apps/DEEP{_tag()}", body, headers)
+    assert r.status == 400 and r.body.decode().startswith("body: ") and "deeper than" in r.body.decode(), r.body
+
+
 def test_eureka_client_registers_heartbeats_discovers_and_stops(
     stack: dict[str, Any], eureka: Eureka, registry: RegistryClient, backends: Any
 ) -> None:
