@@ -368,3 +368,10 @@ def test_reconnect_initial_versions_are_bounded_and_ignored_when_not_of_interest
     )
     stats = explicit.statistics().for_type(CLUSTER)
     assert stats is not None and [n for n, _ in stats.unacked] == ["a"] and stats.acked == ()
+
+
+def test_an_overlong_type_url_is_refused_before_the_stream_keeps_it(view: DictView) -> None:
+    stream = DeltaStream(view)
+    with pytest.raises(InvalidArgument, match="at most 256"):
+        stream.on_request(sub("type.googleapis.com/" + "x" * 1_000_000, "a"))
+    assert stream.statistics().types == ()
