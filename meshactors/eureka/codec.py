@@ -21,9 +21,15 @@ from xml.sax.saxutils import escape, quoteattr
 
 from meshactors.errors import InvalidArgument
 from meshactors.model import Instance, LeaseSettings, Status
-from meshactors.model.validate import is_valid_vip_name, parse_status, validate_instance, validate_vip_name
+from meshactors.model.validate import (
+    RESERVED_METADATA_PREFIX,
+    is_valid_vip_name,
+    parse_status,
+    validate_instance,
+    validate_vip_name,
+)
 
-RESERVED = "eureka/"
+RESERVED = RESERVED_METADATA_PREFIX
 OVERRIDE_KEY = "eureka/overriddenstatus"
 HOST_NAME_KEY = "eureka/hostName"
 VIPS_KEY = "eureka/vipAddress"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 
 from meshactors.errors import InvalidArgument
@@ -16,6 +17,10 @@ MAX_METADATA_VALUE_LEN = 256
 MAX_METADATA_BYTES = 4096
 MAX_WEIGHT = 10_000
 MAX_LEASE_DURATION_S = 3600
+
+# Metadata keys under this prefix carry what the Eureka API keeps for its clients (e.g. `eureka/hostName`, the host
+# name every Eureka client is shown): only the Eureka API writes them; the registry API refuses them.
+RESERVED_METADATA_PREFIX = "eureka/"
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _VIP_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -151,3 +156,12 @@ def _validate_lease(lease: LeaseSettings) -> None:
         )
     if lease.duration_s > MAX_LEASE_DURATION_S:
         raise InvalidArgument("lease.duration_s", f"{lease.duration_s} s is longer than {MAX_LEASE_DURATION_S} s")
+
+
+def refuse_reserved_metadata(keys: Iterable[str], field: str) -> None:
+    """Metadata a registry API client sets must not use the reserved prefix (see RESERVED_METADATA_PREFIX)."""
+    for key in keys:
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            raise InvalidArgument(
+                f"{field}[{key[:100]!r}]", f"the {RESERVED_METADATA_PREFIX!r} prefix is reserved for the Eureka API"
+            )

@@ -12,6 +12,7 @@ import grpc
 from meshactors import log
 from meshactors.errors import InvalidArgument, MeshError
 from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref, validate_vip_name
+from meshactors.model.validate import refuse_reserved_metadata
 from meshactors.registry import convert
 from meshactors.registry.shard_service import heartbeat_result
 from meshactors.registry.shardmap import ShardMap
@@ -80,6 +81,7 @@ class RegistryService(pb_grpc.RegistryServicer):
                 raise InvalidArgument("instance", "is required")
             try:
                 inst = validate_instance(convert.instance_from_pb(request.instance))
+                refuse_reserved_metadata(inst.metadata, "metadata")
             except InvalidArgument as exc:
                 field = exc.field if exc.field.startswith("instance.") else f"instance.{exc.field}"
                 raise InvalidArgument(field, exc.reason) from None
@@ -152,6 +154,8 @@ class RegistryService(pb_grpc.RegistryServicer):
         try:
             ref = _ref(request.ref, request.HasField("ref"))
             status = convert.status_from_pb(request.status, "status") if request.status else None
+            refuse_reserved_metadata(request.set_metadata, "set_metadata")
+            refuse_reserved_metadata(request.remove_metadata, "remove_metadata")
             inst, revision = await self.backend.update(
                 self.shard_map.owner(ref.vip), ref, status, dict(request.set_metadata), list(request.remove_metadata)
             )

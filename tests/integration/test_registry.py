@@ -275,3 +275,21 @@ def test_a_trailing_newline_is_refused_over_grpc(registry: RegistryClient, chang
     with pytest.raises(InvalidArgument) as err:
         registry.heartbeat(InstanceRef(vip, "i-1\n"))
     assert err.value.field == "ref.instance_id", err.value.message
+
+
+def test_the_reserved_eureka_metadata_prefix_is_refused_over_grpc(registry: RegistryClient) -> None:
+    # `eureka/hostName` is the host name every Eureka client is shown: only the Eureka API may write it.
+    vip = _vip()
+    with pytest.raises(InvalidArgument) as err:
+        registry.register(_instance(vip, metadata={"eureka/hostName": "spoofed.example"}))
+    assert err.value.field == "instance.metadata['eureka/hostName']" and "reserved" in err.value.reason
+    assert registry.list(vip=vip)[0] == []
+    ref, _ = registry.register(_instance(vip))
+    with pytest.raises(InvalidArgument) as err:
+        registry.update(ref, set_metadata={"eureka/hostName": "spoofed.example"})
+    assert err.value.field == "set_metadata['eureka/hostName']"
+    with pytest.raises(InvalidArgument) as err:
+        registry.update(ref, remove_metadata=["eureka/homePageUrl"])
+    assert err.value.field == "remove_metadata['eureka/homePageUrl']"
+    assert dict(registry.list(vip=vip)[0][0].metadata) == {}
+    registry.deregister(ref)

@@ -103,3 +103,12 @@ def test_a_ref_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidArgument) as err:
         validate_ref(InstanceRef("myservice\n", "i-1"))
     assert err.value.field == "vip"
+
+
+def test_the_reserved_eureka_prefix_is_refused_naming_the_key() -> None:
+    from meshactors.model.validate import refuse_reserved_metadata
+
+    refuse_reserved_metadata({"team": "blue", "eureka": "x"}, "metadata")
+    with pytest.raises(InvalidArgument) as err:
+        refuse_reserved_metadata({"team": "blue", "eureka/hostName": "spoofed"}, "metadata")
+    assert err.value.field == "metadata['eureka/hostName']" and "reserved" in err.value.reason
