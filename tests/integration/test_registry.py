@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -293,3 +294,46 @@ def test_the_reserved_eureka_metadata_prefix_is_refused_over_grpc(registry: Regi
     assert err.value.field == "remove_metadata['eureka/homePageUrl']"
     assert dict(registry.list(vip=vip)[0][0].metadata) == {}
     registry.deregister(ref)
+
+
+async def test_ls_pages_a_registry_past_the_4mb_message_bound(
+    registry: RegistryClient, store: EtcdStore, stack: dict[str, Any]
+) -> None:
+    import subprocess
+    import sys
+
+    from meshactors.model import Instance, LeaseSettings
+
+    # 3,000 instances with ~4 KB of metadata each (~13 MB), written straight to etcd through the store (as the
+    # shards write them, under a lease, so nothing outlives the test) instead of 3,000 Register calls.
+    vip = _vip()
+    metadata = {f"k{i:02d}": "v" * 120 for i in range(30)}
+    lease = await store.grant_lease(60)
+    try:
+        for start in range(0, 3_000, 200):
+            await asyncio.gather(*(
+                store.put(KEYS.instance(InstanceRef(vip, f"i-{n:05d}")), codec.encode_instance(Instance(
+                    app=vip, instance_id=f"i-{n:05d}", host="127.0.0.1", vip=vip, port=1000 + n, metadata=metadata,
+                    lease=LeaseSettings(30, 90), registered_at_ms=1)), lease)
+                for n in range(start, start + 200)
+            ))  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:  # what `ls` hit before: one response for everything
+            pb_grpc.RegistryStub(grpc.insecure_channel(stack["registry"])).List(pb.ListRequest(vip=vip), timeout=30)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        listed, revision = registry.list(vip=vip)
+        assert [i.instance_id for i in listed] == [f"i-{n:05d}" for n in range(3_000)] and revision > 0
+        page = registry._call("List", pb.ListRequest(vip=vip, page_size=5_000))
+        assert len(page.instances) == 500 and page.next_page_token, "the server caps a page at 500"
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "meshactors.cli", "ls", "--registry", stack["registry"], "--vip", vip],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1].startswith("3000 instance(s) at revision"), proc.stdout[-300:]
+    finally:
+        await store.revoke_lease(lease)  # deletes the 3,000 keys
+    with pytest.raises(InvalidArgument) as bad:
+        registry._call("List", pb.ListRequest(page_size=5, page_token="not-a-token"))
+    assert bad.value.field == "page_token"
+
