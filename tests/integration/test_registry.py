@@ -337,3 +337,34 @@ async def test_ls_pages_a_registry_past_the_4mb_message_bound(
         registry._call("List", pb.ListRequest(page_size=5, page_token="not-a-token"))
     assert bad.value.field == "page_token"
 
+
+async def test_concurrent_re_registrations_of_one_instance_leak_no_lease(
+    registry: RegistryClient, store: EtcdStore
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from meshactors.errors import Conflict
+
+    vip = _vip()
+    registry.register(_instance(vip, 9401))
+    before = set(await store.leases())
+
+    def one(_: int) -> str:
+        try:
+            registry.register(_instance(vip, 9401))
+            return "ok"
+        except Conflict:
+            return "conflict"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(one, range(48)))
+    assert "ok" in outcomes
+    kv = await store.get(KEYS.instance(InstanceRef(vip, "127.0.0.1:9401")))
+    assert kv is not None and kv.lease
+    for _ in range(50):  # revokes of replaced leases run in the background
+        leaked = set(await store.leases()) - before - {kv.lease}
+        if not leaked:
+            break
+        await asyncio.sleep(0.2)
+    assert not leaked, f"{len(leaked)} leases granted by losing registrations were never revoked ({outcomes})"
+    registry.deregister(InstanceRef(vip, "127.0.0.1:9401"))
