@@ -81,12 +81,27 @@ def test_self_preservation_holds_a_mass_expiry(registry: RegistryClient) -> None
     vip = _vip()
     lease = pb.LeaseSettings(renewal_interval_seconds=1, duration_seconds=3)
     refs = [registry.register(_instance(vip, 9100 + i, lease=lease))[0] for i in range(12)]
-    time.sleep(7)  # no heartbeats at all: every lease would have run out twice over
+    for ref in refs:  # renewing instances (only those count: a registration that never renewed just expires) ...
+        registry.heartbeat(ref)
+    time.sleep(7)  # ... then no heartbeats at all: every lease would have run out twice over
     assert len(registry.list(vip=vip)[0]) == 12, "a partition-like heartbeat loss must not wipe the VIP"
     for ref in refs:
         registry.heartbeat(ref)
         registry.deregister(ref)
     assert registry.list(vip=vip)[0] == []
+
+
+def test_registrations_that_never_heartbeat_expire_and_do_not_engage_self_preservation(
+    registry: RegistryClient,
+) -> None:
+    vip = _vip()
+    lease = pb.LeaseSettings(renewal_interval_seconds=1, duration_seconds=3)
+    for i in range(12):
+        registry.register(_instance(vip, 9150 + i, lease=lease))
+    deadline = time.monotonic() + 15
+    while registry.list(vip=vip)[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert registry.list(vip=vip)[0] == [], "silent registrations are no partition: their leases run out"
 
 
 def test_watch_streams_snapshot_then_changes(registry: RegistryClient) -> None:
