@@ -20,13 +20,13 @@ from meshactors.errors import ConfigError
 DRIVER = "driver"  # the `up` process's own records
 ETCD = "etcd"  # the embedded etcd's log
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> timedelta:
     """'90s', '5m', '2h', '1d', '250ms' (a bare number is seconds)."""
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     if not m:
         raise ConfigError(f"--since: {text!r} is not a duration like 30s, 5m, 2h or 1d")
     return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2) or "s"])

@@ -37,6 +37,9 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 DELTA_ADS_METHOD = f"/{ADS_SERVICE}/DeltaAggregatedResources"
 SOTW_ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
 
+# A NACK's error text as kept by a stream (a client may send megabytes of it).
+MAX_ERROR_MESSAGE_CHARS = 1024
+
 # Encoded resources are cached per VersionedResource: one resource goes to thousands of sessions.
 ENCODE_CACHE_SIZE = 8192
 
@@ -85,9 +88,13 @@ def _node_from_proto(msg: Any) -> Node | None:
 
 
 def _error_from_proto(msg: Any) -> ErrorDetail | None:
+    """A NACK's error; its text, kept per stream and shown in statistics, is cut to MAX_ERROR_MESSAGE_CHARS."""
     if not msg.HasField("error_detail"):
         return None
-    return ErrorDetail(code=msg.error_detail.code, message=msg.error_detail.message)
+    text = msg.error_detail.message
+    if len(text) > MAX_ERROR_MESSAGE_CHARS:
+        text = f"{text[:MAX_ERROR_MESSAGE_CHARS]}...(+{len(text) - MAX_ERROR_MESSAGE_CHARS} chars)"
+    return ErrorDetail(code=msg.error_detail.code, message=text)
 
 
 def _error_to_proto(err: ErrorDetail) -> status_pb2.Status:

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 import xml.etree.ElementTree as ET
+import xml.parsers.expat as expat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -20,9 +21,15 @@ from xml.sax.saxutils import escape, quoteattr
 
 from meshactors.errors import InvalidArgument
 from meshactors.model import Instance, LeaseSettings, Status
-from meshactors.model.validate import is_valid_vip_name, parse_status, validate_instance, validate_vip_name
+from meshactors.model.validate import (
+    RESERVED_METADATA_PREFIX,
+    is_valid_vip_name,
+    parse_status,
+    validate_instance,
+    validate_vip_name,
+)
 
-RESERVED = "eureka/"
+RESERVED = RESERVED_METADATA_PREFIX
 OVERRIDE_KEY = "eureka/overriddenstatus"
 HOST_NAME_KEY = "eureka/hostName"
 VIPS_KEY = "eureka/vipAddress"
@@ -34,8 +41,12 @@ DEFAULT_DC_CLASS = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"
 AMAZON_DC_CLASS = "com.netflix.appinfo.AmazonInfo"
 EMPTY_MAP_CLASS = "java.util.Collections$EmptyMap"
 
+# Bounds on a request body, checked before anything recursive sees it: an InstanceInfo nests 4 levels deep.
+MAX_BODY_BYTES = 256 * 1024
+MAX_DEPTH = 32
+
 _RESERVED_FIELD = f"metadata['{RESERVED}"
-_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
 _NOT_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # Our validation's field names, as the Eureka client called them.
 _FIELD_NAMES = {
@@ -65,6 +76,8 @@ def wants_xml(content_type: str, text: str) -> bool:
 
 def parse_instance_body(body: bytes, content_type: str) -> dict[str, Any]:
     """The InstanceInfo object of a register request, from JSON or XML as the Content-Type says."""
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidArgument("body", f"is {len(body)} bytes, at most {MAX_BODY_BYTES} allowed")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -76,10 +89,7 @@ def parse_instance_body(body: bytes, content_type: str) -> dict[str, Any]:
         if tag != "instance":
             raise InvalidArgument("body", f"the XML root element is <{tag}>, expected <instance>")
     else:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument("body", f"malformed JSON: {exc}") from None
+        doc = parse_json(text)
         if not isinstance(doc, dict):
             raise InvalidArgument("body", 'expected a JSON object {"instance": {...}}')
         obj = doc.get("instance", doc)
@@ -88,10 +98,79 @@ def parse_instance_body(body: bytes, content_type: str) -> dict[str, Any]:
     return obj
 
 
+def _too_deep() -> InvalidArgument:
+    return InvalidArgument("body", f"nests objects deeper than {MAX_DEPTH} levels")
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON text (strings skipped), without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_json(text: str) -> Any:
+    """JSON text, its nesting bounded before the (recursive) parser sees it."""
+    if json_depth(text) > MAX_DEPTH:
+        raise _too_deep()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. a number longer than int() converts
+        raise InvalidArgument("body", f"malformed JSON: {str(exc)[:200]}") from None
+
+
+def _refuse_dtd(*_: Any) -> None:
+    raise InvalidArgument("body", "XML with a DOCTYPE or entity declarations is not accepted")
+
+
+def _check_xml(text: str) -> None:
+    """A first pass with expat: no DOCTYPE, no entity declarations, nesting at most MAX_DEPTH."""
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    depth = 0
+
+    def start(*_: Any) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+
+    def end(*_: Any) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(text, True)
+    except expat.ExpatError as exc:
+        raise InvalidArgument("body", f"malformed XML: {exc}") from None
+
+
 def parse_xml(text: str) -> tuple[str, Any]:
     """XML as Eureka's JSON shape: attributes become "@name", an element's text next to attributes "$"."""
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
         raise InvalidArgument("body", "XML with a DOCTYPE or entity declarations is not accepted")
+    _check_xml(text)
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
@@ -444,7 +523,7 @@ def _to_xml(tag: str, value: Any, out: list[str]) -> None:
             continue
         if key == "$":
             out.append(_text_xml(item))
-        elif not _XML_NAME.match(key):  # a metadata key XML cannot name; JSON shows it
+        elif not _XML_NAME.fullmatch(key):  # a metadata key XML cannot name; JSON shows it
             continue
         elif isinstance(item, list):
             for one in item:

@@ -16,7 +16,7 @@ from meshactors.eureka.view import EurekaView, Key
 from meshactors.model import Instance
 
 _log = log.get("eureka.http")
-MAX_BODY = 256 * 1024
+MAX_BODY = codec.MAX_BODY_BYTES
 PREFIXES = ("/eureka/v2/", "/eureka/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 
 from meshactors.errors import InvalidArgument
@@ -17,15 +18,19 @@ MAX_METADATA_BYTES = 4096
 MAX_WEIGHT = 10_000
 MAX_LEASE_DURATION_S = 3600
 
+# Metadata keys under this prefix carry what the Eureka API keeps for its clients (e.g. `eureka/hostName`, the host
+# name every Eureka client is shown): only the Eureka API writes them; the registry API refuses them.
+RESERVED_METADATA_PREFIX = "eureka/"
+
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_VIP_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_VIP_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_RE = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*$")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
-_APP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_VERSION_RE = re.compile(r"^[A-Za-z0-9._+-]{0,64}$")
-_META_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_HOST_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
+_APP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ZONE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_VERSION_RE = re.compile(r"[A-Za-z0-9._+-]{0,64}")
+_META_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 
 
 def validate_vip_name(name: str, field: str = "vip") -> str:
@@ -34,7 +39,7 @@ def validate_vip_name(name: str, field: str = "vip") -> str:
         raise InvalidArgument(field, "must not be empty")
     if len(name) > MAX_NAME_LEN:
         raise InvalidArgument(field, f"longer than {MAX_NAME_LEN} characters")
-    if not _VIP_RE.match(name):
+    if not _VIP_RE.fullmatch(name):
         raise InvalidArgument(
             field,
             f"{name!r} is not a lowercase DNS name (letters a-z, digits, '-' inside labels, '.' between labels)",
@@ -43,7 +48,7 @@ def validate_vip_name(name: str, field: str = "vip") -> str:
 
 
 def is_valid_vip_name(name: str) -> bool:
-    return len(name) <= MAX_NAME_LEN and bool(_VIP_RE.match(name))
+    return len(name) <= MAX_NAME_LEN and bool(_VIP_RE.fullmatch(name))
 
 
 def _validate_port(value: int, field: str) -> None:
@@ -59,7 +64,7 @@ def _validate_host(host: str) -> None:
         return
     except ValueError:
         pass
-    if len(host) > MAX_NAME_LEN or not _HOST_RE.match(host):
+    if len(host) > MAX_NAME_LEN or not _HOST_RE.fullmatch(host):
         raise InvalidArgument("host", f"{host!r} is neither an IP address nor a DNS host name")
 
 
@@ -67,7 +72,7 @@ def validate_ref(ref: InstanceRef) -> InstanceRef:
     validate_vip_name(ref.vip, "vip")
     if not ref.instance_id:
         raise InvalidArgument("instance_id", "must not be empty")
-    if not _ID_RE.match(ref.instance_id):
+    if not _ID_RE.fullmatch(ref.instance_id):
         raise InvalidArgument(
             "instance_id", f"{ref.instance_id!r} may hold only letters, digits and . _ : @ - (at most 200)"
         )
@@ -101,16 +106,16 @@ def validate_instance(inst: Instance) -> Instance:
     _validate_host(inst.host)
 
     app = inst.app or inst.routing_name
-    if not _APP_RE.match(app):
+    if not _APP_RE.fullmatch(app):
         raise InvalidArgument("app", f"{app!r} may hold only letters, digits and . _ - (at most 128)")
     instance_id = inst.instance_id or f"{inst.host}:{inst.port or inst.secure_port}"
     validate_ref(InstanceRef(inst.routing_name, instance_id))
 
     if not isinstance(inst.status, Status):
         raise InvalidArgument("status", f"unknown status {inst.status!r}")
-    if not _ZONE_RE.match(inst.zone):
+    if not _ZONE_RE.fullmatch(inst.zone):
         raise InvalidArgument("zone", f"{inst.zone!r} may hold only letters, digits and . _ - (at most 64)")
-    if not _VERSION_RE.match(inst.version_label):
+    if not _VERSION_RE.fullmatch(inst.version_label):
         raise InvalidArgument(
             "version_label", f"{inst.version_label!r} may hold only letters, digits and . _ + - (at most 64)"
         )
@@ -126,7 +131,7 @@ def _validate_metadata(metadata: dict[str, str]) -> None:
         raise InvalidArgument("metadata", f"{len(metadata)} entries, at most {MAX_METADATA_ENTRIES} allowed")
     total = 0
     for key, value in metadata.items():
-        if not isinstance(key, str) or not _META_KEY_RE.match(key):
+        if not isinstance(key, str) or not _META_KEY_RE.fullmatch(key):
             raise InvalidArgument(
                 f"metadata[{key!r}]", f"key may hold only letters, digits and . _ / - (at most {MAX_METADATA_KEY_LEN})"
             )
@@ -151,3 +156,12 @@ def _validate_lease(lease: LeaseSettings) -> None:
         )
     if lease.duration_s > MAX_LEASE_DURATION_S:
         raise InvalidArgument("lease.duration_s", f"{lease.duration_s} s is longer than {MAX_LEASE_DURATION_S} s")
+
+
+def refuse_reserved_metadata(keys: Iterable[str], field: str) -> None:
+    """Metadata a registry API client sets must not use the reserved prefix (see RESERVED_METADATA_PREFIX)."""
+    for key in keys:
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            raise InvalidArgument(
+                f"{field}[{key[:100]!r}]", f"the {RESERVED_METADATA_PREFIX!r} prefix is reserved for the Eureka API"
+            )

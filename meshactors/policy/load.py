@@ -46,12 +46,12 @@ MAX_HEADER_VALUE_LEN = 256
 MAX_TOKEN_LEN = 128
 MAX_PREFIX_LEN = 256
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-_HEADER_RE = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_VERSION_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
-_PRINTABLE_RE = re.compile(r"^[\x20-\x7e]*$")
+_HEADER_RE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_VERSION_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 _MESH_WIDE_ONLY_PER_VIP = ("split", "routes", "mirror")
 
 
@@ -85,7 +85,7 @@ class InvalidPolicy(InvalidArgument):
 
 def parse_duration(text: str) -> int:
     """`100ms`, `2s`, `1.5s`, `1m`, `1h` -> whole milliseconds. ValueError for anything else."""
-    m = _DURATION_RE.match(text) if isinstance(text, str) else None
+    m = _DURATION_RE.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise ValueError(f"{text!r} is not a duration (a number and ms, s, m or h: 100ms, 2s, 1m)")
     try:
@@ -217,19 +217,19 @@ def _parse_value(s: Spec, value: Any, path: str, errs: _Errors) -> Any:
 
 def _check_name(kind: str, text: str, path: str, errs: _Errors) -> str | None:
     if kind == "header":
-        if not 0 < len(text) <= MAX_HEADER_NAME_LEN or not _HEADER_RE.match(text):
+        if not 0 < len(text) <= MAX_HEADER_NAME_LEN or not _HEADER_RE.fullmatch(text):
             errs.add(path, f"{text!r} is not a lowercase HTTP header name (at most {MAX_HEADER_NAME_LEN} characters)")
             return None
     elif kind == "token":
-        if not 0 < len(text) <= MAX_TOKEN_LEN or not _TOKEN_RE.match(text):
+        if not 0 < len(text) <= MAX_TOKEN_LEN or not _TOKEN_RE.fullmatch(text):
             errs.add(path, f"{text!r} is not a cookie or parameter name (at most {MAX_TOKEN_LEN} characters)")
             return None
     elif kind == "prefix":
-        if not text.startswith("/") or len(text) > MAX_PREFIX_LEN or not _PRINTABLE_RE.match(text) or " " in text:
+        if not text.startswith("/") or len(text) > MAX_PREFIX_LEN or not _PRINTABLE_RE.fullmatch(text) or " " in text:
             errs.add(path, f"{text!r} is not a path prefix (starts with '/', at most {MAX_PREFIX_LEN} characters)")
             return None
     elif kind == "version":
-        if not _VERSION_RE.match(text):
+        if not _VERSION_RE.fullmatch(text):
             errs.add(path, f"{text!r} is not a version label (letters, digits and . _ + -, 1-64 characters)")
             return None
     elif kind == "vip":
@@ -264,7 +264,7 @@ def _parse_headers(s: Spec, value: Any, path: str, errs: _Errors) -> tuple[tuple
             hint = " (quote it)" if isinstance(raw, bool | int | float) else ""
             errs.add(where, f"value must be a string{hint}, got {_kind(raw)}")
             ok = False
-        elif len(raw) > MAX_HEADER_VALUE_LEN or not _PRINTABLE_RE.match(raw):
+        elif len(raw) > MAX_HEADER_VALUE_LEN or not _PRINTABLE_RE.fullmatch(raw):
             errs.add(where, f"value must be printable ASCII, at most {MAX_HEADER_VALUE_LEN} characters")
             ok = False
         else:

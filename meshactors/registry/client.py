@@ -21,6 +21,9 @@ from meshactors.registry import convert
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
+# Instances per List page: at most ~2.5 MB even with the largest metadata (the server caps pages at 500).
+LIST_PAGE_SIZE = 500
+
 
 def error_from_rpc(exc: grpc.RpcError, target: str) -> MeshError:
     code = exc.code() if hasattr(exc, "code") else None
@@ -115,9 +118,18 @@ class RegistryClient:
         )
         return self._call("Update", req).instance
 
-    def list(self, vip: str = "", app: str = "") -> tuple[list[pb.Instance], int]:
-        resp = self._call("List", pb.ListRequest(vip=vip, app=app))
-        return list(resp.instances), int(resp.revision)
+    def list(self, vip: str = "", app: str = "", page_size: int = LIST_PAGE_SIZE) -> tuple[list[pb.Instance], int]:
+        """Every matching instance, read in pages (one response could pass gRPC's 4 MB message bound) and the
+        revision of the first page: watching from it + 1 misses nothing. page_size 0 asks for one response."""
+        out: list[pb.Instance] = []
+        token, revision = "", 0
+        while True:
+            resp = self._call("List", pb.ListRequest(vip=vip, app=app, page_size=page_size, page_token=token))
+            out.extend(resp.instances)
+            revision = revision or int(resp.revision)
+            token = resp.next_page_token
+            if not token:
+                return out, revision
 
     def watch(self, start_revision: int = 0, vip: str = "", timeout_s: float | None = None) -> Iterator[pb.WatchEvent]:
         try:

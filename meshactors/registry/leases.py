@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ class LeaseEntry:
     settings: LeaseSettings
     last_heartbeat: float
     lease_refreshed: float  # last time the etcd lease was kept alive (by a heartbeat or by self-preservation)
+    # False for a registration that has not renewed since it was written: its silence says nothing about a
+    # partition, so it neither counts towards self-preservation nor is held by it (etcd expires it as usual).
+    renewed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +33,14 @@ class SweepDecision:
 
 @dataclass(frozen=True, slots=True)
 class SelfPreservationPolicy:
-    """Eureka's rule: when more than `ratio` of the instances missed heartbeats at once, expire none of them.
+    """Eureka's rule: when more than `ratio` of the renewals expected per minute are missing, expire nothing.
 
-    An instance is late once `late_factor` renewal intervals passed without a heartbeat, which is well before
-    its lease (3 intervals by default) runs out, so the guard engages before a partition expires anything.
-    Below `min_instances` the guard stays off: in a small mesh one dead instance is a large fraction.
+    Each instance that renews is expected to send 60 / renewal interval renewals a minute; the renewals of the
+    late ones (`late_factor` renewal intervals without a heartbeat, well before a lease of 3 intervals runs out)
+    are the missing ones, so the guard engages before a partition expires anything. Only instances that have
+    renewed count (as expected renewals and as holders): a registration that never heartbeat is not evidence of
+    a partition, and a few of them must not stop expiry. Below `min_instances` renewing instances the guard stays
+    off: in a small mesh one dead instance is a large fraction.
     """
 
     ratio: float = 0.15
@@ -41,8 +48,10 @@ class SelfPreservationPolicy:
     late_factor: float = 1.5
     enabled: bool = True
 
-    def engaged(self, late: int, total: int) -> bool:
-        return self.enabled and total >= self.min_instances and late > self.ratio * total
+    def engaged(self, late: float, total: float, instances: int | None = None) -> bool:
+        """`late` and `total`: renewals per minute expected of the late instances and of every renewing one."""
+        count = total if instances is None else instances
+        return self.enabled and count >= self.min_instances and total > 0 and late / total > self.ratio
 
 
 class LeaseBook:
@@ -55,6 +64,8 @@ class LeaseBook:
         self.clock = clock or time.monotonic
         self._entries: dict[InstanceRef, LeaseEntry] = {}
         self.self_preservation = False
+        self._renewals: deque[list[int]] = deque()  # [second, heartbeats in it], the last minute's
+        self.expected_per_minute = 0.0  # as of the last sweep
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -65,10 +76,11 @@ class LeaseBook:
     def get(self, ref: InstanceRef) -> LeaseEntry | None:
         return self._entries.get(ref)
 
-    def track(self, ref: InstanceRef, lease_id: int, settings: LeaseSettings) -> None:
-        """A registration was written (or reloaded): its lease starts fresh now."""
+    def track(self, ref: InstanceRef, lease_id: int, settings: LeaseSettings, renewed: bool = True) -> None:
+        """A registration was reloaded (renewed: it was renewing before) or written (renewed=False): its lease
+        starts fresh now."""
         now = self.clock()
-        self._entries[ref] = LeaseEntry(ref, lease_id, settings, now, now)
+        self._entries[ref] = LeaseEntry(ref, lease_id, settings, now, now, renewed)
 
     def heartbeat(self, ref: InstanceRef) -> None:
         entry = self._entries.get(ref)
@@ -76,6 +88,26 @@ class LeaseBook:
             now = self.clock()
             entry.last_heartbeat = now
             entry.lease_refreshed = now
+            entry.renewed = True
+            second = int(now)
+            if self._renewals and self._renewals[-1][0] == second:
+                self._renewals[-1][1] += 1
+            else:
+                self._renewals.append([second, 1])
+
+    def renewals_last_minute(self) -> int:
+        horizon = int(self.clock()) - 60
+        while self._renewals and self._renewals[0][0] <= horizon:
+            self._renewals.popleft()
+        return sum(count for _, count in self._renewals)
+
+    def statistics(self) -> dict[str, float | int | bool]:
+        return {
+            "self_preservation": self.self_preservation,
+            "renewals_last_minute": self.renewals_last_minute(),
+            "expected_renewals_per_minute": round(self.expected_per_minute, 1),
+            "never_renewed": sum(1 for e in self._entries.values() if not e.renewed),
+        }
 
     def held(self, ref: InstanceRef) -> None:
         """The shard kept this lease alive on the instance's behalf (self-preservation)."""
@@ -93,7 +125,11 @@ class LeaseBook:
             for e in self._entries.values()
             if now - e.last_heartbeat > self.policy.late_factor * e.settings.renewal_interval_s
         ]
-        engaged = self.policy.engaged(len(late), len(self._entries))
+        renewing = [e for e in self._entries.values() if e.renewed]
+        expected = sum(60 / e.settings.renewal_interval_s for e in renewing)
+        missing = sum(60 / e.settings.renewal_interval_s for e in late if e.renewed)
+        self.expected_per_minute = expected
+        engaged = self.policy.engaged(missing, expected, len(renewing))
         self.self_preservation = engaged
         hold: tuple[LeaseEntry, ...] = ()
         if engaged:
@@ -101,6 +137,6 @@ class LeaseBook:
             hold = tuple(
                 e
                 for e in late
-                if (e.lease_refreshed + e.settings.duration_s) - now <= 2 * e.settings.renewal_interval_s
+                if e.renewed and (e.lease_refreshed + e.settings.duration_s) - now <= 2 * e.settings.renewal_interval_s
             )
         return SweepDecision(len(self._entries), tuple(e.ref for e in late), engaged, hold)

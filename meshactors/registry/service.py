@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -12,6 +13,7 @@ import grpc
 from meshactors import log
 from meshactors.errors import InvalidArgument, MeshError
 from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref, validate_vip_name
+from meshactors.model.validate import refuse_reserved_metadata
 from meshactors.registry import convert
 from meshactors.registry.shard_service import heartbeat_result
 from meshactors.registry.shardmap import ShardMap
@@ -23,6 +25,9 @@ from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
 _log = log.get("registry.api")
 MAX_BATCH = 10_000
+# A page of List holds at most this many instances: 500 of the largest (4 KB of metadata) stay under 4 MB.
+MAX_PAGE_SIZE = 500
+_TOKEN_VERSION = "p1"
 _stream_ids = itertools.count(1)
 
 
@@ -80,6 +85,7 @@ class RegistryService(pb_grpc.RegistryServicer):
                 raise InvalidArgument("instance", "is required")
             try:
                 inst = validate_instance(convert.instance_from_pb(request.instance))
+                refuse_reserved_metadata(inst.metadata, "metadata")
             except InvalidArgument as exc:
                 field = exc.field if exc.field.startswith("instance.") else f"instance.{exc.field}"
                 raise InvalidArgument(field, exc.reason) from None
@@ -152,6 +158,8 @@ class RegistryService(pb_grpc.RegistryServicer):
         try:
             ref = _ref(request.ref, request.HasField("ref"))
             status = convert.status_from_pb(request.status, "status") if request.status else None
+            refuse_reserved_metadata(request.set_metadata, "set_metadata")
+            refuse_reserved_metadata(request.remove_metadata, "remove_metadata")
             inst, revision = await self.backend.update(
                 self.shard_map.owner(ref.vip), ref, status, dict(request.set_metadata), list(request.remove_metadata)
             )
@@ -164,13 +172,24 @@ class RegistryService(pb_grpc.RegistryServicer):
         try:
             if request.vip:
                 validate_vip_name(request.vip, "vip")
+            if request.page_size < 0:
+                raise InvalidArgument("page_size", f"{request.page_size} is negative (0: everything at once)")
+            after = _page_start(request.page_token)
             items, revision = await load_instances(self.store, self.keys, name="api-list")
-            out = [
-                convert.instance_to_pb(r.instance, r.revision)
-                for r in items
-                if _matches(r.instance, request.vip, request.app)
-            ]
-            return pb.ListResponse(instances=out, revision=revision)
+            matched = sorted(
+                (r for r in items if _matches(r.instance, request.vip, request.app)),
+                key=lambda r: (r.ref.vip, r.ref.instance_id),
+            )
+            next_token = ""
+            if request.page_size or after is not None:
+                if after is not None:
+                    matched = [r for r in matched if (r.ref.vip, r.ref.instance_id) > after]
+                size = min(request.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+                if len(matched) > size:
+                    matched = matched[:size]
+                    next_token = _page_token(matched[-1].ref)
+            out = [convert.instance_to_pb(r.instance, r.revision) for r in matched]
+            return pb.ListResponse(instances=out, revision=revision, next_page_token=next_token)
         except Exception as exc:
             await _abort(context, exc, "List")
             raise
@@ -241,6 +260,23 @@ def _events(ev: Event, vip: str, sent: set[InstanceRef]) -> list[pb.WatchEvent]:
             revision=ev.revision,
         )
     ]
+
+
+def _page_token(last: InstanceRef) -> str:
+    """Where the next page starts (after `last`, in key order), opaque to clients."""
+    return base64.urlsafe_b64encode(f"{_TOKEN_VERSION}\n{last.vip}\n{last.instance_id}".encode()).decode()
+
+
+def _page_start(token: str) -> tuple[str, str] | None:
+    if not token:
+        return None
+    try:
+        version, vip, instance_id = base64.urlsafe_b64decode(token.encode()).decode().split("\n")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidArgument("page_token", "is not a token this API gave out (use next_page_token as sent)") from None
+    if version != _TOKEN_VERSION:
+        raise InvalidArgument("page_token", "is not a token this API gave out (use next_page_token as sent)")
+    return vip, instance_id
 
 
 def _matches(inst: Instance, vip: str, app: str) -> bool:

@@ -235,7 +235,9 @@ class RegistryShardCore:
         if current is not None and current[1] and current[1] != lease_id:
             self._tasks.spawn(self._revoke_quietly(current[1]))
         self._apply(ref, Stored(inst, revision, lease_id))
-        self.book.track(ref, lease_id, inst.lease)
+        stored = self._stored.get(ref)
+        if stored is not None and stored.lease_id == lease_id:  # a concurrent, newer write keeps its own lease
+            self.book.track(ref, lease_id, inst.lease, renewed=False)  # counted once it heartbeats
         self.counters["registered"] += 1
         self._log.info("registered", ref=str(ref), host=inst.host, port=inst.port, revision=revision)
         return inst, revision
@@ -354,7 +356,7 @@ class RegistryShardCore:
             "shard": self.shard,
             "ready": self.ready,
             "instances": len(self._stored),
-            "self_preservation": self.book.self_preservation,
+            **self.book.statistics(),
             "loaded_revision": self.loaded_revision,
             **self.counters,
             "watch": asdict(self._feed.statistics()) if self._feed is not None else {},

@@ -409,6 +409,15 @@ class EtcdStore:
             raise _map_error(exc, f"lease ttl {lease_id:x}") from exc
         return int(resp.TTL)
 
+    async def leases(self) -> list[int]:
+        """The ids of every lease etcd holds (for checks and tests: the registry grants one per instance)."""
+        _, lease = self._stubs()
+        try:
+            resp = await lease.LeaseLeases(rpc.LeaseLeasesRequest(), timeout=self.timeout_s, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise _map_error(exc, "list leases") from exc
+        return [int(item.ID) for item in resp.leases]
+
     # ---- watch -------------------------------------------------------------------------------------------------
 
     async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:

@@ -13,7 +13,7 @@ from meshactors.model.validate import is_valid_vip_name
 DEFAULT_PREFIX = defaults.KEY_PREFIX
 MESH_WIDE = "*"  # the VIP of the mesh-wide policy document (meshactors.policy.model.MESH_WIDE)
 MESH_WIDE_KEY = "_mesh"  # its key segment: '_' is never in a VIP name (a lowercase DNS name), so no VIP collides
-_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+_PREFIX_RE = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class KeySchema:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        if not _PREFIX_RE.match(self.prefix):
+        if not _PREFIX_RE.fullmatch(self.prefix):
             raise ConfigError(
                 f"key prefix {self.prefix!r} must look like /name[/name...] (letters, digits, . _ -; no trailing /)"
             )

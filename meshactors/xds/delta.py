@@ -20,7 +20,7 @@ from meshactors.xds.types import (
     RejectedName,
     VersionedResource,
 )
-from meshactors.xds.view import NameValidator, NonceSource, ResourceView, check_name
+from meshactors.xds.view import MAX_TYPE_URL_LENGTH, NameValidator, NonceSource, ResourceView, check_name
 
 _ORDER = {type_url: i for i, type_url in enumerate(SEND_ORDER)}
 
@@ -124,6 +124,8 @@ class DeltaStream:
         """Apply one DeltaRequest: ACK/NACK bookkeeping, then (even for a stale nonce) its subscriptions."""
         if not req.type_url:
             raise InvalidArgument("type_url", "must not be empty")
+        if len(req.type_url) > MAX_TYPE_URL_LENGTH:
+            raise InvalidArgument("type_url", f"{len(req.type_url)} characters, at most {MAX_TYPE_URL_LENGTH}")
         self._requests += 1
         type_url = req.type_url
         ts = self._types.get(type_url)

@@ -17,7 +17,7 @@ import grpc
 from meshactors import log
 from meshactors.aio import TaskSet
 from meshactors.envoy.codec import ads_generic_handler
-from meshactors.errors import MeshError
+from meshactors.errors import CodecError, MeshError, ResourceExhausted
 from meshactors.resources.snapshot import Snapshot
 from meshactors.resources.source import Source
 from meshactors.resources.types import DEFAULT_KIND, Ref, client_kind
@@ -27,6 +27,25 @@ from meshactors.xds.sotw import SotwStream
 from meshactors.xds.types import WILDCARD, DeltaRequest, Limits, SotwRequest
 
 _log = log.get("xds.host")
+
+# What one client can make this host keep and log. A node id is kept (and logged) cut to MAX_NODE_ID_CHARS with a
+# marker, not refused: a sidecar's default id (VIP-host-port) may be longer than any bound short enough to keep.
+# Every client value logged is cut to LOG_VALUE_CHARS; a request's refused names are one line (a count and the
+# first LOG_NAMES); a stream logs at most LOG_BURST warnings at once, then LOG_RATE_PER_S (the rest are counted).
+MAX_NODE_ID_CHARS = 256
+LOG_VALUE_CHARS = 200
+LOG_NAMES = 5
+LOG_BURST = 20
+LOG_RATE_PER_S = 1.0
+
+
+def bounded(value: object, limit: int = LOG_VALUE_CHARS) -> str:
+    """A client value as it may be kept or logged: at most `limit` characters and a marker saying what was cut."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...(+{len(text) - limit} chars)"
+
 
 # Errors that mean the stream itself went away (the client closed it, the server is stopping): not bugs.
 _STREAM_GONE = (grpc.aio.AbortError, grpc.aio.UsageError, grpc.RpcError, ConnectionError, asyncio.InvalidStateError)
@@ -95,14 +114,15 @@ class _Counters:
 
 
 class _TokenBucket:
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.tokens = rate
+        self.burst = rate if burst is None else burst
+        self.tokens = self.burst
         self.stamp = time.monotonic()
 
     def take(self) -> bool:
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -119,8 +139,8 @@ class Session:
     """
 
     __slots__ = (
-        "bad_messages", "closed", "context", "keys", "kind", "lock", "machine", "node_id", "opened_at", "peer",
-        "pending", "push_scheduled", "resources_sent", "stream_id", "view",
+        "bad_messages", "closed", "context", "keys", "kind", "lock", "log_budget", "machine", "node_id", "opened_at",
+        "peer", "pending", "push_scheduled", "resources_sent", "stream_id", "suppressed", "view",
     )  # fmt: skip
 
     def __init__(self, kind: str, stream_id: str, view: KindView, context: grpc.aio.ServicerContext) -> None:
@@ -139,11 +159,24 @@ class Session:
         self.keys: dict[HeldKey, set[Ref]] = {}
         self.resources_sent = 0
         self.bad_messages = 0
+        self.log_budget: _TokenBucket | None = None  # made by the first warning
+        self.suppressed = 0
 
     @property
     def slog(self) -> Any:
         """A logger bound to this stream (built when needed: an idle session keeps no logger of its own)."""
         return _log.bind(stream=self.stream_id, kind=self.kind, peer=self.peer, node_id=self.node_id)
+
+    def warn(self, event: str, **fields: Any) -> None:
+        """A warning the client caused, rate-limited per stream; the next line logged counts the ones dropped."""
+        if self.log_budget is None:
+            self.log_budget = _TokenBucket(LOG_RATE_PER_S, LOG_BURST)
+        if not self.log_budget.take():
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            fields["suppressed"], self.suppressed = self.suppressed, 0
+        self.slog.warning(event, **fields)
 
     async def write(self, responses: Iterable[Any]) -> None:
         for resp in responses:
@@ -205,10 +238,11 @@ class XdsHost:
         self._sessions[session.stream_id] = session
         self.counters.streams_opened += 1
         failed: BaseException | None = None
+        refused: tuple[grpc.StatusCode, str] | None = None
         try:
             async for req in requests:  # gRPC flow control slows a client that sends faster than we handle
                 if req.node is not None and not session.node_id:
-                    session.node_id = req.node.id
+                    session.node_id = bounded(req.node.id, MAX_NODE_ID_CHARS)
                     session.view.kind = client_kind(req.node.user_agent_name)
                     session.slog.info("stream opened", client_kind=session.view.kind or "default")
                 async with session.lock:
@@ -216,15 +250,25 @@ class XdsHost:
         except asyncio.CancelledError:
             raise
         except _STREAM_GONE as exc:  # a broken stream ends the session like a closed one
-            session.slog.debug("stream ended", error=repr(exc))
+            session.slog.debug("stream ended", error=bounded(repr(exc)))
+        except CodecError as exc:  # the request deserializer: bytes that are no request end the stream
+            session.bad_messages += 1
+            refused = (grpc.StatusCode.INVALID_ARGUMENT, f"request: {bounded(exc.message)}")
+            session.warn("undecodable request; ending the stream with INVALID_ARGUMENT", error=refused[1])
+        except ResourceExhausted as exc:  # a bound of the stream (type URLs): refused visibly, not ignored
+            session.bad_messages += 1
+            refused = (grpc.StatusCode.RESOURCE_EXHAUSTED, bounded(exc.message, 2 * LOG_VALUE_CHARS))
+            session.warn("stream bound hit; ending the stream with RESOURCE_EXHAUSTED", error=refused[1])
         except Exception as exc:  # a bug in handling this stream: say so loudly, end only this stream
             failed = exc
             self.counters.stream_errors += 1
-            session.slog.exception("stream handling failed; ending the stream with INTERNAL", error=repr(exc))
+            session.slog.exception("stream handling failed; ending the stream with INTERNAL", error=bounded(repr(exc)))
         finally:
             session.closed = True
             self._close(session)
             session.slog.info("stream closed", resources_sent=session.resources_sent)
+        if refused is not None:
+            await session.context.abort(*refused)
         if failed is not None:
             await session.context.abort(grpc.StatusCode.INTERNAL, f"xDS server {self.name} failed on this stream")
 
@@ -245,12 +289,12 @@ class XdsHost:
                 responses = session.machine.on_update(changed)
             except Exception as exc:  # a state-machine bug: log it with the stack; the stream goes on
                 self.counters.stream_errors += 1
-                session.slog.exception("computing a push failed", error=repr(exc))
+                session.slog.exception("computing a push failed", error=bounded(repr(exc)))
                 return
             try:
                 await session.write(responses)
             except Exception as exc:  # the stream is gone; its handler cleans up
-                session.slog.debug("push to a closed stream dropped", error=repr(exc))
+                session.slog.debug("push to a closed stream dropped", error=bounded(repr(exc)))
 
     def _validate(self, type_url: str, name: str) -> str | None:
         """The source's verdict on a name, asked once per request (a source may count what it refuses)."""
@@ -289,21 +333,24 @@ class XdsHost:
     def _handle_request(self, session: Session, req: Any) -> list[Any]:
         try:
             outcome = session.machine.on_request(req)
+        except ResourceExhausted:
+            raise  # a stream bound: _serve ends the stream saying which
         except MeshError as exc:  # one bad message does not end the stream
             session.bad_messages += 1
-            session.slog.warning("bad request ignored", error=str(exc), type_url=req.type_url[:200])
+            session.warn("bad request ignored", error=bounded(exc.message), type_url=bounded(req.type_url))
             return []
         if outcome.nack is not None:
             self.counters.nacks += 1
-            session.slog.warning(
-                "NACK",
-                type_url=outcome.nack.type_url,
-                error=outcome.nack.message[:2000],
-                rejected=list(outcome.nack.rejected)[:50],
-            )
+            nack = outcome.nack
+            session.warn("NACK", type_url=bounded(nack.type_url), error=bounded(nack.message, 2 * LOG_VALUE_CHARS),
+                         rejected_count=len(nack.rejected),
+                         rejected=[[bounded(n), bounded(v)] for n, v in nack.rejected[:LOG_NAMES]])  # fmt: skip
         self.counters.names_refused += len(outcome.rejected)
-        for rej in outcome.rejected[:20]:
-            session.slog.warning("subscription refused", type_url=rej.type_url, name=rej.name[:300], reason=rej.reason)
+        if outcome.rejected:
+            first = outcome.rejected[0]
+            session.warn("subscriptions refused", count=len(outcome.rejected), type_url=bounded(first.type_url),
+                         names=[bounded(r.name) for r in outcome.rejected[:LOG_NAMES]],
+                         reason=bounded(first.reason))  # fmt: skip
         for type_url, name in outcome.interest_removed:
             if name != WILDCARD:
                 self._release(session, self.cache.locate(type_url, name), (type_url, name))

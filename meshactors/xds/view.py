@@ -9,6 +9,9 @@ from typing import Protocol
 
 from meshactors.xds.types import WILDCARD, Limits, VersionedResource
 
+# A type URL a stream keeps state for (every xDS type URL is far shorter; a client may send megabytes).
+MAX_TYPE_URL_LENGTH = 256
+
 # (type URL, name) -> None when the name is acceptable, else the reason it is not.
 NameValidator = Callable[[str, str], str | None]
 

@@ -230,6 +230,26 @@ def test_bad_payloads_get_400_and_write_nothing(
     assert len(registry.list()[0]) == before and registry.list(app="BAD")[0] == []
 
 
+def test_a_trailing_newline_is_refused_over_eureka(eureka: Eureka, registry: RegistryClient) -> None:
+    app, vip = f"NL{_tag()}", f"nl-{_tag()}"
+    body = java_json(app, f"{app.lower()}-1", 8080, vip, metadata={"zone": "z1\n"})
+    r = eureka.request("POST", f"/v2/apps/{app}", body, JSON)
+    assert r.status == 400 and "metadata.zone" in r.body.decode(), r.body
+    assert registry.list(app=app)[0] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, JSON),
+        (b"<instance>" + b"<a>" * 20_000 + b"</a>" * 20_000 + b"</instance>", XML),
+    ],
+)
+def test_deeply_nested_bodies_get_400_naming_the_body(eureka: Eureka, body: bytes, headers: dict[str, str]) -> None:
+    r = eureka.request("POST", f"/v2/apps/DEEP{_tag()}", body, headers)
+    assert r.status == 400 and r.body.decode().startswith("body: ") and "deeper than" in r.body.decode(), r.body
+
+
 def test_eureka_client_registers_heartbeats_discovers_and_stops(
     stack: dict[str, Any], eureka: Eureka, registry: RegistryClient, backends: Any
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -80,12 +81,27 @@ def test_self_preservation_holds_a_mass_expiry(registry: RegistryClient) -> None
     vip = _vip()
     lease = pb.LeaseSettings(renewal_interval_seconds=1, duration_seconds=3)
     refs = [registry.register(_instance(vip, 9100 + i, lease=lease))[0] for i in range(12)]
-    time.sleep(7)  # no heartbeats at all: every lease would have run out twice over
+    for ref in refs:  # renewing instances (only those count: a registration that never renewed just expires) ...
+        registry.heartbeat(ref)
+    time.sleep(7)  # ... then no heartbeats at all: every lease would have run out twice over
     assert len(registry.list(vip=vip)[0]) == 12, "a partition-like heartbeat loss must not wipe the VIP"
     for ref in refs:
         registry.heartbeat(ref)
         registry.deregister(ref)
     assert registry.list(vip=vip)[0] == []
+
+
+def test_registrations_that_never_heartbeat_expire_and_do_not_engage_self_preservation(
+    registry: RegistryClient,
+) -> None:
+    vip = _vip()
+    lease = pb.LeaseSettings(renewal_interval_seconds=1, duration_seconds=3)
+    for i in range(12):
+        registry.register(_instance(vip, 9150 + i, lease=lease))
+    deadline = time.monotonic() + 15
+    while registry.list(vip=vip)[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert registry.list(vip=vip)[0] == [], "silent registrations are no partition: their leases run out"
 
 
 def test_watch_streams_snapshot_then_changes(registry: RegistryClient) -> None:
@@ -253,3 +269,117 @@ def test_concurrent_heartbeats_are_batched_to_the_shard_and_answered_each(stack:
         assert isinstance(out[-1], grpc.aio.AioRpcError) and out[-1].code() == grpc.StatusCode.NOT_FOUND
         for ref in refs:
             client.deregister(ref)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"vip": "svc-newline\n"}, "instance.vip"),
+        ({"instance_id": "i-1\n"}, "instance.instance_id"),
+        ({"host": "h.example\n"}, "instance.host"),
+        ({"app": "app\n"}, "instance.app"),
+        ({"zone": "z1\n"}, "instance.zone"),
+    ],
+)
+def test_a_trailing_newline_is_refused_over_grpc(registry: RegistryClient, change: dict[str, str], field: str) -> None:
+    vip = _vip()
+    fields = {"vip": vip, "host": "127.0.0.1", "port": 8080, **change}
+    with pytest.raises(InvalidArgument) as err:
+        registry.register(pb.Instance(**fields))
+    assert err.value.field == field, err.value.message
+    assert registry.list(vip=vip)[0] == []
+    with pytest.raises(InvalidArgument) as err:
+        registry.heartbeat(InstanceRef(vip, "i-1\n"))
+    assert err.value.field == "ref.instance_id", err.value.message
+
+
+def test_the_reserved_eureka_metadata_prefix_is_refused_over_grpc(registry: RegistryClient) -> None:
+    # `eureka/hostName` is the host name every Eureka client is shown: only the Eureka API may write it.
+    vip = _vip()
+    with pytest.raises(InvalidArgument) as err:
+        registry.register(_instance(vip, metadata={"eureka/hostName": "spoofed.example"}))
+    assert err.value.field == "instance.metadata['eureka/hostName']" and "reserved" in err.value.reason
+    assert registry.list(vip=vip)[0] == []
+    ref, _ = registry.register(_instance(vip))
+    with pytest.raises(InvalidArgument) as err:
+        registry.update(ref, set_metadata={"eureka/hostName": "spoofed.example"})
+    assert err.value.field == "set_metadata['eureka/hostName']"
+    with pytest.raises(InvalidArgument) as err:
+        registry.update(ref, remove_metadata=["eureka/homePageUrl"])
+    assert err.value.field == "remove_metadata['eureka/homePageUrl']"
+    assert dict(registry.list(vip=vip)[0][0].metadata) == {}
+    registry.deregister(ref)
+
+
+async def test_ls_pages_a_registry_past_the_4mb_message_bound(
+    registry: RegistryClient, store: EtcdStore, stack: dict[str, Any]
+) -> None:
+    import subprocess
+    import sys
+
+    from meshactors.model import Instance, LeaseSettings
+
+    # 3,000 instances with ~4 KB of metadata each (~13 MB), written straight to etcd through the store (as the
+    # shards write them, under a lease, so nothing outlives the test) instead of 3,000 Register calls.
+    vip = _vip()
+    metadata = {f"k{i:02d}": "v" * 120 for i in range(30)}
+    lease = await store.grant_lease(60)
+    try:
+        for start in range(0, 3_000, 200):
+            await asyncio.gather(*(
+                store.put(KEYS.instance(InstanceRef(vip, f"i-{n:05d}")), codec.encode_instance(Instance(
+                    app=vip, instance_id=f"i-{n:05d}", host="127.0.0.1", vip=vip, port=1000 + n, metadata=metadata,
+                    lease=LeaseSettings(30, 90), registered_at_ms=1)), lease)
+                for n in range(start, start + 200)
+            ))  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:  # what `ls` hit before: one response for everything
+            pb_grpc.RegistryStub(grpc.insecure_channel(stack["registry"])).List(pb.ListRequest(vip=vip), timeout=30)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        listed, revision = registry.list(vip=vip)
+        assert [i.instance_id for i in listed] == [f"i-{n:05d}" for n in range(3_000)] and revision > 0
+        page = registry._call("List", pb.ListRequest(vip=vip, page_size=5_000))
+        assert len(page.instances) == 500 and page.next_page_token, "the server caps a page at 500"
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "meshactors.cli", "ls", "--registry", stack["registry"], "--vip", vip],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1].startswith("3000 instance(s) at revision"), proc.stdout[-300:]
+    finally:
+        await store.revoke_lease(lease)  # deletes the 3,000 keys
+    with pytest.raises(InvalidArgument) as bad:
+        registry._call("List", pb.ListRequest(page_size=5, page_token="not-a-token"))
+    assert bad.value.field == "page_token"
+
+
+async def test_concurrent_re_registrations_of_one_instance_leak_no_lease(
+    registry: RegistryClient, store: EtcdStore
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from meshactors.errors import Conflict
+
+    vip = _vip()
+    registry.register(_instance(vip, 9401))
+    before = set(await store.leases())
+
+    def one(_: int) -> str:
+        try:
+            registry.register(_instance(vip, 9401))
+            return "ok"
+        except Conflict:
+            return "conflict"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(one, range(48)))
+    assert "ok" in outcomes
+    kv = await store.get(KEYS.instance(InstanceRef(vip, "127.0.0.1:9401")))
+    assert kv is not None and kv.lease
+    for _ in range(50):  # revokes of replaced leases run in the background
+        leaked = set(await store.leases()) - before - {kv.lease}
+        if not leaked:
+            break
+        await asyncio.sleep(0.2)
+    assert not leaked, f"{len(leaked)} leases granted by losing registrations were never revoked ({outcomes})"
+    registry.deregister(InstanceRef(vip, "127.0.0.1:9401"))

@@ -408,3 +408,99 @@ async def test_each_client_kind_gets_its_own_variant_over_a_real_stream(served_t
             assert _route_name((await grpc_client.wait_for(THING, "thing-v")).body) == "for-grpc"
             kinds = {s.node_id: s.client_kind for s in host.statistics().streams}
             assert kinds["a-grpc-client"] == GRPC_KIND
+
+
+# ---- hostile clients (issue 11): undecodable bytes, stream bounds, log amplification ---------------------------
+
+
+async def _queued(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+    while (item := await queue.get()) is not None:
+        yield item
+
+
+async def _final_error(call: Any) -> grpc.aio.AioRpcError | None:
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    return None
+
+
+@pytest.mark.parametrize("method", ["delta", "sotw"])
+async def test_undecodable_bytes_end_the_stream_with_invalid_argument(served: Any, method: str) -> None:
+    from meshactors.envoy.codec import DELTA_ADS_METHOD, SOTW_ADS_METHOD, encode_delta_request, encode_sotw_request
+    from meshactors.xds.types import DeltaRequest, SotwRequest
+
+    host, source, target = served
+    source.set("ok", 3101)
+    if method == "delta":
+        path, first = DELTA_ADS_METHOD, encode_delta_request(DeltaRequest(type_url=CLUSTER, node=Node("junk-1")))
+    else:
+        path, first = SOTW_ADS_METHOD, encode_sotw_request(SotwRequest(type_url=CLUSTER, node=Node("junk-1")))
+    async with grpc.aio.insecure_channel(target) as ch:
+        raw = ch.stream_stream(path, request_serializer=None, response_deserializer=None)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        for item in (first, b"\xff\xff\xff\xff not a protobuf message"):
+            queue.put_nowait(item)  # the stream stays open: only the junk can end it
+        err = await asyncio.wait_for(_final_error(raw(_queued(queue))), 10)
+    assert err is not None, "the stream must not end with OK"
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
+    assert (err.details() or "").startswith("request: not a valid envoy.service.discovery.v3."), err.details()
+    assert host.counters.stream_errors == 0, "undecodable input is the client's fault, not a bug of the host"
+
+
+async def test_type_urls_over_the_bound_end_a_sotw_stream_visibly(served: Any) -> None:
+    from meshactors.envoy.codec import sotw_ads_stream
+    from meshactors.xds.types import SotwRequest
+
+    host, source, target = served
+    source.set("ok", 3102)
+    bound = host.settings.limits.max_type_urls
+    queue: asyncio.Queue[SotwRequest | None] = asyncio.Queue()
+    queue.put_nowait(SotwRequest(type_url="type.googleapis.com/junk.T0", node=Node("junk-types")))
+    for i in range(1, bound):
+        queue.put_nowait(SotwRequest(type_url=f"type.googleapis.com/junk.T{i}"))
+    queue.put_nowait(SotwRequest(type_url=CLUSTER, resource_names=("ok",)))
+    async with grpc.aio.insecure_channel(target) as ch:
+        err = await asyncio.wait_for(_final_error(sotw_ads_stream(ch)(_queued(queue))), 10)
+    assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+    assert f"limit {bound}" in (err.details() or "") and CLUSTER in (err.details() or ""), err.details()
+
+
+async def test_what_a_hostile_client_sends_is_logged_and_kept_bounded(served: Any) -> None:
+    import json
+
+    from structlog.testing import capture_logs
+
+    from meshactors.envoy.codec import delta_ads_stream
+    from meshactors.xds.types import DeltaRequest, ErrorDetail
+
+    host, source, target = served
+    source.set("ok", 3103)
+    huge_id = "n" * 1_000_000
+    bad_names = tuple(f"Bad_{i}_" + "x" * 130 for i in range(5_000))  # ~730 KB of names no VIP source serves
+    sent = len(huge_id) + 40 * sum(map(len, bad_names)) + 40 * 1_000_000
+    with capture_logs() as logs:
+        async with grpc.aio.insecure_channel(target) as ch:
+            queue: asyncio.Queue[DeltaRequest | None] = asyncio.Queue()
+            call = delta_ads_stream(ch)(_queued(queue))
+            queue.put_nowait(DeltaRequest(type_url=CLUSTER, node=Node(huge_id), subscribe=("ok",)))
+            first = await asyncio.wait_for(call.read(), 10)
+            stats = host.statistics().streams[0]
+            assert len(stats.node_id) <= 300, "a node id is kept bounded (256 characters and a marker)"
+            for _ in range(40):
+                queue.put_nowait(DeltaRequest(type_url=CLUSTER, subscribe=bad_names))
+                queue.put_nowait(DeltaRequest(type_url=CLUSTER, response_nonce=first.nonce,
+                                              error_detail=ErrorDetail(13, "e" * 1_000_000)))  # fmt: skip
+            queue.put_nowait(DeltaRequest(type_url=CLUSTER, subscribe=("ok",)))
+            await asyncio.sleep(0.5)
+            queue.put_nowait(None)
+            while await asyncio.wait_for(call.read(), 10) is not grpc.aio.EOF:
+                pass
+    size = sum(len(json.dumps(e, default=str)) for e in logs)
+    assert size < 64 * 1024, f"{size} bytes of logs for {sent} bytes sent"
+    refused = [e for e in logs if e["event"] == "subscriptions refused"]
+    assert refused and refused[0]["count"] == len(bad_names) and len(refused[0]["names"]) <= 5
+    assert len(logs) <= 30, [e["event"] for e in logs]
+    assert any(e.get("suppressed") for e in logs) or len(refused) + sum(e["event"] == "NACK" for e in logs) <= 25

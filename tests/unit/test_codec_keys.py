@@ -72,3 +72,8 @@ def test_key_schema_rejects_foreign_keys(key: str) -> None:
 def test_bad_prefix_is_a_config_error(prefix: str) -> None:
     with pytest.raises(ConfigError):
         KeySchema(prefix)
+
+
+def test_a_key_prefix_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        KeySchema("/meshactors\n")

@@ -280,3 +280,47 @@ def test_applications_from_fragments_match_the_plain_rendering(xml: bool) -> Non
         assert ET.tostring(ET.fromstring(assembled)) == ET.tostring(ET.fromstring(plain))
     else:
         assert json.loads(assembled) == json.loads(plain)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"metadata": {"zone": "us-east-1a\n"}}, "metadata.zone"),
+        ({"dataCenterInfo": {"name": "Amazon", "metadata": {"availability-zone": "us-east-1a\n"}},
+          "metadata": {}}, "metadata.zone"),
+    ],
+)  # fmt: skip
+def test_a_trailing_newline_is_refused(change: dict[str, Any], field: str) -> None:
+    info = {**JAVA_JSON["instance"], **change}
+    with pytest.raises(InvalidArgument) as err:
+        codec.records_from_info(info)
+    assert err.value.field == field, err.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "words"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "application/json", "deeper than"),
+        ('{"instance": ' + '{"a": ' * 30_000 + "1" + "}" * 30_001, "application/json", "deeper than"),
+        ("<instance>" + "<a>" * 20_000 + "</a>" * 20_000 + "</instance>", "application/xml", "deeper than"),
+        ("<instance>" + "<a>" * 50_000, "application/xml", "deeper than"),
+        ('{"instance": {"app": ' + "1" * 5000 + "}}", "application/json", "malformed JSON"),
+        ('<?xml version="1.0"?>\n<!DOCTYPE instance SYSTEM "http://example.com/x.dtd"><instance/>', "", "DOCTYPE"),
+        ("<instance>&lol;</instance>", "application/xml", "malformed XML"),
+    ],
+)
+def test_hostile_bodies_are_refused_naming_the_body(body: str, content_type: str, words: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        codec.parse_instance_body(body.encode(), content_type)
+    assert err.value.field == "body" and words in err.value.reason, err.value.message
+
+
+def test_a_body_over_the_size_bound_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="at most"):
+        codec.parse_instance_body(b" " * (codec.MAX_BODY_BYTES + 1) + b"{}", "application/json")
+
+
+def test_nesting_inside_strings_does_not_count() -> None:
+    body = json.dumps({"instance": {**JAVA_JSON["instance"], "homePageUrl": "[" * 200}}).encode()
+    assert codec.parse_instance_body(body, "application/json")["homePageUrl"] == "[" * 200
+    assert codec.json_depth('{"a": "\\"[[[", "b": [[1]]}') == 3

@@ -105,3 +105,55 @@ def test_forget_and_retrack() -> None:
     book.track(refs[0], 999, LeaseSettings(1, 3))
     entry = book.get(refs[0])
     assert entry is not None and entry.lease_id == 999 and entry.last_heartbeat == clock.now
+
+
+def test_registrations_that_never_heartbeat_neither_engage_nor_are_held() -> None:
+    # Ten silent registrations on a shard used to engage self-preservation, which then held their leases for good.
+    book, clock, _refs = _book(0)
+    silent = [InstanceRef("svc", f"new-{i}") for i in range(10)]
+    for i, ref in enumerate(silent):
+        book.track(ref, 500 + i, LeaseSettings(30, 90), renewed=False)
+    clock.now += 46
+    decision = book.sweep()
+    assert set(decision.late) == set(silent) and not decision.self_preservation and decision.hold == ()
+    assert book.statistics()["never_renewed"] == 10
+
+
+def test_a_few_silent_registrations_among_renewing_ones_do_not_stop_expiry() -> None:
+    book, clock, refs = _book(50)
+    silent = [InstanceRef("svc", f"new-{i}") for i in range(10)]  # 10/60 instances: more than the 15 % ratio
+    for i, ref in enumerate(silent):
+        book.track(ref, 500 + i, LeaseSettings(30, 90), renewed=False)
+    for _ in range(3):
+        clock.now += 30
+        for ref in refs:
+            book.heartbeat(ref)
+        decision = book.sweep()
+    assert set(decision.late) == set(silent) and not decision.self_preservation and decision.hold == ()
+    stats = book.statistics()
+    assert stats["renewals_last_minute"] == 100 and stats["expected_renewals_per_minute"] == 100.0
+
+
+def test_the_threshold_weighs_instances_by_the_renewals_they_owe() -> None:
+    # 2 late instances of 21 (under 15 %), but they renew every second: 120 of 158 renewals a minute are missing.
+    book, clock, refs = _book(19)
+    fast = [InstanceRef("svc", f"fast-{i}") for i in range(2)]
+    for i, ref in enumerate(fast):
+        book.track(ref, 700 + i, LeaseSettings(1, 3))
+    clock.now += 20
+    for ref in refs:
+        book.heartbeat(ref)
+    decision = book.sweep()
+    assert set(decision.late) == set(fast) and decision.self_preservation
+    assert {e.ref for e in decision.hold} == set(fast)
+
+
+def test_a_registration_counts_once_it_heartbeats() -> None:
+    book, clock, _refs = _book(0)
+    late = [InstanceRef("svc", f"i-{i}") for i in range(12)]
+    for i, ref in enumerate(late):
+        book.track(ref, 800 + i, LeaseSettings(30, 90), renewed=False)
+        book.heartbeat(ref)  # renewing, then a partition
+    clock.now += 46
+    decision = book.sweep()
+    assert decision.self_preservation and len(decision.hold) == 12

@@ -403,3 +403,9 @@ def test_errors_survive_pickling() -> None:
     again = pickle.loads(pickle.dumps(info.value))
     assert again.field == "vip" and again.errors[0].document == 2
     assert str(again) == str(info.value)
+
+
+def test_a_trailing_newline_is_not_a_duration() -> None:
+    # Python's `$` matches before a final "\n"; the duration pattern must match the whole text.
+    with pytest.raises(ValueError):
+        parse_duration("2s\n")

@@ -73,3 +73,42 @@ def test_refs_and_statuses() -> None:
     assert parse_status("out_of_service").value == "OUT_OF_SERVICE"
     with pytest.raises(InvalidArgument, match="unknown status 'SLEEPY'"):
         parse_status("SLEEPY")
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"vip": "myservice\n"}, "vip"),
+        ({"svip": "pay-secure\n", "secure_port": 8443}, "svip"),
+        ({"instance_id": "i-1\n"}, "instance_id"),
+        ({"host": "h.example\n"}, "host"),
+        ({"host": "127.0.0.1\n"}, "host"),
+        ({"app": "orders\n"}, "app"),
+        ({"zone": "z1\n"}, "zone"),
+        ({"version_label": "v1\n"}, "version_label"),
+        ({"metadata": {"team\n": "blue"}}, "metadata['team\\n']"),
+    ],
+)
+def test_a_trailing_newline_is_refused(change: dict[str, object], field: str) -> None:
+    # Python's `$` matches before a final "\n": every pattern must match the whole value.
+    with pytest.raises(InvalidArgument) as err:
+        validate_instance(dataclasses.replace(GOOD, **change))
+    assert err.value.field == field, err.value.message
+
+
+def test_a_ref_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        validate_ref(InstanceRef("myservice", "i-1\n"))
+    assert err.value.field == "instance_id"
+    with pytest.raises(InvalidArgument) as err:
+        validate_ref(InstanceRef("myservice\n", "i-1"))
+    assert err.value.field == "vip"
+
+
+def test_the_reserved_eureka_prefix_is_refused_naming_the_key() -> None:
+    from meshactors.model.validate import refuse_reserved_metadata
+
+    refuse_reserved_metadata({"team": "blue", "eureka": "x"}, "metadata")
+    with pytest.raises(InvalidArgument) as err:
+        refuse_reserved_metadata({"team": "blue", "eureka/hostName": "spoofed"}, "metadata")
+    assert err.value.field == "metadata['eureka/hostName']" and "reserved" in err.value.reason

@@ -200,3 +200,13 @@ def test_client_stream_helpers_use_the_codec() -> None:
     assert codec.DELTA_ADS_METHOD.endswith("AggregatedDiscoveryService/DeltaAggregatedResources")
     assert codec.SOTW_ADS_METHOD.endswith("AggregatedDiscoveryService/StreamAggregatedResources")
     assert isinstance(codec.ads_generic_handler(None, None), grpc.GenericRpcHandler)
+
+
+def test_a_huge_nack_text_is_kept_cut_with_a_marker() -> None:
+    from meshactors.xds.types import ErrorDetail
+
+    wire = codec.encode_sotw_request(SotwRequest(type_url="t", error_detail=ErrorDetail(13, "e" * 1_000_000)))
+    got = codec.decode_sotw_request(wire).error_detail
+    assert got is not None and got.code == 13 and len(got.message) < 1100 and got.message.endswith("chars)")
+    wire = codec.encode_delta_request(DeltaRequest(type_url="t", error_detail=ErrorDetail(13, "short")))
+    assert codec.decode_delta_request(wire).error_detail == ErrorDetail(13, "short")

@@ -387,3 +387,10 @@ def test_an_updated_eds_cluster_gets_its_unchanged_assignment_again(view: DictVi
     # an endpoint change alone sends only the assignment, as before
     [only] = stream.on_update(view.put(res(ENDPOINT, "a", b"v2")))
     assert only.type_url == ENDPOINT
+
+
+def test_an_overlong_type_url_is_refused_before_the_stream_keeps_it(view: DictView) -> None:
+    stream = DeltaStream(view)
+    with pytest.raises(InvalidArgument, match="at most 256"):
+        stream.on_request(sub("type.googleapis.com/" + "x" * 1_000_000, "a"))
+    assert stream.statistics().types == ()

@@ -267,3 +267,10 @@ def test_statistics_are_frozen(view: DictView) -> None:
     assert cluster_stats.unacked_version_info == resp.version_info
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.responses = 0  # type: ignore[misc]
+
+
+def test_an_overlong_type_url_is_refused_before_the_stream_keeps_it(view: DictView) -> None:
+    stream = SotwStream(view)
+    with pytest.raises(InvalidArgument, match="at most 256"):
+        stream.on_request(req("type.googleapis.com/" + "x" * 1_000_000, "a"))
+    assert stream.statistics().types == ()
