@@ -347,6 +347,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy_status(args: argparse.Namespace) -> int:
+    info = _mesh(args, {"ray_address": args.ray_address, "namespace": args.namespace}, ("ray_address",))
+    _ray_auth_env(info)
+    from meshactors.runtime.ops import driver
+    from meshactors.runtime.status import format_proxy_status, proxy_status, to_json
+
+    address = info["ray_address"]
+    namespace = info.get("namespace") or defaults.NAMESPACE
+    with driver(address, namespace):
+        rows = proxy_status(namespace)
+    if args.json:
+        print(json.dumps(to_json({"namespace": namespace, "sessions": rows}), indent=2))
+        return 0
+    print(format_proxy_status(rows))
+    return 0
+
+
 def _ray_auth_env(info: dict[str, Any]) -> None:
     """A local Ray started by `up` uses token auth; a joining driver must say so, and find the token: the ready
     file names the token's file (`ray_auth_token_path`), used unless RAY_AUTH_TOKEN(_PATH) says otherwise."""
@@ -620,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--namespace", help="Ray namespace of the actors (instead of the ready file)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    ps = sub.add_parser("proxy-status", help="every connected proxy: its xDS server and sync status per type URL")
+    _where_args(ps)
+    ps.add_argument("--ray-address", help="Ray cluster address (instead of the ready file)")
+    ps.add_argument("--namespace", help="Ray namespace of the actors (instead of the ready file)")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=cmd_proxy_status)
 
     lg = sub.add_parser("logs", help="show (and follow) the control plane's logs: each actor's, the driver's, etcd's")
     lg.add_argument(

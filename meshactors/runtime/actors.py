@@ -22,9 +22,11 @@ from meshactors.registry.shard_service import ShardService
 from meshactors.registry.shardmap import ShardMap
 from meshactors.runtime.calls import Handles, call
 from meshactors.runtime.logs import LogSource, configure_actor
-from meshactors.runtime.servers import start_fixed, start_internal
+from meshactors.runtime.servers import etcd_revision, start_fixed, start_internal
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
+from meshactors.telemetry import http as metrics_http
+from meshactors.telemetry import metrics
 from meshactors.v1 import policy_pb2_grpc, registry_pb2_grpc
 
 # Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
@@ -56,6 +58,17 @@ class RegistryShardActor(LogSource):
             settings.registry_host,
             lambda server: registry_pb2_grpc.add_RegistryServicer_to_server(ShardService(self.core), server),
         )
+        self.name = shard
+        self.metrics_server, port = await metrics_http.serve(settings.registry_host, 0, self._metrics)
+        self._metrics_url = f"http://{settings.registry_host}:{port}/metrics"
+
+    async def _metrics(self) -> bytes:
+        return metrics.render(
+            metrics.registry_shard(self.name, self.core.statistics(), await etcd_revision(self.store))
+        )
+
+    async def metrics_url(self) -> str:
+        return self._metrics_url
 
     async def ready(self) -> bool:
         return self.core.ready

@@ -19,6 +19,7 @@ import ray
 from meshactors import defaults, log
 from meshactors.errors import ConfigError
 from meshactors.runtime.deploy import deploy, teardown
+from meshactors.runtime.status import metrics_urls
 from meshactors.runtime.topology import (
     CONTROLLER,
     EUREKA_API,
@@ -252,6 +253,7 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "etcd_pid": etcd_server.proc.pid if etcd_server and etcd_server.proc else 0,
+            "metrics": metrics_urls(settings.namespace),  # one Prometheus scrape target per actor
         }
         for path in ready_files:
             write_ready_file(path, info)

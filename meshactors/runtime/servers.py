@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from meshactors.errors import Unavailable
+from meshactors.errors import MeshError, Unavailable
 
 INTERNAL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.so_reuseport", 0),
@@ -42,3 +42,11 @@ async def start_internal(host: str, add_servicer: Callable[[grpc.aio.Server], No
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
     return server, f"{host}:{port}"
+
+
+async def etcd_revision(store: Any) -> int | None:
+    """etcd's current revision for the watch-lag gauge; None when etcd does not answer (the gauge is left out)."""
+    try:
+        return await asyncio.wait_for(store.revision(), 2.0)
+    except (MeshError, TimeoutError):
+        return None

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from meshactors.errors import MeshError
 from meshactors.runtime.calls import call_sync
-from meshactors.runtime.topology import locate
+from meshactors.runtime.topology import REGISTRY_SHARD, SNAPSHOT_BUILDER, XDS_SERVER, locate
+from meshactors.xds.sync import session_sync, short_type
 
 
 def to_json(obj: Any) -> Any:
@@ -62,3 +64,70 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         details = " ".join(f"{k}={v}" for k, v in stats.items() if not isinstance(v, dict | list))
         lines.append(f"{row['name']:<24} {row['state']:<14} {row['restarts']:>8}  {details}")
     return "\n".join(lines)
+
+
+# ---- proxy sync status (like `istioctl proxy-status`) -------------------------------------------------------------
+
+
+def proxy_status(namespace: str, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """One record per connected xDS session of every live xDS server: who it is and a sync status per type URL
+    (Istio's rule, meshactors.xds.sync). A server that does not answer gets one record with its error."""
+    rows: list[dict[str, Any]] = []
+    for actor in locate(namespace):
+        if actor.kind != XDS_SERVER or actor.observed.state != "ALIVE":
+            continue
+        try:
+            sessions = call_sync(actor.handle, "sessions", timeout_s=timeout_s)
+        except MeshError as exc:
+            rows.append({"xds_server": actor.observed.name, "error": str(exc)})
+            continue
+        for s in sessions:
+            rows.append(
+                {
+                    "node_id": s["node_id"],
+                    "xds_server": actor.observed.name,
+                    "stream_id": s["stream_id"],
+                    "stream": s["kind"],
+                    "client_kind": s["client_kind"],
+                    "peer": s["peer"],
+                    "opened_at": s["opened_at"],
+                    "types": {t.type_url: to_json(t) for t in session_sync(s["protocol"])},
+                }
+            )
+    rows.sort(key=lambda r: (r.get("node_id", ""), r["xds_server"], r.get("stream_id", "")))
+    return rows
+
+
+def _age(at: float | None, now: float) -> str:
+    if at is None:
+        return "-"
+    seconds = max(0.0, now - at)
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def format_proxy_status(rows: list[dict[str, Any]], now: float | None = None) -> str:
+    """A line per session: node, server, stream kind, client kind, then STATUS (last ACK age) per type URL."""
+    now = time.time() if now is None else now
+    lines = [f"{'NODE':<28} {'XDS SERVER':<13} {'STREAM':<6} {'CLIENT':<8} TYPES (status, last ACK)"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{'?':<28} {row['xds_server']:<13} error: {row['error']}")
+            continue
+        types = "  ".join(
+            f"{short_type(url)}={t['status']}({_age(t['last_ack_at'], now)})" for url, t in row["types"].items()
+        )
+        node = row["node_id"] or "(no node)"
+        lines.append(f"{node:<28} {row['xds_server']:<13} {row['stream']:<6} {row['client_kind']:<8} {types}")
+    return "\n".join(lines)
+
+
+def metrics_urls(namespace: str, timeout_s: float = 5.0) -> dict[str, str]:
+    """actor name -> its Prometheus /metrics URL, for every live actor that serves one (shards, builders, xDS)."""
+    urls = {}
+    for actor in locate(namespace):
+        if actor.kind in (REGISTRY_SHARD, SNAPSHOT_BUILDER, XDS_SERVER) and actor.observed.state == "ALIVE":
+            try:
+                urls[actor.observed.name] = str(call_sync(actor.handle, "metrics_url", timeout_s=timeout_s))
+            except MeshError:
+                continue
+    return dict(sorted(urls.items()))

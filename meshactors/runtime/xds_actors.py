@@ -18,7 +18,7 @@ from meshactors.errors import MeshError, Unavailable
 from meshactors.resources.snapshot import Snapshot
 from meshactors.runtime.calls import Handles, call
 from meshactors.runtime.logs import LogSource, configure_actor
-from meshactors.runtime.servers import INTERNAL_OPTIONS, start_fixed, start_internal
+from meshactors.runtime.servers import INTERNAL_OPTIONS, etcd_revision, start_fixed, start_internal
 from meshactors.runtime.topology import xds_server_name
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.builder import KNOWN_VIPS_KEY
@@ -27,6 +27,8 @@ from meshactors.snapshot.service import SnapshotService, snapshot_from_pb, versi
 from meshactors.snapshot.source import VIP_SOURCE, VipSource, VipSourceStatistics
 from meshactors.store.etcd import EtcdStore
 from meshactors.stubs import StubPool
+from meshactors.telemetry import http as metrics_http
+from meshactors.telemetry import metrics
 from meshactors.v1 import snapshot_pb2, snapshot_pb2_grpc
 from meshactors.xds.host import HostStatistics, XdsHost
 
@@ -69,6 +71,17 @@ class SnapshotBuilderActor(LogSource):
             settings.xds_host,
             lambda server: snapshot_pb2_grpc.add_SnapshotBuilderServicer_to_server(SnapshotService(self.core), server),
         )
+        self.name = name
+        self.metrics_server, port = await metrics_http.serve(settings.xds_host, 0, self._metrics)
+        self._metrics_url = f"http://{settings.xds_host}:{port}/metrics"
+
+    async def _metrics(self) -> bytes:
+        return metrics.render(
+            metrics.snapshot_builder(self.name, asdict(self.core.statistics()), await etcd_revision(self.store))
+        )
+
+    async def metrics_url(self) -> str:
+        return self._metrics_url
 
     async def ready(self) -> bool:
         return self.core.ready
@@ -184,7 +197,17 @@ class XdsServerActor(LogSource):
         bound = await start_fixed(self.server, f"{settings.xds_host}:{port}", f"xDS server {name}")
         self.address = f"{settings.xds_host}:{bound}"
         self._tasks = [asyncio.create_task(self._loop())]
+        self.name = name
+        self.metrics_server, mport = await metrics_http.serve(settings.xds_host, 0, self._metrics)
+        self._metrics_url = f"http://{settings.xds_host}:{mport}/metrics"
         self._log.info("xDS server listening (refusing streams until loaded)", address=self.address)
+
+    async def _metrics(self) -> bytes:
+        host = asdict(self.host.statistics())
+        return metrics.render(metrics.xds_server(self.name, host, self.host.cache.type_urls()))
+
+    async def metrics_url(self) -> str:
+        return self._metrics_url
 
     async def _loop(self) -> None:
         """Readiness first, then the update streams and idle eviction: logs and never dies."""

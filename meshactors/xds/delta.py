@@ -37,6 +37,9 @@ class DeltaTypeStatistics:
     unacked: tuple[tuple[str, str | None], ...]
     pending_nonces: tuple[str, ...]
     last_nack: NackRecord | None
+    responses: int = 0  # responses sent on this type
+    last_ack_at: float | None = None  # the stream clock's time of the last ACK on this type
+    last_request_nacked: bool = False  # the last request of this type that answered a response was a NACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,10 @@ class DeltaStatistics:
 class _TypeState:
     """What one type URL of the stream holds. Keys are subscribed names (a resource may be an alias hit)."""
 
-    __slots__ = ("acked", "last_nack", "pending", "rejected", "sent", "subscribed", "wildcard")
+    __slots__ = (
+        "acked", "last_ack_at", "last_nack", "last_request_nacked", "pending", "rejected", "responses", "sent",
+        "subscribed", "wildcard",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.wildcard = False
@@ -70,6 +76,9 @@ class _TypeState:
         # nonce -> {name: version sent, None for a removal}, oldest first.
         self.pending: dict[str, dict[str, str | None]] = {}
         self.last_nack: NackRecord | None = None
+        self.responses = 0
+        self.last_ack_at: float | None = None
+        self.last_request_nacked = False
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.subscribed
@@ -145,9 +154,12 @@ class DeltaStream:
             self._unknown_nonces += 1
         if req.error_detail is not None:
             nack = self._apply_nack(type_url, ts, req)
+            ts.last_request_nacked = True
         elif known_nonce:
             self._apply_ack(ts, req.response_nonce)
             ack = True
+            ts.last_ack_at = self._clock()
+            ts.last_request_nacked = False
 
         stale = bool(req.response_nonce) and not known_nonce
         if not first and not req.subscribe and not req.unsubscribe:
@@ -366,6 +378,7 @@ class DeltaStream:
     ) -> DeltaResponse:
         nonce = self._nonces.next()
         ts.pending[nonce] = entry
+        ts.responses += 1
         self._responses += 1
         return DeltaResponse(type_url=type_url, nonce=nonce, resources=resources, removed=removed)
 
@@ -387,6 +400,9 @@ class DeltaStream:
                     unacked=tuple(sorted(unacked.items())),
                     pending_nonces=tuple(ts.pending),
                     last_nack=ts.last_nack,
+                    responses=ts.responses,
+                    last_ack_at=ts.last_ack_at,
+                    last_request_nacked=ts.last_request_nacked,
                 )
             )
         return DeltaStatistics(

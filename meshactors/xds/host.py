@@ -91,6 +91,8 @@ class HostStatistics:
     names_refused: int  # subscriptions refused by a source's validation or a per-stream bound
     keys_pinned: int = 0
     streams: tuple[SessionStatistics, ...] = ()
+    responses_by_type: dict[str, int] = field(default_factory=dict)
+    nacks_by_type: dict[str, int] = field(default_factory=dict)  # type URLs the sources do not serve: "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,8 @@ class _Counters:
     fetch_failures: int = 0
     stream_errors: int = 0
     names_refused: int = 0
+    responses_by_type: dict[str, int] = field(default_factory=dict)
+    nacks_by_type: dict[str, int] = field(default_factory=dict)
 
 
 class _TokenBucket:
@@ -178,9 +182,10 @@ class Session:
             fields["suppressed"], self.suppressed = self.suppressed, 0
         self.slog.warning(event, **fields)
 
-    async def write(self, responses: Iterable[Any]) -> None:
+    async def write(self, responses: Iterable[Any], tally: dict[str, int]) -> None:
         for resp in responses:
             self.resources_sent += len(resp.resources)
+            tally[resp.type_url] = tally.get(resp.type_url, 0) + 1
             await self.context.write(resp)
 
 
@@ -246,7 +251,7 @@ class XdsHost:
                     session.view.kind = client_kind(req.node.user_agent_name)
                     session.slog.info("stream opened", client_kind=session.view.kind or "default")
                 async with session.lock:
-                    await session.write(self._on_request(session, req))
+                    await session.write(self._on_request(session, req), self.counters.responses_by_type)
         except asyncio.CancelledError:
             raise
         except _STREAM_GONE as exc:  # a broken stream ends the session like a closed one
@@ -292,7 +297,7 @@ class XdsHost:
                 session.slog.exception("computing a push failed", error=bounded(repr(exc)))
                 return
             try:
-                await session.write(responses)
+                await session.write(responses, self.counters.responses_by_type)
             except Exception as exc:  # the stream is gone; its handler cleans up
                 session.slog.debug("push to a closed stream dropped", error=bounded(repr(exc)))
 
@@ -341,6 +346,8 @@ class XdsHost:
             return []
         if outcome.nack is not None:
             self.counters.nacks += 1
+            label = outcome.nack.type_url if outcome.nack.type_url in self.cache.type_urls() else "other"
+            self.counters.nacks_by_type[label] = self.counters.nacks_by_type.get(label, 0) + 1
             nack = outcome.nack
             session.warn("NACK", type_url=bounded(nack.type_url), error=bounded(nack.message, 2 * LOG_VALUE_CHARS),
                          rejected_count=len(nack.rejected),

@@ -53,6 +53,9 @@ class SotwTypeStatistics:
     unacked_version_info: str | None
     unacked: tuple[tuple[str, str], ...]
     last_nack: NackRecord | None
+    responses: int = 0  # responses sent on this type
+    last_ack_at: float | None = None  # the stream clock's time of the last ACK on this type
+    last_request_nacked: bool = False  # the last (current-nonce) request of this type was a NACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +77,15 @@ class _TypeState:
     __slots__ = (
         "acked",
         "acked_version",
+        "last_ack_at",
         "last_nack",
         "last_nonce",
+        "last_request_nacked",
         "legacy_wildcard",
         "names",
         "rejected",
         "rejected_version",
+        "responses",
         "sent",
         "sent_version",
         "wildcard",
@@ -99,6 +105,9 @@ class _TypeState:
         self.rejected: dict[str, str] = {}
         self.rejected_version: str | None = None
         self.last_nack: NackRecord | None = None
+        self.responses = 0
+        self.last_ack_at: float | None = None
+        self.last_request_nacked = False
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names or name in self.sent
@@ -162,11 +171,14 @@ class SotwStream:
         nack: NackRecord | None = None
         if req.error_detail is not None:
             nack = self._apply_nack(type_url, ts, req)
+            ts.last_request_nacked = True
         elif ts.last_nonce is not None:
             ts.acked = ts.sent
             ts.acked_version = ts.sent_version
             self._acks += 1
             ack = True
+            ts.last_ack_at = self._clock()
+            ts.last_request_nacked = False
 
         rejected: list[RejectedName] = []
         names: set[str] = set()
@@ -316,6 +328,7 @@ class SotwStream:
         ts.last_nonce = nonce
         ts.sent = content
         ts.sent_version = version
+        ts.responses += 1
         self._responses += 1
         resources = tuple(sorted(content.values(), key=lambda r: r.name))
         return SotwResponse(type_url=type_url, version_info=version, nonce=nonce, resources=resources)
@@ -338,6 +351,9 @@ class SotwStream:
                     unacked_version_info=ts.sent_version if unacked else None,
                     unacked=tuple(sorted((r.name, r.version) for r in ts.sent.values())) if unacked else (),
                     last_nack=ts.last_nack,
+                    responses=ts.responses,
+                    last_ack_at=ts.last_ack_at,
+                    last_request_nacked=ts.last_request_nacked,
                 )
             )
         return SotwStatistics(

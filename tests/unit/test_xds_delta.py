@@ -118,7 +118,7 @@ def test_ack_moves_versions_from_unacked_to_acked(view: DictView) -> None:
 
 
 def test_nack_keeps_last_good_and_never_resends_the_rejected_version() -> None:
-    times = iter([100.0, 200.0])
+    times = iter([100.0, 200.0, 300.0])  # the ACK, then the NACK read the clock
     view = DictView([res(CLUSTER, "a", b"good")])
     stream = DeltaStream(view, clock=lambda: next(times))
     [first] = stream.on_request(sub(CLUSTER, "a")).responses
@@ -133,9 +133,10 @@ def test_nack_keeps_last_good_and_never_resends_the_rejected_version() -> None:
     assert stats.last_nack.nonce == bad.nonce
     assert stats.last_nack.message == "xDS response validation errors"
     assert stats.last_nack.rejected == (("a", bad_version),)
-    assert stats.last_nack.at == 100.0
+    assert stats.last_nack.at == 200.0
     cluster_stats = stats.for_type(CLUSTER)
     assert cluster_stats is not None and cluster_stats.acked == (("a", good),)
+    assert cluster_stats.last_ack_at == 100.0 and cluster_stats.last_request_nacked
 
     # The same bad content again (any number of times): nothing is sent.
     assert stream.on_update([(CLUSTER, "a")]) == []

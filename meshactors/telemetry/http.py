@@ -1,0 +1,43 @@
+"""A minimal asyncio HTTP server for GET /metrics on the actor's own event loop (no thread touches its state)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from meshactors import log
+
+_log = log.get("telemetry.http")
+
+Render = Callable[[], Awaitable[bytes]]
+
+
+async def _handle(render: Render, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        while (header := await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+            if len(header) > 8192:
+                break
+        parts = line.decode("latin-1").split()
+        if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+            status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, await render()
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", b"only GET /metrics is served here\n"
+        head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+    except (TimeoutError, ConnectionError, UnicodeError):
+        pass
+    except Exception as exc:  # a bug in rendering: log it, end this one scrape
+        _log.exception("metrics scrape failed", error=repr(exc))
+    finally:
+        writer.close()
+
+
+async def serve(host: str, port: int, render: Render) -> tuple[asyncio.Server, int]:
+    """Serve `render()` at http://host:port/metrics (port 0: any free port); returns the server and its port."""
+    server = await asyncio.start_server(lambda r, w: _handle(render, r, w), host, port, limit=16384)
+    bound = server.sockets[0].getsockname()[1]
+    return server, int(bound)
