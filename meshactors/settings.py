@@ -38,6 +38,9 @@ class MeshSettings:
     xds_servers: int = defaults.XDS_SERVERS
     xds_host: str = defaults.HOST
     xds_ports: tuple[int, ...] = ()  # one per xDS server; empty: defaults.XDS_PORT, +1, ...
+    # (actor name, port) of each actor's Prometheus /metrics, resolved once by deploy so a restarted actor
+    # serves them on the same port (the ready file lists them); an actor not listed picks a free port
+    metrics_ports: tuple[tuple[str, int], ...] = ()
     xds: HostSettings = field(default_factory=HostSettings)
     vip_source: VipSourceSettings = field(default_factory=VipSourceSettings)  # in each xDS server
     eureka_port: int = defaults.EUREKA_PORT  # the Eureka REST API, on registry_host
@@ -79,6 +82,10 @@ class MeshSettings:
     def eureka_url(self) -> str:
         """The Eureka service URL clients are given (they add apps/...)."""
         return f"http://{self.registry_host}:{self.eureka_port}/eureka"
+
+    def metrics_port(self, actor: str) -> int:
+        """The port `actor` serves /metrics on (0: any free port)."""
+        return dict(self.metrics_ports).get(actor, 0)
 
     def xds_port_list(self) -> tuple[int, ...]:
         return self.xds_ports or tuple(defaults.XDS_PORT + i for i in range(self.xds_servers))

@@ -59,7 +59,9 @@ class RegistryShardActor(LogSource):
             lambda server: registry_pb2_grpc.add_RegistryServicer_to_server(ShardService(self.core), server),
         )
         self.name = shard
-        self.metrics_server, port = await metrics_http.serve(settings.registry_host, 0, self._metrics)
+        self.metrics_server, port = await metrics_http.serve(
+            settings.registry_host, settings.metrics_port(shard), self._metrics
+        )
         self._metrics_url = f"http://{settings.registry_host}:{port}/metrics"
 
     async def _metrics(self) -> bytes:

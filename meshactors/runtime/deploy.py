@@ -14,11 +14,22 @@ from meshactors.errors import NotReady, Unavailable
 from meshactors.runtime.actors import actor_options
 from meshactors.runtime.calls import call_sync
 from meshactors.runtime.controller import ControllerActor
-from meshactors.runtime.topology import CONTROLLER, deployment_names, lookup
+from meshactors.runtime.topology import (
+    CONTROLLER,
+    REGISTRY_SHARD,
+    SNAPSHOT_BUILDER,
+    XDS_SERVER,
+    deployment_names,
+    kind_of,
+    lookup,
+)
 from meshactors.settings import MeshSettings
 from meshactors.store.server import stable_port
 
 _log = log.get("runtime.deploy")
+
+# The actor kinds that serve Prometheus /metrics.
+METRICS_KINDS = (REGISTRY_SHARD, SNAPSHOT_BUILDER, XDS_SERVER)
 
 
 def actor_names(settings: MeshSettings) -> list[str]:
@@ -36,6 +47,11 @@ def resolve_ports(settings: MeshSettings) -> MeshSettings:
     if any(p == 0 for p in ports):
         ports = tuple(p or stable_port(settings.xds_host) for p in ports)
         settings = dataclasses.replace(settings, xds_ports=ports)
+    if not settings.metrics_ports:
+        served = [n for n in deployment_names(settings) if kind_of(n) in METRICS_KINDS]
+        hosts = {n: settings.xds_host if kind_of(n) in (SNAPSHOT_BUILDER, XDS_SERVER) else settings.registry_host
+                 for n in served}  # fmt: skip
+        settings = dataclasses.replace(settings, metrics_ports=tuple((n, stable_port(hosts[n])) for n in served))
     return settings
 
 

@@ -72,7 +72,9 @@ class SnapshotBuilderActor(LogSource):
             lambda server: snapshot_pb2_grpc.add_SnapshotBuilderServicer_to_server(SnapshotService(self.core), server),
         )
         self.name = name
-        self.metrics_server, port = await metrics_http.serve(settings.xds_host, 0, self._metrics)
+        self.metrics_server, port = await metrics_http.serve(
+            settings.xds_host, settings.metrics_port(name), self._metrics
+        )
         self._metrics_url = f"http://{settings.xds_host}:{port}/metrics"
 
     async def _metrics(self) -> bytes:
@@ -198,7 +200,9 @@ class XdsServerActor(LogSource):
         self.address = f"{settings.xds_host}:{bound}"
         self._tasks = [asyncio.create_task(self._loop())]
         self.name = name
-        self.metrics_server, mport = await metrics_http.serve(settings.xds_host, 0, self._metrics)
+        self.metrics_server, mport = await metrics_http.serve(
+            settings.xds_host, settings.metrics_port(name), self._metrics
+        )
         self._metrics_url = f"http://{settings.xds_host}:{mport}/metrics"
         self._log.info("xDS server listening (refusing streams until loaded)", address=self.address)
 

@@ -69,6 +69,7 @@ def test_new_instance_gets_traffic_and_deregistered_one_stops_within_a_second(
     vip = _vip()
     a, b = backends("a"), backends("b")
     ref_a = _register(registry, vip, a.port)
+    _until(lambda: guard_knows(envoy, vip), timeout_s=1.0)  # routable once the name reached the guard
     assert get(envoy.listen, vip).body == "a"
 
     _register(registry, vip, b.port)

@@ -494,10 +494,18 @@ async def test_what_a_hostile_client_sends_is_logged_and_kept_bounded(served: An
                 queue.put_nowait(DeltaRequest(type_url=CLUSTER, response_nonce=first.nonce,
                                               error_detail=ErrorDetail(13, "e" * 1_000_000)))  # fmt: skip
             queue.put_nowait(DeltaRequest(type_url=CLUSTER, subscribe=("ok",)))
-            await asyncio.sleep(0.5)
+
+            async def drain() -> None:  # the server answers refused names as removed: read what it writes
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+
+            reader = asyncio.create_task(drain())
+            deadline = asyncio.get_running_loop().time() + 30
+            while host.counters.names_refused < 40 * len(bad_names):  # every hostile request handled
+                assert asyncio.get_running_loop().time() < deadline, host.counters
+                await asyncio.sleep(0.05)
             queue.put_nowait(None)
-            while await asyncio.wait_for(call.read(), 10) is not grpc.aio.EOF:
-                pass
+            await asyncio.wait_for(reader, 10)
     size = sum(len(json.dumps(e, default=str)) for e in logs)
     assert size < 64 * 1024, f"{size} bytes of logs for {sent} bytes sent"
     refused = [e for e in logs if e["event"] == "subscriptions refused"]

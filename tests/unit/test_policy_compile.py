@@ -4,7 +4,6 @@ real Envoy 1.40 accepting every compiled Cluster and VirtualHost (`envoy --mode 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -338,7 +337,6 @@ def _mirror_cluster(policy: Policy) -> list[dict[str, Any]]:
     return [{"name": routing.mirror.vip, "type": "STATIC", "load_assignment": {"cluster_name": routing.mirror.vip}}]
 
 
-@pytest.mark.skipif(os.environ.get("MESHACTORS_SKIP_ENVOY") == "1", reason="asked to skip the Envoy binary")
 def test_real_envoy_accepts_the_envoy_variant(tmp_path: Path) -> None:
     """Every feature at once, each VIP under its own name: the policy Clusters as static clusters (EDS over
     ADS), every VirtualHost in the outbound listener's static route config, with the listener filters the
@@ -364,7 +362,6 @@ def test_real_envoy_accepts_the_envoy_variant(tmp_path: Path) -> None:
     _validate(config, tmp_path)
 
 
-@pytest.mark.skipif(os.environ.get("MESHACTORS_SKIP_ENVOY") == "1", reason="asked to skip the Envoy binary")
 def test_real_envoy_accepts_the_grpc_variant(tmp_path: Path) -> None:
     """Envoy has no api_listener in server mode: each gRPC Listener's HttpConnectionManager (inline routes,
     fault filter) goes into a plain listener of its own, the gRPC Clusters in as static clusters. Envoy being
