@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from meshactors import log
 from meshactors.errors import InvalidArgument, MeshError
@@ -165,27 +166,43 @@ class _Decoder:
         return Removed(ref, ev.mod_revision, previous)
 
 
-class RegistryFeed:
-    """Async-iterable of Loaded | Batch over `keys.instances`, never missing or repeating a change.
+class Decoding(Protocol):
+    """What a decoded feed needs of its decoder: events and listings decoded, undecodable ones counted."""
 
-    - `start_revision=None`: begins with a Loaded (a listing), then follows from its revision + 1.
-    - `start_revision=N` (N >= 1): follows from N; if N was compacted away, a Loaded comes first.
+    skipped: int
+
+    def event(self, ev: WatchEvent) -> Any | None: ...
+
+    def items(self, kvs: Iterable[KeyValue]) -> tuple[Any, ...]: ...
+
+
+LoadedT = TypeVar("LoadedT")
+BatchT = TypeVar("BatchT")
+
+
+class DecodedFeed(Generic[LoadedT, BatchT]):
+    """Async-iterable of decoded listings and batches over one prefix, never missing or repeating a change.
+
+    - `start_revision=None`: begins with a listing, then follows from its revision + 1.
+    - `start_revision=N` (N >= 1): follows from N; if N was compacted away, a listing comes first.
     - A broken stream resumes at the last delivered revision + 1; a compaction, or an event at or below the last
-      delivered revision (a gap in our knowledge), re-lists: a Loaded that replaces everything before it.
-    - `owns(vip)` keeps only registrations under the VIP names it accepts (the key's routing name).
-    - Keys outside the schema and values that do not decode are skipped, counted and logged (bounded), not raised.
+      delivered revision (a gap in our knowledge), re-lists: a listing that replaces everything before it.
+    - What does not decode is skipped and counted by the decoder, not raised.
 
     Iterating again after the consumer stopped (e.g. its loop failed and restarted) continues where it left off.
+    The registry feed and the policy feed are this over their prefixes, with their decoders and record types.
     """
 
     def __init__(
         self,
         store: Store,
-        keys: KeySchema,
-        start_revision: int | None = None,
+        prefix: str,
+        decoder: Decoding,
+        start_revision: int | None,
         *,
         name: str,
-        owns: Owns | None = None,
+        loaded: Callable[[tuple[Any, ...], int], LoadedT],
+        batch: Callable[[tuple[Any, ...], int], BatchT],
         retry_initial_s: float = 0.1,
         retry_max_s: float = 1.0,
     ) -> None:
@@ -193,9 +210,10 @@ class RegistryFeed:
             raise InvalidArgument("start_revision", f"must be None (list first) or >= 1, not {start_revision}")
         self.name = name
         self._watch = ResumableWatch(
-            store, keys.instances, start_revision, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s, name=name
+            store, prefix, start_revision, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s, name=name
         )
-        self._decoder = _Decoder(keys, name, owns)
+        self._decoder = decoder
+        self._loaded_type, self._batch_type = loaded, batch
         self._listing_expected = start_revision is None
         self._events = 0
         self._loaded = 0
@@ -217,20 +235,44 @@ class RegistryFeed:
             revision=self._revision,
         )
 
-    async def __aiter__(self) -> AsyncIterator[Loaded | Batch]:
+    async def __aiter__(self) -> AsyncIterator[LoadedT | BatchT]:
         async with aclosing(self._watch.__aiter__()) as changes:
             async for change in changes:
                 if isinstance(change, Changes):
                     events = tuple(e for e in map(self._decoder.event, change.events) if e is not None)
                     self._events += len(events)
                     self._revision = max(self._revision, change.revision)
-                    yield Batch(events, change.revision)
+                    yield self._batch_type(events, change.revision)
                 else:
                     if self._loaded or not self._listing_expected:
                         self._resyncs += 1
                     self._loaded += 1
                     self._revision = change.revision
-                    yield Loaded(self._decoder.items(change.items), change.revision)
+                    yield self._loaded_type(self._decoder.items(change.items), change.revision)
+
+
+class RegistryFeed(DecodedFeed[Loaded, Batch]):
+    """Async-iterable of Loaded | Batch over `keys.instances` (see DecodedFeed for the resume rules).
+
+    - `owns(vip)` keeps only registrations under the VIP names it accepts (the key's routing name).
+    - Keys outside the schema and values that do not decode are skipped, counted and logged (bounded), not raised.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        keys: KeySchema,
+        start_revision: int | None = None,
+        *,
+        name: str,
+        owns: Owns | None = None,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 1.0,
+    ) -> None:
+        super().__init__(
+            store, keys.instances, _Decoder(keys, name, owns), start_revision, name=name, loaded=Loaded, batch=Batch,
+            retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
+        )  # fmt: skip
 
 
 async def load_instances(

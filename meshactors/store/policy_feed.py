@@ -8,8 +8,7 @@ from the feed and answers a VIP's effective policy (its document merged over the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import aclosing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from meshactors.errors import InvalidArgument, MeshError
@@ -17,9 +16,8 @@ from meshactors.policy import codec as policy_codec
 from meshactors.policy.load import InvalidPolicy, merge
 from meshactors.policy.model import MESH_WIDE, Policy
 from meshactors.store.base import KeyValue, Store, WatchEvent
-from meshactors.store.feed import FeedStatistics, _SkipLog
+from meshactors.store.feed import DecodedFeed, _SkipLog
 from meshactors.store.keys import KeySchema
-from meshactors.store.watch import Changes, ResumableWatch
 
 Wants = Callable[[str], bool]  # VIP name ("*" for the mesh-wide document) -> whether this reader wants it
 
@@ -116,19 +114,14 @@ class _Decoder:
         return PolicyRemoved(vip, ev.mod_revision, previous)
 
 
-class PolicyFeed:
-    """Async-iterable of PolicyLoaded | PolicyBatch over `keys.policies`, never missing or repeating a change.
+class PolicyFeed(DecodedFeed[PolicyLoaded, PolicyBatch]):
+    """Async-iterable of PolicyLoaded | PolicyBatch over `keys.policies` (the registry feed's resume rules: see
+    meshactors.store.feed.DecodedFeed).
 
-    - `start_revision=None`: begins with a PolicyLoaded (a listing), then follows from its revision + 1.
-    - `start_revision=N` (N >= 1): follows from N; if N was compacted away, a PolicyLoaded comes first.
-    - A broken stream resumes at the last delivered revision + 1; a compaction, or an event at or below the last
-      delivered revision, re-lists: a PolicyLoaded that replaces everything before it.
     - `wants(vip)` keeps only the documents of the VIPs it accepts (`*` is the mesh-wide document: a reader that
       computes effective policies wants it too).
     - Keys outside the schema, values that do not decode (or no longer validate) and documents whose VIP is not
       their key's are skipped, counted and logged (bounded), not raised.
-
-    Iterating again after the consumer stopped continues where it left off.
     """
 
     def __init__(
@@ -142,48 +135,10 @@ class PolicyFeed:
         retry_initial_s: float = 0.1,
         retry_max_s: float = 1.0,
     ) -> None:
-        if start_revision is not None and start_revision < 1:
-            raise InvalidArgument("start_revision", f"must be None (list first) or >= 1, not {start_revision}")
-        self.name = name
-        self._watch = ResumableWatch(
-            store, keys.policies, start_revision, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s, name=name
-        )
-        self._decoder = _Decoder(keys, name, wants)
-        self._listing_expected = start_revision is None
-        self._events = 0
-        self._loaded = 0
-        self._resyncs = 0
-        self._revision = (start_revision - 1) if start_revision is not None else 0
-
-    @property
-    def connected(self) -> bool:
-        """Whether a watch stream is open now (False before the first one and while resuming)."""
-        return self._watch.connected.is_set()
-
-    def statistics(self) -> FeedStatistics:
-        return FeedStatistics(
-            events=self._events,
-            loaded=self._loaded,
-            skipped_undecodable=self._decoder.skipped,
-            resyncs=self._resyncs,
-            reconnects=self._watch.reconnects,
-            revision=self._revision,
-        )
-
-    async def __aiter__(self) -> AsyncIterator[PolicyLoaded | PolicyBatch]:
-        async with aclosing(self._watch.__aiter__()) as changes:
-            async for change in changes:
-                if isinstance(change, Changes):
-                    events = tuple(e for e in map(self._decoder.event, change.events) if e is not None)
-                    self._events += len(events)
-                    self._revision = max(self._revision, change.revision)
-                    yield PolicyBatch(events, change.revision)
-                else:
-                    if self._loaded or not self._listing_expected:
-                        self._resyncs += 1
-                    self._loaded += 1
-                    self._revision = change.revision
-                    yield PolicyLoaded(self._decoder.items(change.items), change.revision)
+        super().__init__(
+            store, keys.policies, _Decoder(keys, name, wants), start_revision, name=name, loaded=PolicyLoaded,
+            batch=PolicyBatch, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
