@@ -109,6 +109,7 @@ def test_losing_one_member_changes_nothing(stack3: dict[str, Any], etcd3: list[E
         time.sleep(1.0)
         etcd3[0].proc.kill()  # the member listed first: the one every control-plane channel talks to
         etcd3[0].proc.wait(5)
+        before_loss = len(registered)
         time.sleep(6.0)
         late = Backend("late")
         made.append(late)
@@ -123,7 +124,9 @@ def test_losing_one_member_changes_nothing(stack3: dict[str, Any], etcd3: list[E
             t.join(30)
         assert sent[0] > 200 and failures == [], failures[:5]
         assert reg_errors == [], reg_errors[:3]
-        assert len(registered) > 40
+        # registrations went on through the loss: at one every ~0.1-0.2 s, the 6 s after it must have acknowledged
+        # many (a count over the whole run was a proxy for this that load on 2 cores made flaky: 40 vs > 40)
+        assert len(registered) - before_loss >= 20, (before_loss, len(registered))
         listed = {i.instance_id for i in client.list(vip=reg_vip)[0]}
         assert set(registered) <= listed, "every acknowledged registration is in etcd"
         client.close()
