@@ -12,13 +12,14 @@ from meshactors import log
 _log = log.get("telemetry.http")
 
 Render = Callable[[], Awaitable[bytes]]
+MAX_HEADER_LINES = 100
 
 
 async def _handle(render: Render, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         line = await asyncio.wait_for(reader.readline(), 5)
-        while (header := await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-            if len(header) > 8192:
+        for _ in range(MAX_HEADER_LINES):  # a scrape has a few headers; more is not a scrape
+            if await asyncio.wait_for(reader.readline(), 5) in (b"\r\n", b"\n", b""):
                 break
         parts = line.decode("latin-1").split()
         if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
@@ -28,7 +29,7 @@ async def _handle(render: Render, reader: asyncio.StreamReader, writer: asyncio.
         head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         writer.write(head.encode() + body)
         await writer.drain()
-    except (TimeoutError, ConnectionError, UnicodeError):
+    except (TimeoutError, ConnectionError, UnicodeError, ValueError):  # ValueError: a line past the reader's limit
         pass
     except Exception as exc:  # a bug in rendering: log it, end this one scrape
         _log.exception("metrics scrape failed", error=repr(exc))
