@@ -38,20 +38,33 @@ def actor_names(settings: MeshSettings) -> list[str]:
 
 
 def resolve_ports(settings: MeshSettings) -> MeshSettings:
-    """Actors must rebind the same address after a restart, so port 0 is resolved once, here."""
+    """Actors must rebind the same address after a restart, so port 0 is resolved once, here, and every port
+    picked is distinct from every other port of the deployment (a free port is only free until someone binds it:
+    two picks could otherwise land on one port, and the second actor to bind it fails for good)."""
+    taken = {p for p in (settings.registry_port, settings.eureka_port, *settings.xds_port_list()) if p}
+    taken |= {p for _, p in settings.metrics_ports if p}
+
+    def pick(host: str) -> int:
+        for _ in range(100):
+            port = stable_port(host)
+            if port not in taken:
+                taken.add(port)
+                return port
+        raise Unavailable(f"no free port on {host} distinct from the deployment's other ports")
+
     if settings.registry_port == 0:
-        settings = dataclasses.replace(settings, registry_port=stable_port(settings.registry_host))
+        settings = dataclasses.replace(settings, registry_port=pick(settings.registry_host))
     if settings.eureka_port == 0:
-        settings = dataclasses.replace(settings, eureka_port=stable_port(settings.registry_host))
+        settings = dataclasses.replace(settings, eureka_port=pick(settings.registry_host))
     ports = settings.xds_port_list()
     if any(p == 0 for p in ports):
-        ports = tuple(p or stable_port(settings.xds_host) for p in ports)
+        ports = tuple(p or pick(settings.xds_host) for p in ports)
         settings = dataclasses.replace(settings, xds_ports=ports)
     if not settings.metrics_ports:
         served = [n for n in deployment_names(settings) if kind_of(n) in METRICS_KINDS]
         hosts = {n: settings.xds_host if kind_of(n) in (SNAPSHOT_BUILDER, XDS_SERVER) else settings.registry_host
                  for n in served}  # fmt: skip
-        settings = dataclasses.replace(settings, metrics_ports=tuple((n, stable_port(hosts[n])) for n in served))
+        settings = dataclasses.replace(settings, metrics_ports=tuple((n, pick(hosts[n])) for n in served))
     return settings
 
 
