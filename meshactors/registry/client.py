@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -61,17 +61,22 @@ def batch_result(result: pb.HeartbeatResult, target: str) -> int | MeshError:
     return error_from_status(_CODES.get(result.code), result.message, target)
 
 
-class RegistryClient:
+class GrpcClient:
+    """One channel to a control-plane API and the one way its calls map errors (`error_from_rpc`); the API
+    clients (registry, policy) are this with their stub."""
+
+    stub_class: Any = None
+
     def __init__(self, target: str, timeout_s: float = 10.0) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self.channel = grpc.insecure_channel(target)
-        self.stub = pb_grpc.RegistryStub(self.channel)
+        self.stub = self.stub_class(self.channel)
 
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> RegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -82,6 +87,10 @@ class RegistryClient:
             return getattr(self.stub, method)(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.target) from exc
+
+
+class RegistryClient(GrpcClient):
+    stub_class = pb_grpc.RegistryStub
 
     def register(self, instance: Instance | pb.Instance) -> tuple[InstanceRef, pb.Instance]:
         msg = instance if isinstance(instance, pb.Instance) else convert.instance_to_pb(instance)

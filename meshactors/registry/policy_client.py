@@ -6,10 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import grpc
-
 from meshactors.errors import InvalidArgument
-from meshactors.registry.client import error_from_rpc
+from meshactors.registry.client import GrpcClient
 from meshactors.v1 import policy_pb2 as pb
 from meshactors.v1 import policy_pb2_grpc as pb_grpc
 
@@ -25,29 +23,10 @@ def document_of(stored: pb.StoredPolicy) -> dict[str, Any]:
     return json.loads(stored.document_json)
 
 
-class PolicyClient:
+class PolicyClient(GrpcClient):
     """PolicyService on the registry API's address (the same `--registry HOST:PORT`)."""
 
-    def __init__(self, target: str, timeout_s: float = 10.0) -> None:
-        self.target = target
-        self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(target)
-        self.stub = pb_grpc.PolicyServiceStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self) -> PolicyClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, method: str, request: Any) -> Any:
-        try:
-            return getattr(self.stub, method)(request, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.target) from exc
+    stub_class = pb_grpc.PolicyServiceStub
 
     def apply(
         self, text: str, *, dry_run: bool = False, expected_revisions: Mapping[str, int] | None = None
