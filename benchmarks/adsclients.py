@@ -31,11 +31,14 @@ async def _requests(queue: asyncio.Queue[DeltaRequest | None]) -> AsyncIterator[
         yield req
 
 
-async def _stream(idx: int, channel: grpc.aio.Channel, vip: str, state: dict[str, Any], stop: asyncio.Event) -> None:
+async def _stream(
+    idx: int, channel: grpc.aio.Channel, vip: str, state: dict[str, Any], stop: asyncio.Event, token: str
+) -> None:
     backoff = 0.05
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     while not stop.is_set():
         queue: asyncio.Queue[DeltaRequest | None] = asyncio.Queue()  # one per attempt: nothing stale carries over
-        call = delta_ads_stream(channel)(_requests(queue))
+        call = delta_ads_stream(channel)(_requests(queue), metadata=metadata)
         queue.put_nowait(DeltaRequest(type_url=CLUSTER, node=Node(f"bench-{idx}"), subscribe=(vip,)))
         times: list[float] = []
         asked_eds = False
@@ -81,7 +84,7 @@ async def _stream(idx: int, channel: grpc.aio.Channel, vip: str, state: dict[str
 
 
 async def _run(
-    slot: int, n: int, targets: list[str], vip: str, progress: Any, stop_ev: Any, first_idx: int
+    slot: int, n: int, targets: list[str], vip: str, progress: Any, stop_ev: Any, first_idx: int, token: str
 ) -> dict[str, Any]:
     state: dict[str, Any] = {"connected": set(), "updates": 0, "times": {}, "errors": {}}
     stop = asyncio.Event()
@@ -89,7 +92,8 @@ async def _run(
         grpc.aio.insecure_channel(targets[i % len(targets)]) for i in range(max(1, -(-n // STREAMS_PER_CHANNEL)))
     ]
     tasks = [
-        asyncio.create_task(_stream(first_idx + i, channels[i % len(channels)], vip, state, stop)) for i in range(n)
+        asyncio.create_task(_stream(first_idx + i, channels[i % len(channels)], vip, state, stop, token))
+        for i in range(n)
     ]
     while not stop_ev.is_set():
         progress[2 * slot] = len(state["connected"])
@@ -106,15 +110,20 @@ async def _run(
     return {"times": state["times"], "errors": state["errors"]}
 
 
-def _main(slot: int, n: int, targets: list[str], vip: str, progress: Any, stop_ev: Any, out: str, first: int) -> None:
-    result = asyncio.run(_run(slot, n, targets, vip, progress, stop_ev, first))
+def _main(
+    slot: int, n: int, targets: list[str], vip: str, progress: Any, stop_ev: Any, out: str, first: int, token: str
+) -> None:
+    result = asyncio.run(_run(slot, n, targets, vip, progress, stop_ev, first, token))
     Path(out).write_text(json.dumps(result))
 
 
 class ClientFleet:
-    """`sessions` delta ADS streams over `processes` processes, all on one VIP."""
+    """`sessions` delta ADS streams over `processes` processes, all on one VIP; each stream sends `token` (a proxy
+    token: the ready file's `proxy_token`) as `authorization: Bearer` metadata."""
 
-    def __init__(self, sessions: int, processes: int, targets: list[str], vip: str, work: Path) -> None:
+    def __init__(
+        self, sessions: int, processes: int, targets: list[str], vip: str, work: Path, token: str = ""
+    ) -> None:
         ctx = mp.get_context("spawn")
         self.sessions = sessions
         self.progress = ctx.Array("q", 2 * processes, lock=False)
@@ -125,7 +134,7 @@ class ClientFleet:
         self.procs = [
             ctx.Process(
                 target=_main,
-                args=(i, per[i], targets, vip, self.progress, self.stop_ev, self.outs[i], firsts[i]),
+                args=(i, per[i], targets, vip, self.progress, self.stop_ev, self.outs[i], firsts[i], token),
                 daemon=True,
             )
             for i in range(processes)

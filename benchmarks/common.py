@@ -24,7 +24,7 @@ from meshactors.testing.stack import UpProcess
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-FREE_PORTS = ["--registry-port", "0", "--eureka-port", "0", "--xds-port", "0"]
+FREE_PORTS = ["--registry-port", "0", "--eureka-port", "0", "--dashboard-port", "0", "--xds-port", "0"]
 
 
 class Deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -64,12 +65,16 @@ async def _phase(
     return latencies, errors
 
 
-async def _client(url: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float) -> dict[str, Any]:
+async def _client(
+    url: str, token: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float
+) -> dict[str, Any]:
     bodies = [_body(slot, i) for i in range(count)]
     paths = [f"{url}/apps/BENCH-{slot}-{i % 50}/c{slot}-{i}" for i in range(count)]
     json_headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    # The token as the basic-auth password, as a Eureka client given http://app:TOKEN@host:port/eureka sends it.
+    auth = {"Authorization": "Basic " + base64.b64encode(f"bench-{slot}:{token}".encode()).decode()}
+    async with aiohttp.ClientSession(connector=connector, headers=auth) as http:
 
         async def register(i: int) -> int:
             async with http.post(f"{url}/apps/BENCH-{slot}-{i % 50}", data=bodies[i], headers=json_headers) as r:
@@ -108,8 +113,8 @@ async def _client(url: str, slot: int, count: int, concurrency: int, go: Any, he
     return {"reg": reg, "reg_err": reg_err, "reg_s": reg_s, "hb": hb, "hb_err": hb_err, "hb_s": hb_s, "fetch": fetch}
 
 
-def _main(url: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float, out: str) -> None:
-    Path(out).write_text(json.dumps(asyncio.run(_client(url, slot, count, concurrency, go, heartbeat_s))))
+def _main(url: str, token: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float, out: str) -> None:
+    Path(out).write_text(json.dumps(asyncio.run(_client(url, token, slot, count, concurrency, go, heartbeat_s))))
 
 
 def run(
@@ -120,7 +125,8 @@ def run(
     per = registrations // processes
     try:
         results, cpu, per_actor = drive_clients(
-            stack, work, _main, lambda i, go, out: (stack.info["eureka"], i, per, concurrency, go, heartbeat_s, out),
+            stack, work, _main,
+            lambda i, go, out: (stack.info["eureka"], stack.info["token"], i, per, concurrency, go, heartbeat_s, out),
             processes,
         )  # fmt: skip
     finally:
@@ -129,7 +135,8 @@ def run(
         "benchmark": "eureka",
         "settings": {"registrations": registrations, "client_processes": processes,
                      "concurrency_per_process": concurrency, "heartbeat_seconds": heartbeat_s, "shards": 2,
-                     "path": "HTTP client -> eureka-api actor -> shard actor (direct gRPC) -> etcd"},
+                     "path": "HTTP client (token as basic-auth password) -> eureka-api actor -> shard actor "
+                             "(direct gRPC) -> etcd"},
         "figures": {
             "registrations": throughput(results, "reg"),
             "heartbeats": throughput(results, "hb"),

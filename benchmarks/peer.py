@@ -43,14 +43,20 @@ def measure_meshactors(n_envoys: int = 10, changes: int = 10, time_bound_s: floa
     envoys: list[EnvoyProcess] = []
     pollers: list[_AdminPoller] = []
     try:
-        client = RegistryClient(stack.info["registry"])
+        client = RegistryClient(stack.info["registry"], token=stack.info["token"])
         base = ("127.0.0.1", 19001)
         extra = ("127.0.0.1", 19002)
         client.register(pb.Instance(vip=CLUSTER, host=base[0], port=base[1], instance_id="a", lease=LEASE))
         for i in range(n_envoys):
             listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
             path = work / f"envoy{i}.yaml"
-            path.write_text(yaml.safe_dump(envoy_bootstrap(stack.xds(), f"peer-{i}", listen=listen, admin=admin)))
+            path.write_text(
+                yaml.safe_dump(
+                    envoy_bootstrap(
+                        stack.xds(), f"peer-{i}", listen=listen, admin=admin, token=stack.info["proxy_token"]
+                    )
+                )
+            )
             envoys.append(EnvoyProcess(path, admin, work / f"envoy{i}.log", listen=listen).start())
             http_get(listen, CLUSTER)  # discovers the VIP on demand (503: nothing listens on the endpoints)
             pollers.append(_AdminPoller(admin[1]))

@@ -47,7 +47,10 @@ async def _phase(
     return latencies, errors
 
 
-async def _client(target: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float) -> dict[str, Any]:
+async def _client(
+    target: str, token: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float
+) -> dict[str, Any]:
+    auth = (("authorization", f"Bearer {token}"),)  # every API call is authenticated, as a service's would be
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.RegistryStub(channel)
         insts = [
@@ -58,18 +61,22 @@ async def _client(target: str, slot: int, count: int, concurrency: int, go: Any,
         await asyncio.to_thread(go.wait)
         t0 = time.monotonic()
         reg_lat, reg_err = await _phase(
-            stub, lambda s, inst: s.Register(pb.RegisterRequest(instance=inst), timeout=30), insts, concurrency, None
+            stub,
+            lambda s, inst: s.Register(pb.RegisterRequest(instance=inst), timeout=30, metadata=auth),
+            insts,
+            concurrency,
+            None,
         )
         reg_s = time.monotonic() - t0
         refs = [pb.InstanceRef(vip=i.vip, instance_id=i.instance_id) for i in insts]
         t1 = time.monotonic()
         hb_lat, hb_err = await _phase(
-            stub, lambda s, ref: s.Heartbeat(pb.HeartbeatRequest(ref=ref), timeout=30), refs, concurrency,
-            t1 + heartbeat_s,
+            stub, lambda s, ref: s.Heartbeat(pb.HeartbeatRequest(ref=ref), timeout=30, metadata=auth), refs,
+            concurrency, t1 + heartbeat_s,
         )  # fmt: skip
         hb_s = time.monotonic() - t1
-        await _phase(stub, lambda s, ref: s.Deregister(pb.DeregisterRequest(ref=ref), timeout=30), refs, concurrency,
-                     None)  # fmt: skip
+        await _phase(stub, lambda s, ref: s.Deregister(pb.DeregisterRequest(ref=ref), timeout=30, metadata=auth),
+                     refs, concurrency, None)  # fmt: skip
     return {"reg": reg_lat, "reg_err": reg_err, "reg_s": reg_s, "hb": hb_lat, "hb_err": hb_err, "hb_s": hb_s}
 
 
@@ -134,8 +141,10 @@ def unary_floor(processes: int = 2, concurrency: int = 32, seconds: float = 5.0)
             server.kill()
 
 
-def _main(target: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float, out: str) -> None:
-    result = asyncio.run(_client(target, slot, count, concurrency, go, heartbeat_s))
+def _main(
+    target: str, token: str, slot: int, count: int, concurrency: int, go: Any, heartbeat_s: float, out: str
+) -> None:
+    result = asyncio.run(_client(target, token, slot, count, concurrency, go, heartbeat_s))
     Path(out).write_text(json.dumps(result))
 
 
@@ -147,7 +156,8 @@ def run(
     per = registrations // processes
     try:
         results, cpu, per_actor = drive_clients(
-            stack, work, _main, lambda i, go, out: (stack.info["registry"], i, per, concurrency, go, heartbeat_s, out),
+            stack, work, _main,
+            lambda i, go, out: (stack.info["registry"], stack.info["token"], i, per, concurrency, go, heartbeat_s, out),
             processes,
         )  # fmt: skip
     finally:

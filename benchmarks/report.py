@@ -9,6 +9,8 @@ from typing import Any
 
 from benchmarks import common
 
+MIB = 2**20
+
 
 def _targets(results: dict[str, Any]) -> list[str]:
     """Each target of design.md section 7 beside what was measured, and what bounds it where it is not met."""
@@ -41,6 +43,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
         ("change to 10 Envoys <= 25 ms", f"{p['meshactors']['latency_s']['median'] * 1000:.1f} ms",
          p["meshactors"]["latency_s"]["median"] <= 0.025, "registry write + watch + build + push + Envoy apply"),
         (">= 50x faster than sovereign", f"{p['speedup_median_latency']}x", p["speedup_median_latency"] >= 50, ""),
+        *_footprint_targets(results["footprint"]["figures"]["embedded_default"]),
     ]  # fmt: skip
     lines = [
         "## Targets (design.md section 7)",
@@ -51,6 +54,47 @@ def _targets(results: dict[str, Any]) -> list[str]:
     for name, measured, met, bound in rows:
         lines.append(f"| {name} | {measured} | {'yes' if met else '**no**'} | {'' if met else bound} |")
     return [*lines, ""]
+
+
+def _footprint_targets(fp: dict[str, Any]) -> list[tuple[str, str, bool, str]]:
+    """Issue 19's targets for the embedded default, and what its biggest processes are where they are not met."""
+    idle = fp["idle"]
+    top = ", ".join(f"{role} {v['pss_mib']} MiB ({v['count']})" for role, v in
+                    sorted(idle["by_role"].items(), key=lambda kv: -kv[1]["pss_mib"])[:4])  # fmt: skip
+    return [
+        ("embedded default idle <= 400 MB PSS", f"{idle['pss_mib']} MiB", idle["pss_mib"] * MIB <= 400e6,
+         f"PSS by role: {top}"),
+        ("embedded default <= 8 processes", f"{idle['processes']}", idle["processes"] <= 8,
+         "one process per actor, plus Ray's GCS, raylet, agents and monitors, the driver and etcd"),
+        ("embedded default ready <= 5 s", f"{fp['seconds_to_ready']} s", fp["seconds_to_ready"] <= 5,
+         "Ray's start, then one worker process per actor, started by the raylet a few at a time"),
+    ]  # fmt: skip
+
+
+def _footprint_md(fig: dict[str, Any]) -> list[str]:
+    lines = ["## Footprint (`footprint`)", ""]
+    for label, shape in fig.items():
+        args = " ".join(shape["args"]) or "(no flags)"
+        lines += [
+            f"`meshactors up {args}` ({label}), ready in {shape['seconds_to_ready']} s:",
+            "",
+            "| phase | processes | RSS MiB | PSS MiB | private MiB |",
+            "|---|---|---|---|---|",
+        ]
+        for phase in ("idle", "loaded"):
+            s = shape[phase]
+            lines.append(f"| {phase} | {s['processes']} | {s['rss_mib']} | {s['pss_mib']} | {s['private_mib']} |")
+        lines += ["", "| process (idle) | count | PSS MiB |", "|---|---|---|"]
+        for role, v in sorted(shape["idle"]["by_role"].items(), key=lambda kv: -kv[1]["pss_mib"]):
+            lines.append(f"| {role} | {v['count']} | {v['pss_mib']} |")
+        lines.append("")
+    return [
+        *lines,
+        "Every process of `up`'s session and its descendants, from /proc/<pid>/smaps_rollup; PSS counts a shared "
+        "page once over the processes sharing it. `loaded`: after registering the VIPs and instances and "
+        "connecting the delta ADS sessions of the settings (the clients are not counted).",
+        "",
+    ]
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -114,6 +158,8 @@ def _md(results: dict[str, Any], plot_name: str, tiny: bool, seconds: float) -> 
         "|---|---|---|---|---|---|",
     ]
     for mode, fig in o.items():
+        if not isinstance(fig, dict):
+            continue
         lines.append(
             f"| {mode} | {fig['first_request'].get('p50_ms')} | {fig['first_request'].get('p95_ms')} | "
             f"{fig['first_request'].get('p99_ms')} | {fig['warm'].get('p50_ms')} | {fig['warm'].get('p99_ms')} |"
@@ -124,7 +170,10 @@ def _md(results: dict[str, Any], plot_name: str, tiny: bool, seconds: float) -> 
         f"Added cost of discovery (first minus warm, same VIP): p50 {cost.get('p50_ms')} ms, "
         f"p99 {cost.get('p99_ms')} ms. Times in ms, fresh TCP connection per request. "
         "`bare_ads_floor` is a bare in-memory Python delta ADS server (no Ray, no etcd, no state machine): the "
-        "floor of on-demand discovery with a Python control plane on this machine.",
+        "floor of on-demand discovery with a Python control plane on this machine. "
+        "`discovery_routing_policy` is the same Envoy asking for never-seen VIPs that have a routing policy (their "
+        "virtual host comes over VHDS ahead of the Cluster), interleaved with the plain ones: first request p50 "
+        f"with a routing policy / without = {o.get('routing_policy_first_request_ratio_p50')}.",
         "",
         "## Propagation of an endpoint change (`propagation`)",
         "",
@@ -143,6 +192,18 @@ def _md(results: dict[str, Any], plot_name: str, tiny: bool, seconds: float) -> 
         "From the registry write (gRPC `Register`) to each delta session receiving the new "
         "ClusterLoadAssignment and queueing its ACK; the sessions are lightweight clients spread over "
         "processes on the same machine.",
+        "",
+        "A policy change (`meshactors policy apply` of a new circuit-breaker bound: a new Cluster version, which "
+        "Envoy warms with its assignment resent) to the same sessions:",
+        "",
+        "| sessions | changes | p50 ms | p99 ms | last session p50 ms | control-plane CPU s / change |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {row['sessions']} | {row['changes']} | {row['write_to_session_ack'].get('p50_ms')} | "
+            f"{row['write_to_session_ack'].get('p99_ms')} | {row['write_to_last_session_ack'].get('p50_ms')} | "
+            f"{row['cpu_s_per_change']} |"
+            for row in results["propagation"]["figures"].get("policy_change_by_sessions", [])
+        ),
         "",
         "## Idle sessions held by one XdsServer (`sessions`)",
         "",
@@ -197,6 +258,7 @@ def _md(results: dict[str, Any], plot_name: str, tiny: bool, seconds: float) -> 
         f"(sovereign {p['sovereign']['versions']['sovereign']}, REST polling every "
         f"{sov_settings['refresh_delay_s']} s, context refresh {sov_settings['refresh_s']} s).",
         "",
+        *_footprint_md(results["footprint"]["figures"]),
         f"![latency distributions]({plot_name})",
         "",
     ]
@@ -208,7 +270,7 @@ def run(out_dir: Path, tiny: bool = False) -> dict[str, Any]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    names = ("odcds", "propagation", "sessions", "registry", "eureka", "peer")
+    names = ("odcds", "propagation", "sessions", "registry", "eureka", "peer", "footprint")
     results = {name: run_one(name, tiny) for name in names}
     seconds = time.monotonic() - started
     plot = out_dir / "benchmarks.png"

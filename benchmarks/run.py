@@ -1,6 +1,7 @@
 """`python -m benchmarks.run <name> [--json OUT] [--tiny]`: run one benchmark, print its table, write its JSON.
 
-Names: odcds, propagation, sessions, registry, eureka, peer, report (all of them, then docs/benchmarks.md and a plot).
+Names: odcds, propagation, sessions, registry, eureka, peer, footprint, report (all of them, then docs/benchmarks.md
+and a plot).
 Every benchmark starts what it needs (embedded etcd, local Ray, real Envoys), cleans up, and bounds its time.
 """
 
@@ -15,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, eureka_bench, odcds, peer, propagation, registry_bench, sessions
+from benchmarks import common, eureka_bench, footprint, odcds, peer, propagation, registry_bench, sessions
 
 # name -> (full-size run, tiny run for the smoke test, table renderer)
 BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]], Callable[..., str]]] = {
     "odcds": (lambda: odcds.run(vips=200), lambda: odcds.run(vips=5), odcds.render),
     "propagation": (
         lambda: propagation.run(sizes=(100, 1000, 5000), changes=100),
-        lambda: propagation.run(sizes=(10,), changes=3),
+        lambda: propagation.run(sizes=(10,), changes=3, policy_sizes=(10,), policy_changes=3),
         propagation.render,
     ),
     "sessions": (lambda: sessions.run(target=10_000), lambda: sessions.run(target=50, processes=1), sessions.render),
@@ -37,15 +38,23 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
         eureka_bench.render,
     ),
     "peer": (lambda: peer.run(10, 10, 5), lambda: peer.run(2, 2, 1), peer.render),
+    "footprint": (
+        lambda: footprint.run(vips=1000, instances=10_000, sessions=100),
+        lambda: footprint.run(vips=5, instances=20, sessions=3, processes=1, cluster=False),
+        footprint.render,
+    ),
 }
 
 
 def run_one(name: str, tiny: bool) -> dict[str, Any]:
+    """One benchmark; a progress line on stderr when it starts and when it is done (a full one takes minutes)."""
     full, small, _ = BENCHMARKS[name]
     started = time.monotonic()
+    print(f"benchmark {name} ({'tiny' if tiny else 'full'}): running ...", file=sys.stderr, flush=True)
     result = (small if tiny else full)()
     result["size"] = "tiny" if tiny else "full"
     result["seconds"] = round(time.monotonic() - started, 1)
+    print(f"benchmark {name}: done in {result['seconds']} s", file=sys.stderr, flush=True)
     result["versions"] = common.versions()
     return result
 

@@ -51,19 +51,19 @@ def run(target: int = 10_000, processes: int = 4, time_bound_s: float = 600) -> 
     work = work_dir("sessions")
     stack = Stack.start(work, "--xds-servers", "1", "--max-new-streams-per-s", "100000")
     try:
-        with RegistryClient(stack.info["registry"]) as client:
+        with RegistryClient(stack.info["registry"], token=stack.info["token"]) as client:
             client.register(
                 pb.Instance(vip=VIP, host="127.0.0.1", port=19600, instance_id="idle",
                             lease=pb.LeaseSettings(renewal_interval_seconds=1200, duration_seconds=3600))
             )  # fmt: skip
         pid = control_plane_pids(stack.info)["xds-server-0"]
         # one session first, so the VIP's resources and the server's first-use costs are not counted per session
-        warm = ClientFleet(1, 1, stack.info["xds"], VIP, work)
+        warm = ClientFleet(1, 1, stack.info["xds"], VIP, work, token=stack.info["proxy_token"])
         warm.start()
         warm.wait(lambda: warm.connected() >= 1, 30, "first session")
         time.sleep(1.0)
         rss_before = rss_bytes(pid)
-        fleet = ClientFleet(target, processes, stack.info["xds"], VIP, work)
+        fleet = ClientFleet(target, processes, stack.info["xds"], VIP, work, token=stack.info["proxy_token"])
         start = time.monotonic()
         fleet.start()
         reached = 0

@@ -63,7 +63,7 @@ def run_demo(keep_dir: Path | None = None) -> int:
         _say("2. Two services register under their VIPs (Eureka-style, with leases)")
         catalog1, reviews = Backend("catalog-1"), Backend("reviews-1")
         backends += [catalog1, reviews]
-        client = RegistryClient(info["registry"])
+        client = RegistryClient(info["registry"], token=info["token"])
         lease = pb.LeaseSettings(renewal_interval_seconds=60, duration_seconds=600)
         ref_c1, _ = client.register(pb.Instance(vip="catalog", host="127.0.0.1", port=catalog1.port, lease=lease))
         client.register(pb.Instance(vip="reviews", host="127.0.0.1", port=reviews.port, lease=lease))
@@ -71,7 +71,9 @@ def run_demo(keep_dir: Path | None = None) -> int:
 
         _say("3. One Envoy starts from the generic bootstrap: it knows no services")
         listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-        envoy = start_generic_envoy(xds_endpoints(info["xds"]), "demo-envoy", work, listen, admin)
+        envoy = start_generic_envoy(
+            xds_endpoints(info["xds"]), "demo-envoy", work, listen, admin, token=info["proxy_token"]
+        )
         _say(f"   envoy listening on {listen[0]}:{listen[1]} (apps send http://<vip>/ there)")
 
         _say("4. Requests by name: the first one discovers the cluster on demand (delta ADS: CDS, then EDS)")

@@ -7,9 +7,16 @@ MeshError
  +-- Unavailable          etcd, an actor or a server cannot answer now     -> gRPC UNAVAILABLE
  |    +-- NotReady        a component has not finished loading its state
  +-- ResourceExhausted    a bound was hit (subscriptions, streams/s)       -> gRPC RESOURCE_EXHAUSTED
+ +-- Unauthenticated      no, a malformed, an unknown or a revoked credential -> gRPC UNAUTHENTICATED, HTTP 401
+ |    +-- StoreUnauthenticated   etcd refused the control plane's own credentials -> gRPC UNAVAILABLE
+ +-- PermissionDenied     a valid credential that does not allow this      -> gRPC PERMISSION_DENIED, HTTP 403
+ |    +-- StorePermissionDenied  etcd refused an operation to the control plane's user -> gRPC UNAVAILABLE
  +-- CodecError           a stored value cannot be decoded (e.g. unknown schema version)
  +-- Compacted            a watch asked for a revision etcd has compacted away
  +-- ConfigError          bad settings or command-line flags
+
+A caller's request never fails with UNAUTHENTICATED because of the control plane's own etcd credentials: to
+the caller that is the store being unavailable (the message says why).
 """
 
 from __future__ import annotations
@@ -85,3 +92,27 @@ class Compacted(MeshError):
 
 class ConfigError(MeshError):
     grpc_code_name = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(MeshError):
+    """No credentials, or credentials that were not accepted (says which, never the secret itself)."""
+
+    grpc_code_name = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MeshError):
+    """The credentials were accepted but do not allow this operation (says what was refused)."""
+
+    grpc_code_name = "PERMISSION_DENIED"
+
+
+class StoreUnauthenticated(Unauthenticated):
+    """etcd refused the control plane's own credentials (a deployment problem, not the API caller's)."""
+
+    grpc_code_name = "UNAVAILABLE"
+
+
+class StorePermissionDenied(PermissionDenied):
+    """etcd refused an operation to the control plane's etcd user (a deployment problem, not the API caller's)."""
+
+    grpc_code_name = "UNAVAILABLE"

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from meshactors import defaults
-from meshactors.errors import ConfigError
+from meshactors import cluster_auth, defaults
+from meshactors.ca.authority import MAX_LEAF_TTL_S, MIN_LEAF_TTL_S
+from meshactors.ca.identity import validate_trust_domain
+from meshactors.errors import ConfigError, InvalidArgument
 from meshactors.settings import MeshSettings
 from meshactors.store.keys import KeySchema
+from meshactors.tlsconfig import absolute
 
 Check = Callable[[Any], str | None]  # a problem with the value, or None
 
@@ -83,7 +88,7 @@ class Flag:
             return self.help
         note = f"; {self.note}" if self.note else ""
         if self.kind is str:
-            return f"{self.help} (default {self.default}{note})"
+            return f"{self.help} (default {self.default if self.default != '' else 'none'}{note})"
         unit = f" {self.unit}" if self.unit else ""
         return f"{self.help} (default {self.default:g}{unit}{note})"
 
@@ -120,6 +125,21 @@ def _replace(obj: Any, path: list[str], value: Any) -> Any:
 
 
 _SHARD, _BUILDER, _XDS = "registry shards", "snapshot builders", "xDS servers"
+_TLS = "transport security"
+_CA = "mesh CA (SVIP mTLS)"
+
+
+def trust_domain(v: str) -> str | None:
+    try:
+        validate_trust_domain(v)
+    except InvalidArgument as exc:
+        return exc.reason
+    return None
+
+
+def leaf_ttl(v: int) -> str | None:
+    return None if MIN_LEAF_TTL_S <= v <= MAX_LEAF_TTL_S else f"must be {MIN_LEAF_TTL_S}-{MAX_LEAF_TTL_S} seconds"
+
 
 UP_FLAGS: tuple[Flag, ...] = (
     Flag("--namespace", ("namespace",), str, "Ray namespace of the actors", check=non_empty, metavar="NAME"),
@@ -131,6 +151,60 @@ UP_FLAGS: tuple[Flag, ...] = (
         "address the control plane's servers listen on",
         check=non_empty,
         metavar="HOST",
+    ),
+    Flag(
+        "--tls-cert",
+        ("tls_cert",),
+        str,
+        "PEM certificate (chain) the registry, Eureka and xDS APIs serve TLS with, on any host; a file every "
+        "node that runs them can read",
+        group=_TLS,
+        note="plaintext, allowed only on a loopback --host",
+        metavar="FILE",
+    ),
+    Flag(
+        "--tls-key",
+        ("tls_key",),
+        str,
+        "PEM private key of --tls-cert (unencrypted; keep it 0600)",
+        group=_TLS,
+        metavar="FILE",
+    ),
+    Flag(
+        "--insecure",
+        ("insecure",),
+        bool,
+        "allow a non-loopback --host without --tls-cert: the APIs then serve plaintext to the network (a warning)",
+        group=_TLS,
+    ),
+    Flag(
+        "--trust-domain",
+        ("trust_domain", "builder.trust_domain"),
+        str,
+        "the mesh CA's trust domain: every workload identity is spiffe://<it>/svc/<service>",
+        check=trust_domain,
+        group=_CA,
+        metavar="NAME",
+    ),
+    Flag(
+        "--cert-ttl",
+        ("cert_ttl_s",),
+        int,
+        "lifetime of the workload certificates the mesh CA issues (renewed at 50-80 % of it)",
+        unit="s",
+        check=leaf_ttl,
+        group=_CA,
+        metavar="SECONDS",
+    ),
+    Flag(
+        "--ca-key-file",
+        ("ca_key_file",),
+        str,
+        "0600 file with the key the CA root's private key is sealed with in etcd; a file every node running "
+        "the registry API can read (created there if missing)",
+        group=_CA,
+        note="<state dir>/ca.key",
+        metavar="FILE",
     ),
     Flag(
         "--registry-port",
@@ -146,6 +220,15 @@ UP_FLAGS: tuple[Flag, ...] = (
         ("eureka_port",),
         int,
         "Eureka-compatible REST API port",
+        check=port,
+        note="0: a free one",
+        metavar="PORT",
+    ),
+    Flag(
+        "--dashboard-port",
+        ("dashboard_port",),
+        int,
+        "mesh dashboard (HTTP) port",
         check=port,
         note="0: a free one",
         metavar="PORT",
@@ -270,6 +353,15 @@ UP_FLAGS: tuple[Flag, ...] = (
         group=_XDS,
     ),
     Flag(
+        "--xds-out-of-sync-after-s",
+        ("xds.out_of_sync_after_s",),
+        float,
+        "a session STALE or ERROR on a type URL for longer than this counts in meshactors_xds_sessions_out_of_sync",
+        unit="s",
+        check=positive,
+        group=_XDS,
+    ),
+    Flag(
         "--xds-max-names-per-type",
         ("xds.limits.max_names_per_type",),
         int,
@@ -293,6 +385,16 @@ UP_FLAGS: tuple[Flag, ...] = (
         int,
         "VIPs with no registration one xDS server holds for its clients; past it a new one is refused "
         "(registered VIPs never are)",
+        unit="VIPs",
+        check=at_least(1),
+        group=_XDS,
+    ),
+    Flag(
+        "--telemetry-max-vips",
+        ("telemetry_max_vips",),
+        int,
+        "destination VIPs one xDS server keeps golden signals (requests, errors, latency) for; later ones are "
+        'counted as VIP "other"',
         unit="VIPs",
         check=at_least(1),
         group=_XDS,
@@ -322,6 +424,50 @@ XDS_PORT = Flag(
 )
 
 
+# The MeshSettings fields no flag of the table above sets, and how they are set instead. A unit test holds every
+# other field to a flag.
+SET_ELSEWHERE: dict[str, str] = {
+    "etcd": "--etcd, a launcher flag (without it `up` starts an embedded etcd)",
+    "xds_ports": "--xds-port (the first port; the others follow)",
+    "actor_resources": "--actor-resource",
+    "metrics_ports": "resolved by deploy, one free port per actor",
+    "log_dir": "<state dir>/logs",
+    "log_echo": "whether `up` runs on a terminal",
+    # A secret must not travel on a command line (any user on the host reads it from the process list): it is
+    # read from a 0600 file given by --cluster-secret-file, or generated by deploy.
+    "cluster_secret": "--cluster-secret-file, else a random one per deployment",
+}
+
+SECRET_FILE_MAX_BYTES = 4096
+
+
+def read_cluster_secret(path: str) -> str:
+    """The cluster secret in the file at `path` (surrounding whitespace dropped). The file must be readable by its
+    owner only; a bad one is a ConfigError naming the flag and the reason, never the file's content."""
+    flag = "--cluster-secret-file"
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            raw = f.read(SECRET_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{flag}: {path} is not a regular file")
+    if mode & 0o077:
+        raise ConfigError(
+            f"{flag}: {path} is readable or writable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    if len(raw) > SECRET_FILE_MAX_BYTES:
+        raise ConfigError(f"{flag}: {path} is larger than {SECRET_FILE_MAX_BYTES} bytes")
+    try:
+        secret = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag}: the secret in {path} must be printable ASCII") from None
+    if reason := cluster_auth.problem(secret):
+        raise ConfigError(f"{flag}: the secret in {path} {reason}")
+    return secret
+
+
 def add_up_flags(parser: argparse.ArgumentParser) -> None:
     """Every MeshSettings flag of `meshactors up`, in groups, with defaults and units in the help."""
     groups: dict[str, Any] = {}
@@ -339,6 +485,13 @@ def add_up_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=AMOUNT",
         help="a Ray resource every control-plane actor asks for (keeps them on nodes that offer it; repeatable)",
+    )
+    groups["deployment"].add_argument(
+        "--cluster-secret-file",
+        dest="up_cluster_secret_file",
+        metavar="PATH",
+        help="a 0600 file holding the secret the actors' internal gRPC calls carry "
+        f"({cluster_auth.MIN_LENGTH}+ printable characters; default: a random one per deployment)",
     )
 
 
@@ -374,5 +527,11 @@ def mesh_settings(args: argparse.Namespace, etcd: str = "") -> MeshSettings:
             f"--xds-port: {first} leaves no room for {settings.xds_servers} xDS servers (ports up to 65535)"
         )
     ports = tuple((first + i) if first else 0 for i in range(settings.xds_servers))
-    settings = dataclasses.replace(settings, xds_ports=ports)
+    settings = dataclasses.replace(
+        settings, xds_ports=ports, tls_cert=absolute(settings.tls_cert), tls_key=absolute(settings.tls_key),
+        ca_key_file=absolute(settings.ca_key_file),
+    )  # fmt: skip
+    secret_file = getattr(args, "up_cluster_secret_file", None)
+    if secret_file:
+        settings = dataclasses.replace(settings, cluster_secret=read_cluster_secret(secret_file))
     return dataclasses.replace(settings, actor_resources=actor_resources(getattr(args, "up_actor_resource", [])))

@@ -6,16 +6,17 @@ the `up` flags that set each field are in meshactors.flags.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from meshactors import defaults
-from meshactors.errors import ConfigError
+from meshactors import cluster_auth, defaults
+from meshactors.errors import ConfigError, InvalidArgument
 from meshactors.registry.leases import SelfPreservationPolicy
 from meshactors.registry.shard import ShardSettings
-from meshactors.snapshot.publisher import BuilderSettings
-from meshactors.snapshot.source import VipSourceSettings
+from meshactors.snapshot.settings import BuilderSettings, VipSourceSettings
+from meshactors.store.etcdspec import redact
 from meshactors.store.keys import KeySchema
-from meshactors.xds.host import HostSettings
+from meshactors.xds.settings import HostSettings
 
 # Kept for callers that import them from here; the values live in meshactors.defaults.
 DEFAULT_NAMESPACE = defaults.NAMESPACE
@@ -43,7 +44,10 @@ class MeshSettings:
     metrics_ports: tuple[tuple[str, int], ...] = ()
     xds: HostSettings = field(default_factory=HostSettings)
     vip_source: VipSourceSettings = field(default_factory=VipSourceSettings)  # in each xDS server
+    # destination VIPs each xDS server keeps golden signals for (meshactors.telemetry.golden); later ones: "other"
+    telemetry_max_vips: int = 1000
     eureka_port: int = defaults.EUREKA_PORT  # the Eureka REST API, on registry_host
+    dashboard_port: int = defaults.DASHBOARD_PORT  # the mesh dashboard (HTTP), on registry_host
     # Ray resources every control-plane actor asks for, e.g. {"meshactors": 1} to keep them on labeled nodes.
     actor_resources: tuple[tuple[str, float], ...] = ()
     # Where each actor writes its records (<log_dir>/<actor>.log, JSON, rotated); "": stderr only. On a node that
@@ -52,6 +56,23 @@ class MeshSettings:
     # What an actor also writes to stderr (which Ray forwards to the driver): "all" records as JSON, or only
     # "warnings" (and errors) as human lines, for `up` on a terminal.
     log_echo: str = "all"
+    # TLS of the public listeners (registry API, Eureka API, xDS servers): PEM files every node running those
+    # actors can read (absolute paths; each server reads them when it starts). "": plaintext, allowed only on a
+    # loopback host unless `insecure` (meshactors.tlsconfig has the rule).
+    tls_cert: str = ""
+    tls_key: str = ""
+    insecure: bool = False  # plaintext on a non-loopback host is meant
+    # What every internal gRPC call between the actors carries (meshactors.cluster_auth): the same for every actor
+    # of the deployment, so restarted actors keep it. "" only before deploy has generated one. Never in a repr.
+    cluster_secret: str = field(default="", repr=False)
+    # The mesh CA (meshactors.ca, served by the registry API as CertificateService): its trust domain (also what
+    # the builders put in SVIP clusters' SAN checks: builder.trust_domain, set by the same flag), the lifetime of
+    # the leaves it issues, and the 0600 key file its root key is sealed with in etcd (an absolute path every node
+    # running the registry API can read; `up` creates <state dir>/ca.key when none is given). The file's path is
+    # not a secret; its content never leaves it.
+    trust_domain: str = defaults.TRUST_DOMAIN
+    cert_ttl_s: int = defaults.CERT_TTL_S
+    ca_key_file: str = ""
 
     def __post_init__(self) -> None:
         if self.shards < 1:
@@ -60,6 +81,8 @@ class MeshSettings:
             raise ConfigError(f"registry port {self.registry_port} is out of range")
         if not 0 <= self.eureka_port <= 65535:
             raise ConfigError(f"Eureka port {self.eureka_port} is out of range")
+        if not 0 <= self.dashboard_port <= 65535:
+            raise ConfigError(f"dashboard port {self.dashboard_port} is out of range")
         if self.builders < 1:
             raise ConfigError(f"builders must be at least 1 (got {self.builders})")
         if self.xds_servers < 1:
@@ -67,8 +90,29 @@ class MeshSettings:
         if self.xds_ports and len(self.xds_ports) != self.xds_servers:
             raise ConfigError(f"{len(self.xds_ports)} xDS ports given for {self.xds_servers} xDS servers")
         KeySchema(self.key_prefix)
+        if self.cluster_secret and (reason := cluster_auth.problem(self.cluster_secret)):
+            raise ConfigError(f"cluster_secret: {reason}")
+        # here, not at the top: the CA package loads cryptography, and an actor that only unpickles its settings
+        # (which does not run this) has no use for it
+        from meshactors.ca.authority import MAX_LEAF_TTL_S, MIN_LEAF_TTL_S
+        from meshactors.ca.identity import validate_trust_domain
+
+        for name, td in (("trust_domain", self.trust_domain), ("builder.trust_domain", self.builder.trust_domain)):
+            try:
+                validate_trust_domain(td, name)
+            except InvalidArgument as exc:
+                raise ConfigError(f"{name}: {exc.reason}") from None
+        if not MIN_LEAF_TTL_S <= self.cert_ttl_s <= MAX_LEAF_TTL_S:
+            raise ConfigError(f"cert_ttl_s: {self.cert_ttl_s} is out of range {MIN_LEAF_TTL_S}-{MAX_LEAF_TTL_S} s")
         if self.log_echo not in ("all", "warnings", "none"):
             raise ConfigError(f"log_echo must be all, warnings or none (got {self.log_echo!r})")
+
+    def __repr__(self) -> str:
+        """Every field, with the etcd spec's password redacted (settings are logged and shown in errors)."""
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        shown["etcd"] = redact(self.etcd)
+        fields = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        return f"MeshSettings({fields})"
 
     @property
     def keys(self) -> KeySchema:
@@ -79,9 +123,21 @@ class MeshSettings:
         return f"{self.registry_host}:{self.registry_port}"
 
     @property
+    def tls(self) -> bool:
+        """The public listeners serve TLS."""
+        return bool(self.tls_cert)
+
+    @property
     def eureka_url(self) -> str:
         """The Eureka service URL clients are given (they add apps/...)."""
-        return f"http://{self.registry_host}:{self.eureka_port}/eureka"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.registry_host}:{self.eureka_port}/eureka"
+
+    @property
+    def dashboard_url(self) -> str:
+        """Where the dashboard's page is (no credentials in it)."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.registry_host}:{self.dashboard_port}/"
 
     def metrics_port(self, actor: str) -> int:
         """The port `actor` serves /metrics on (0: any free port)."""

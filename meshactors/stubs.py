@@ -1,4 +1,5 @@
-"""StubPool: gRPC stubs to named internal servers, opened on first use and dropped after a transport failure."""
+"""StubPool: gRPC stubs to named internal servers, opened on first use and dropped after a transport failure,
+with the cluster-secret metadata every call to them carries."""
 
 from __future__ import annotations
 
@@ -7,20 +8,25 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from meshactors import cluster_auth
+
 S = TypeVar("S")
 
 
 class StubPool(Generic[S]):
     """One channel and stub per name (a shard, a builder). `resolve(name)` says where it listens now; after a
     transport failure the caller `forget`s the name, so the next `get` resolves it again (it may have restarted
-    elsewhere)."""
+    elsewhere). Every call on a stub passes `metadata=pool.metadata`: the internal servers refuse calls without
+    the deployment's cluster secret."""
 
     def __init__(
         self,
         resolve: Callable[[str], Awaitable[str]],
         make_stub: Callable[[grpc.aio.Channel], S],
+        cluster_secret: str,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        self.metadata = cluster_auth.call_metadata(cluster_secret)
         self.resolve = resolve
         self.make_stub = make_stub
         self.options = list(options)

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from meshactors import cluster_auth
 from meshactors.envoy.process import EnvoyProcess
 from meshactors.registry.client import RegistryClient
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.server import free_port
 from meshactors.testing.backends import Backend
+from meshactors.testing.prometheus import PrometheusServer
 from meshactors.testing.stack import UpProcess
 
 # Short socket paths for Ray and a directory this test session owns (and removes).
@@ -34,11 +36,19 @@ def session_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def stack(session_dir: Path) -> Iterator[dict[str, Any]]:
-    """The embedded default, exactly as a user runs it: `meshactors up --ready-file ...`."""
-    ports = ["--registry-port", "0", "--eureka-port", "0", "--xds-port", "0"]
-    up = UpProcess(session_dir / "stack", args=[*ports, "--namespace", "meshtest"])
+    """The embedded default, exactly as a user runs it: `meshactors up --ready-file ...`, with a cluster secret
+    from a file so the tests can act as an internal client (info["_cluster_secret"]; the ready file has none)."""
+    ports = ["--registry-port", "0", "--eureka-port", "0", "--dashboard-port", "0", "--xds-port", "0"]
+    secret, secret_file = cluster_auth.new_secret(), session_dir / "cluster-secret"
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    up = UpProcess(
+        session_dir / "stack", args=[*ports, "--namespace", "meshtest", "--cluster-secret-file", str(secret_file)]
+    )
     info = up.start(timeout_s=120)
     info["_up"] = up
+    info["_cluster_secret"] = secret
     try:
         yield info
     finally:
@@ -47,7 +57,7 @@ def stack(session_dir: Path) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def registry(stack: dict[str, Any]) -> Iterator[RegistryClient]:
-    with RegistryClient(stack["registry"]) as client:
+    with RegistryClient(stack["registry"], token=stack["token"]) as client:
         yield client
 
 
@@ -91,6 +101,26 @@ def envoy(stack: dict[str, Any], session_dir: Path) -> Iterator[EnvoyProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack: dict[str, Any], session_dir: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping every actor of the stack each second, with a config made by
+    `meshactors prometheus-config` from the stack's ready file. One per test module (its own TSDB)."""
+    import subprocess
+    import sys
+
+    ready = Path(stack["state_dir"]) / "ready.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "meshactors.cli", "prometheus-config", "--ready-file", str(ready),
+         "--scrape-interval", "1s"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    server = PrometheusServer(out.stdout, log_file=session_dir / "prometheus.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
+bash tools/system-deps.sh
 # The Node proxyless-gRPC test client (tests/node: @grpc/grpc-js + @grpc/grpc-js-xds, pinned by its
 # package-lock.json) lives outside the Python package. Installed with `npm ci`; skipped only when the installed
 # tree is from the same lock file. No npm is an error, never a skip: the proxyless tests need it.

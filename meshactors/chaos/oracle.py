@@ -13,7 +13,7 @@ from typing import Any
 from meshactors.envoy.resources import KNOWN_VIPS_FILTER
 from meshactors.policy.model import Policy
 from meshactors.resources.snapshot import Snapshot
-from meshactors.resources.types import EXTENSION_CONFIG
+from meshactors.resources.types import ENDPOINT, EXTENSION_CONFIG, zone_variant
 from meshactors.snapshot.builder import build_known_vips, build_vip
 from meshactors.snapshot.mesh import MeshView
 from meshactors.snapshot.source import VIP_TYPES, VipSource, validate_name, vip_of
@@ -44,8 +44,9 @@ class Expected:
         self._built: dict[str, Snapshot] = {}
         self._source = VipSource(_NoTransport())
 
-    def version(self, type_url: str, name: str, kind: str) -> str | None:
-        """The version a client of `kind` should hold of (type URL, name); None for names no VIP source serves."""
+    def version(self, type_url: str, name: str, kind: str, zone: str = "") -> str | None:
+        """The version a client of `kind` in `zone` should hold of (type URL, name); None for names no VIP source
+        serves. A ClusterLoadAssignment's variant for the zone comes first (locality failover), then the kind's."""
         if validate_name(type_url, name) is not None:
             return None
         if type_url == EXTENSION_CONFIG and name == KNOWN_VIPS_FILTER:
@@ -57,6 +58,11 @@ class Expected:
         snap = self._built.get(vip)
         if snap is None:
             snap = self._built[vip] = build_vip(vip, self._view.instances(vip), effective(self._policies, vip))
+        wanted = zone_variant(zone)
+        if wanted and type_url == ENDPOINT:
+            res = self._source.resolve(snap, type_url, name, wanted)
+            if res is not None and res.variant == wanted:
+                return res.version
         res = self._source.resolve(snap, type_url, name, kind)
         return res.version if res is not None else None
 
@@ -66,6 +72,7 @@ def session_lag(expected: Expected, session: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     stream = session.get("stream_id", "?")
     kind = session.get("client_kind", "")
+    zone = session.get("zone", "")
     for t in session.get("protocol", {}).get("types", ()):
         type_url = t["type_url"]
         if t.get("unacked") or t.get("unacked_version_info"):
@@ -76,7 +83,7 @@ def session_lag(expected: Expected, session: Mapping[str, Any]) -> list[str]:
         for name in names or ():
             if name == WILDCARD:
                 continue
-            want = expected.version(type_url, name, kind)
+            want = expected.version(type_url, name, kind, zone)
             if want is not None and acked.get(name) != want:
                 out.append(
                     f"{stream}: {type_url.rsplit('.', 1)[-1]} {name!r} ACKed {acked.get(name)!r}, etcd gives {want!r}"

@@ -52,6 +52,8 @@ class ChaosOptions:
     converge_timeout_s: float = defaults.CHAOS_CONVERGE_TIMEOUT_S
     seed: int | None = None
     first_kill_s: float | None = None  # default: one interval in
+    # a person's progress line per step (the CLI prints them to stderr); None: none
+    progress: Callable[[str], None] | None = field(default=None, repr=False)
 
 
 # How a run waits for convergence: timeout in, seconds taken (None: not converged) out.
@@ -90,12 +92,17 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         """Seconds until every session is at etcd's state (the oracle), or None past `timeout_s`."""
         return wait_converged(namespace, info["etcd"], keys, timeout_s)
 
+    def say(text: str) -> None:
+        if opts.progress is not None:
+            opts.progress(text)
+
     rng = random.Random(opts.seed)
     connected_here = ops.connect(info["ray_address"], namespace)
     work = Path(tempfile.mkdtemp(prefix="meshactors-chaos-"))
     backends: list[Backend] = []
     envoy: EnvoyProcess | None = None
-    client = RegistryClient(info["registry"], timeout_s=15)
+    tls_ca = str(info["tls_ca"]) if info.get("tls") and info.get("tls_ca") else None  # the listeners' TLS
+    client = RegistryClient(info["registry"], token=info["token"], timeout_s=15, tls_ca=tls_ca)
     heartbeats: Heartbeats | None = None
     load: Load | None = None
     refs: list[InstanceRef] = []
@@ -114,9 +121,13 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
                 refs.append(ref)
         heartbeats = Heartbeats(client, refs, 2.0)
         heartbeats.start()
+        say(f"registered {len(refs)} instances under {len(vips)} VIPs; starting Envoy")
 
         listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-        envoy = start_generic_envoy(xds_endpoints(info["xds"]), f"chaos-{tag}", work, listen, admin)
+        envoy = start_generic_envoy(
+            xds_endpoints(info["xds"]), f"chaos-{tag}", work, listen, admin, token=info.get("proxy_token", ""),
+            tls_ca=tls_ca,
+        )  # fmt: skip
         if not wait_routable(listen, vips, timeout_s=20):
             raise MeshError("chaos VIPs never became routable through Envoy")
         first = settle(opts.converge_timeout_s)
@@ -125,6 +136,7 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
         # Only the registrations this run keeps alive count: others in etcd may expire on their own meanwhile.
         ours = {keys.instance(ref) for ref in refs}
         before = asyncio.run(_registrations(info["etcd"], keys)) & ours
+        say(f"converged in {first:.2f} s; {opts.rate:g} requests/s through Envoy for {opts.duration_s:g} s")
 
         load = Load(listen, vips, opts.rate)
         load.start()
@@ -138,17 +150,24 @@ def run_chaos(opts: ChaosOptions) -> dict[str, Any]:
             if fault_at is not None and now >= fault_at:
                 faults.append(_etcd_fault(info, opts, t0, settle))
                 fault_at = None
+                say(f"{time.monotonic() - t0:6.1f} s  etcd {opts.etcd_fault} for {opts.etcd_fault_s:g} s; "
+                    f"{load.sent} requests sent, {len(load.failures)} failed")  # fmt: skip
                 continue
             if now >= next_kill:
                 victim = victims[i % len(victims)]
                 i += 1
                 kills.append(_kill(victim, namespace, t0, opts.converge_timeout_s, settle))
+                conv = kills[-1]["converged_s"]
+                say(f"{time.monotonic() - t0:6.1f} s  killed {victim}: "
+                    f"{'converged in ' + format(conv, '.2f') + ' s' if conv is not None else 'NOT converged'}; "
+                    f"{load.sent} requests sent, {len(load.failures)} failed")  # fmt: skip
                 next_kill = max(time.monotonic(), next_kill + opts.interval_s)
                 if i % len(victims) == 0 and not opts.kill:
                     victims = _victims(opts, namespace, rng)
                 continue
             time.sleep(min(0.05, max(0.0, next_kill - now)))
         load.stop()
+        say(f"{time.monotonic() - t0:6.1f} s  load stopped; checking convergence and registrations")
         final = settle(opts.converge_timeout_s)
         after = asyncio.run(_registrations(info["etcd"], keys)) & ours
         lost = sorted(before - after)

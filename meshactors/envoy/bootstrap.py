@@ -2,22 +2,44 @@
 
 Input is the control plane's xDS addresses and a node id (from the CLI); the output is printed as YAML or
 JSON and handed to `envoy -c` or `GRPC_XDS_BOOTSTRAP`. Each piece (node, admin, ADS config, xDS cluster,
-outbound listener, route config, HTTP filters) is built by its own small function so later work can add
-on-demand virtual hosts (VHDS) and mTLS pieces without touching the rest.
+outbound listener, route config, HTTP filters; optionally an inbound listener in front of the local app and
+OpenTelemetry tracing) is built by its own small function so later work can add on-demand virtual hosts (VHDS)
+and mTLS pieces without touching the rest.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from meshactors.envoy.resources import KNOWN_VIPS_FILTER, KNOWN_VIPS_TYPE
+from meshactors.envoy.resources import (
+    FAULT_FILTER,
+    FAULT_TYPE,
+    FILTER_CHAIN_FILTER,
+    FILTER_CHAIN_TYPE,
+    INTENTIONS_TYPE,
+    KNOWN_VIPS_FILTER,
+    KNOWN_VIPS_TYPE,
+    intentions_filter_name,
+)
+from meshactors.envoy.sds import downstream_tls_socket
 from meshactors.errors import ConfigError
+from meshactors.model.validate import ZONE_RULE, is_valid_vip_name, is_valid_zone
+from meshactors.telemetry.golden import CLUSTER_STATS
 
 XDS_CLUSTER = "meshactors_xds"
 OUTBOUND_LISTENER = "meshactors_outbound"
 OUTBOUND_ROUTE_CONFIG = "meshactors_outbound"
+# Static names below cannot collide with a VIP's cluster: VIP names are DNS names, without underscores.
+INBOUND_LISTENER = "meshactors_inbound"
+INBOUND_ROUTE_CONFIG = "meshactors_inbound"
+INBOUND_CLUSTER = "meshactors_inbound_app"
+SECURE_INBOUND_LISTENER = "meshactors_inbound_secure"
+SECURE_INBOUND_CLUSTER = "meshactors_inbound_secure_app"
+OTLP_CLUSTER = "meshactors_otlp"
 DEFAULT_NODE_CLUSTER = "meshactors"
 
 TYPE_PREFIX = "type.googleapis.com/"
@@ -26,6 +48,37 @@ ON_DEMAND_TYPE = TYPE_PREFIX + "envoy.extensions.filters.http.on_demand.v3.OnDem
 ROUTER_TYPE = TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Router"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HTTP_PROTOCOL_OPTIONS_TYPE = TYPE_PREFIX + HTTP_PROTOCOL_OPTIONS
+UPSTREAM_TLS_TYPE = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+METRICS_SERVICE_TYPE = TYPE_PREFIX + "envoy.config.metrics.v3.MetricsServiceConfig"
+METRICS_SINK = "envoy.stat_sinks.metrics_service"
+DEFAULT_STATS_FLUSH_S = 5.0  # what `meshactors bootstrap` and `sidecar` use unless told otherwise (0: no sink)
+# Stats kept beside the golden signals' per-cluster ones (the inclusion list applies to the admin API too): what
+# operators and the tests read there (xDS connection state, on-demand CDS, warming, the xDS cluster's TLS, and
+# why an SVIP's mTLS handshake failed: a SAN, chain or missing-certificate refusal, per cluster and listener).
+OPERATIONAL_STAT_PREFIXES = (
+    "server.",
+    "cluster_manager.",
+    "control_plane.",
+    "listener_manager.",
+    "cluster.meshactors_xds.ssl.",
+    "tracing.",
+    "http.inbound_secure.rbac.",  # intentions: allowed / denied (meshactors.intentions.compile)
+)
+# Intentions' per-rule counters (`http.inbound_secure.rbac.policy.<rule>.denied`): Envoy 1.40 matches them against
+# the inclusion list without their scope's prefix (measured: a `prefix` or `^http...` regex pattern drops them, a
+# `contains` one keeps them).
+OPERATIONAL_STAT_CONTAINS = ("rbac.policy.",)
+OPERATIONAL_STAT_SUFFIXES = (
+    "warming_state",
+    "ssl.fail_verify_san",
+    "ssl.fail_verify_error",
+    "ssl.fail_verify_no_cert",
+    "ssl.connection_error",
+    "ssl.handshake",
+)
+OTEL_TRACER = "envoy.tracers.opentelemetry"
+ON_DEMAND_RECREATE_STREAM = "envoy.reloadable_features.on_demand_cluster_no_recreate_stream"
+OTEL_CONFIG_TYPE = TYPE_PREFIX + "envoy.config.trace.v3.OpenTelemetryConfig"
 
 # How the sidecar finds a live control-plane server (see xds_cluster): a refused or silent server costs
 # at most one short connect timeout, and the ADS stream is re-opened after a short backoff.
@@ -34,6 +87,10 @@ XDS_RETRY_BASE_S = 0.1
 XDS_RETRY_MAX_S = 2.0
 # Idle 10 s, then 3 probes 2 s apart: a vanished server host is noticed in about 16 s.
 XDS_TCP_KEEPALIVE = {"keepalive_time": 10, "keepalive_interval": 2, "keepalive_probes": 3}
+# Tracing: every request is sampled unless the user says otherwise (tracing itself is opt-in, see Tracing).
+DEFAULT_TRACING_SAMPLING = 100.0
+OTLP_CONNECT_TIMEOUT_S = 1.0
+OTLP_EXPORT_TIMEOUT_S = 2.0  # one export call; Envoy drops that batch of spans when it runs out
 
 
 def duration(seconds: float) -> str:
@@ -69,10 +126,16 @@ def socket_address(addr: tuple[str, int]) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def node(node_id: str, node_cluster: str = DEFAULT_NODE_CLUSTER) -> dict[str, Any]:
+def node(node_id: str, node_cluster: str = DEFAULT_NODE_CLUSTER, zone: str = "") -> dict[str, Any]:
+    """The bootstrap `node`; `zone` ("" : unknown) becomes `locality.zone`, which locality failover prefers."""
     if not node_id:
         raise ConfigError("node id must not be empty")
-    return {"id": node_id, "cluster": node_cluster}
+    doc: dict[str, Any] = {"id": node_id, "cluster": node_cluster}
+    if zone:
+        if not is_valid_zone(zone):  # what the registry accepts as an instance's zone, so that it can match one
+            raise ConfigError(f"zone: {zone!r} {ZONE_RULE}")
+        doc["locality"] = {"zone": zone}
+    return doc
 
 
 def admin_config(admin: tuple[str, int]) -> dict[str, Any]:
@@ -80,18 +143,26 @@ def admin_config(admin: tuple[str, int]) -> dict[str, Any]:
 
 
 def ads_source() -> dict[str, Any]:
-    """A ConfigSource meaning "over the ADS stream" (used by on-demand CDS, EDS and later VHDS)."""
+    """A ConfigSource meaning "over the ADS stream" (on-demand CDS, EDS, RDS, VHDS, ECDS)."""
     return {"ads": {}, "resource_api_version": "V3"}
 
 
-def ads_config(cluster: str = XDS_CLUSTER) -> dict[str, Any]:
-    """Delta ADS (on-demand CDS and VHDS work only over delta) to the static xDS cluster."""
+# Where a proxyless gRPC client's token travels: its bootstrap cannot add gRPC metadata to the ADS stream, so
+# the token is a field of the node metadata sent on each stream's first request (Envoy uses initial_metadata).
+NODE_TOKEN_KEY = "meshactors_token"
+
+
+def ads_config(cluster: str = XDS_CLUSTER, token: str = "") -> dict[str, Any]:
+    """Delta ADS (on-demand CDS and VHDS work only over delta) to the static xDS cluster; `token` is sent as
+    `authorization: Bearer <token>` metadata when each stream opens."""
+    auth = {"initial_metadata": [{"key": "authorization", "value": f"Bearer {token}"}]} if token else {}
     return {
         "api_type": "DELTA_GRPC",
         "transport_api_version": "V3",
         "set_node_on_first_message_only": True,
         "grpc_services": [
             {
+                **auth,
                 "envoy_grpc": {
                     "cluster_name": cluster,
                     # Backoff between attempts to re-open the ADS stream (Envoy's default: 0.5 s .. 30 s).
@@ -101,10 +172,32 @@ def ads_config(cluster: str = XDS_CLUSTER) -> dict[str, Any]:
                             "max_interval": duration(XDS_RETRY_MAX_S),
                         }
                     },
-                }
+                },
             }
         ],
     }
+
+
+def xds_tls_socket(hosts: Sequence[str], tls_ca: str) -> dict[str, Any]:
+    """TLS to the control plane: the server's certificate must chain to the CA file `tls_ca` and name one of the
+    hosts the cluster dials (an IP SAN for an address, a DNS SAN for a name); SNI is sent when the servers are
+    reached by one name. ALPN h2: a gRPC server expects it."""
+    if not tls_ca:
+        raise ConfigError("tls_ca: the CA file must not be empty")
+    distinct = list(dict.fromkeys(hosts))
+    sans = [{"san_type": "IP_ADDRESS" if _is_ip(h) else "DNS", "matcher": {"exact": h}} for h in distinct]
+    names = [h for h in distinct if not _is_ip(h)]
+    context: dict[str, Any] = {
+        "@type": UPSTREAM_TLS_TYPE,
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "validation_context": {"trusted_ca": {"filename": tls_ca}, "match_typed_subject_alt_names": sans},
+        },
+    }
+    if len(names) == 1 and len(distinct) == 1:
+        context["sni"] = names[0]
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def xds_cluster(
@@ -113,6 +206,7 @@ def xds_cluster(
     name: str = XDS_CLUSTER,
     connect_timeout_s: float = XDS_CONNECT_TIMEOUT_S,
     h2_keepalive_s: float | None = None,
+    tls_ca: str | None = None,
 ) -> dict[str, Any]:
     """The static cluster holding every control-plane server, spoken to over HTTP/2.
 
@@ -126,6 +220,8 @@ def xds_cluster(
     a grpc server with default settings answers PINGs on an idle stream with GOAWAY "too_many_pings"
     after three of them, dropping the ADS stream. Turn them on only together with the server options
     `grpc.http2.min_ping_interval_without_data_ms` <= the interval and `grpc.http2.max_ping_strikes` = 0.
+
+    `tls_ca`: the servers serve TLS; their certificate is verified against this CA file (`xds_tls_socket`).
     """
     if not xds:
         raise ConfigError("at least one xDS server address is needed")
@@ -159,6 +255,8 @@ def xds_cluster(
     if not all_ips:
         # "localhost" must not resolve to ::1 only while the control plane listens on 127.0.0.1.
         cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if tls_ca is not None:
+        cluster["transport_socket"] = xds_tls_socket([host for host, _ in addrs], tls_ca)
     return cluster
 
 
@@ -184,20 +282,49 @@ def known_vips_filter() -> dict[str, Any]:
     }
 
 
+def intentions_filter(svip: str) -> dict[str, Any]:
+    """The SVIP's authorization: an RBAC filter whose config (its intentions, meshactors.intentions.compile) comes
+    over ECDS on the ADS stream under `meshactors_intentions/<svip>`, changed live without touching the listener.
+
+    No default_config, on purpose: the listener warms until the control plane's first answer (which carries the
+    mesh default), and a filter that never got a config fails every request (500), so an SVIP is never open
+    because its control plane was unreachable."""
+    return {
+        "name": intentions_filter_name(svip),
+        "config_discovery": {"config_source": ads_source(), "type_urls": [INTENTIONS_TYPE]},
+    }
+
+
 def router_filter() -> dict[str, Any]:
     return {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
 
 
+def policy_filters() -> list[dict[str, Any]]:
+    """What per-VIP route policies need before the router: an empty fault filter (a VIP's HTTPFault in its
+    virtual host's typed_per_filter_config replaces it) and an empty filter_chain filter (a VIP's adaptive
+    concurrency chain comes per route). Both do nothing for a VIP without such a policy."""
+    return [
+        {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
+        {"name": FILTER_CHAIN_FILTER, "typed_config": {"@type": FILTER_CHAIN_TYPE}},
+    ]
+
+
 def outbound_http_filters(odcds_timeout_s: float) -> list[dict[str, Any]]:
-    return [known_vips_filter(), on_demand_filter(odcds_timeout_s), router_filter()]
+    return [known_vips_filter(), on_demand_filter(odcds_timeout_s), *policy_filters(), router_filter()]
 
 
-def outbound_route_config(name: str = OUTBOUND_ROUTE_CONFIG) -> dict[str, Any]:
-    """Any Host goes to the cluster named by the request's authority (its port stripped by the HCM).
+def outbound_route_config(name: str = OUTBOUND_ROUTE_CONFIG, *, vhds: bool = True) -> dict[str, Any]:
+    """The outbound RouteConfiguration, served over RDS (byte-identical for every proxy, forever): any Host goes
+    to the cluster named by its authority (the port stripped by the HCM), and VIPs with route-level policy get
+    a virtual host of their own over VHDS, pushed to a proxy with the VIP's Cluster (design.md section 9).
 
-    No retry_policy: Envoy does not retry unless a policy says so.
+    The catch-all keeps a VIP without policy on the one-round-trip `cluster_header` path; it also means Envoy
+    never asks VHDS for a name itself, so the control plane pushes a VIP's virtual host before its Cluster and
+    the on-demand filter re-resolves the route once the Cluster arrives (ON_DEMAND_RECREATE_STREAM).
+    No retry_policy: Envoy does not retry unless a policy says so. `vhds=False`: the same table without VHDS, for
+    a static route_config (floors and config checks without a control plane).
     """
-    return {
+    table: dict[str, Any] = {
         "name": name,
         "virtual_hosts": [
             {
@@ -207,29 +334,271 @@ def outbound_route_config(name: str = OUTBOUND_ROUTE_CONFIG) -> dict[str, Any]:
             }
         ],
     }
+    if vhds:
+        table["vhds"] = {"config_source": ads_source()}
+    return table
 
 
-def outbound_http_connection_manager(odcds_timeout_s: float) -> dict[str, Any]:
+def runtime_layers() -> dict[str, Any]:
+    """Envoy 1.40 continues a request paused for on-demand CDS with the route picked before discovery; with
+    this flag off it re-creates the stream instead, so the first request to a VIP whose virtual host arrived
+    with its Cluster already takes that virtual host's routes (measured: 5 of 5 first requests with it, 0 of
+    5 without). A request whose body Envoy has started buffering cannot be re-created and keeps the route."""
+    return {"layers": [{"name": "meshactors", "static_layer": {ON_DEMAND_RECREATE_STREAM: False}}]}
+
+
+def outbound_http_connection_manager(odcds_timeout_s: float, tracing: Tracing | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "@type": HCM_TYPE,
+        "stat_prefix": "outbound",
+        "codec_type": "AUTO",
+        # Without it `Host: myservice:8080` asks for a cluster named "myservice:8080".
+        "strip_any_host_port": True,
+        "rds": {"route_config_name": OUTBOUND_ROUTE_CONFIG, "config_source": ads_source()},
+        "http_filters": outbound_http_filters(odcds_timeout_s),
+    }
+    if tracing is not None:
+        config["tracing"] = tracing_config(tracing)
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+
+
+def outbound_listener(
+    listen: tuple[str, int], odcds_timeout_s: float, *, tracing: Tracing | None = None
+) -> dict[str, Any]:
+    """The listener apps send plain HTTP (HTTP/1.1 or h2c) to: `http://<vip>/...`.
+
+    With `tracing` the listener says it is OUTBOUND: Envoy names a listener's spans by its traffic direction, and
+    the OpenTelemetry tracer makes an outbound span a CLIENT span (unset means inbound: a SERVER span)."""
+    listener: dict[str, Any] = {"name": OUTBOUND_LISTENER, "address": socket_address(_check_address(listen, "listen"))}
+    if tracing is not None:
+        listener["traffic_direction"] = "OUTBOUND"
+    listener["filter_chains"] = [{"filters": [outbound_http_connection_manager(odcds_timeout_s, tracing)]}]
+    return listener
+
+
+# --- tracing: Envoy's OpenTelemetry tracer, spans over OTLP gRPC ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    """OpenTelemetry tracing on a sidecar's listeners: spans go over OTLP gRPC to `collector` (HOST:PORT) as
+    service `service_name`; `sampling` is the percentage (0-100) of requests a sidecar starts a trace for.
+
+    Sampling is decided once, at the first sidecar a request passes: Envoy writes its decision into the
+    `x-request-id` it forwards, and the next sidecar follows it (its own rate only applies to requests that arrive
+    without one). The default, 100, traces every request: tracing is off until asked for, and whoever asks wants
+    to see the request they send next; lower it for real traffic (Istio's default is 1)."""
+
+    collector: tuple[str, int]
+    service_name: str
+    sampling: float = DEFAULT_TRACING_SAMPLING
+
+    def __post_init__(self) -> None:
+        _check_address(self.collector, "tracing collector")
+        if not self.service_name:
+            raise ConfigError("tracing service name must not be empty")
+        if isinstance(self.sampling, bool) or not isinstance(self.sampling, int | float):
+            raise ConfigError(f"tracing sampling must be a number, got {self.sampling!r}")
+        if not math.isfinite(self.sampling) or not 0 <= self.sampling <= 100:
+            raise ConfigError(f"tracing sampling: {self.sampling!r} is not a percentage (0-100)")
+
+
+def otlp_cluster(collector: tuple[str, int], name: str = OTLP_CLUSTER) -> dict[str, Any]:
+    """The OTLP collector as a static HTTP/2 cluster (OTLP gRPC); a name is resolved by DNS."""
+    host, port = _check_address(collector, "tracing collector")
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": duration(OTLP_CONNECT_TIMEOUT_S),
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address((host, port))}}]}],
+        },
+    }
+    if not _is_ip(host):
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def tracing_config(tracing: Tracing, cluster: str = OTLP_CLUSTER) -> dict[str, Any]:
+    """An HTTP connection manager's `tracing`: the OpenTelemetry tracer exporting to `cluster`, and the rate."""
     return {
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": HCM_TYPE,
-            "stat_prefix": "outbound",
-            "codec_type": "AUTO",
-            # Without it `Host: myservice:8080` asks for a cluster named "myservice:8080".
-            "strip_any_host_port": True,
-            "route_config": outbound_route_config(),
-            "http_filters": outbound_http_filters(odcds_timeout_s),
+        "random_sampling": {"value": float(tracing.sampling)},
+        "provider": {
+            "name": OTEL_TRACER,
+            "typed_config": {
+                "@type": OTEL_CONFIG_TYPE,
+                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": duration(OTLP_EXPORT_TIMEOUT_S)},
+                "service_name": tracing.service_name,
+            },
         },
     }
 
 
-def outbound_listener(listen: tuple[str, int], odcds_timeout_s: float) -> dict[str, Any]:
-    """The listener apps send plain HTTP (HTTP/1.1 or h2c) to: `http://<vip>/...`."""
+# --- inbound: the listener in front of the local app ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """The sidecar's inbound listener: it listens on `listen` (the address registered for the VIP) and forwards
+    to the app at `app` (usually 127.0.0.1:<the app's port>)."""
+
+    listen: tuple[str, int]
+    app: tuple[str, int]
+
+    def __post_init__(self) -> None:
+        _check_address(self.listen, "inbound listen")
+        _check_address(self.app, "inbound app")
+        if self.listen == self.app:
+            raise ConfigError(f"inbound: the listener and the app cannot both be {self.listen[0]}:{self.listen[1]}")
+
+
+def inbound_cluster(app: tuple[str, int], name: str = INBOUND_CLUSTER) -> dict[str, Any]:
+    """The local app as a static cluster, spoken to in the protocol the request came in (HTTP/1.1 or h2c)."""
+    host, port = _check_address(app, "inbound app")
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": duration(1.0),
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+                "use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address((host, port))}}]}],
+        },
+    }
+    if not _is_ip(host):
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def inbound_route_config(cluster: str = INBOUND_CLUSTER, name: str = INBOUND_ROUTE_CONFIG) -> dict[str, Any]:
+    """Everything to the local app. No route timeout (Envoy's default is 15 s): the caller's sidecar applies the
+    VIP's timeout policy, and a second, different limit here would only surprise."""
     return {
-        "name": OUTBOUND_LISTENER,
-        "address": socket_address(_check_address(listen, "listen")),
-        "filter_chains": [{"filters": [outbound_http_connection_manager(odcds_timeout_s)]}],
+        "name": name,
+        "virtual_hosts": [
+            {
+                "name": "inbound",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}],
+            }
+        ],
+    }
+
+
+def inbound_listener(
+    listen: tuple[str, int],
+    *,
+    cluster: str = INBOUND_CLUSTER,
+    name: str = INBOUND_LISTENER,
+    stat_prefix: str = "inbound",
+    tracing: Tracing | None = None,
+    transport_socket: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A listener (traffic_direction INBOUND: its spans are SERVER spans) in front of the local app `cluster`.
+
+    `transport_socket`: a downstream transport socket for its one filter chain (e.g. TLS); plain TCP without."""
+    config: dict[str, Any] = {
+        "@type": HCM_TYPE,
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "route_config": inbound_route_config(cluster, name),
+        "http_filters": [router_filter()],
+    }
+    if tracing is not None:
+        config["tracing"] = tracing_config(tracing)
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": config}]
+    }
+    if transport_socket is not None:
+        chain["transport_socket"] = dict(transport_socket)
+    return {
+        "name": name,
+        "address": socket_address(_check_address(listen, "inbound listen")),
+        "traffic_direction": "INBOUND",
+        "filter_chains": [chain],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SecureInbound:
+    """The SVIP listener: mTLS on `listen` (the registered secure port), forwarding to the app at `app`. The
+    identity files (meshactors.envoy.sds) are read relative to Envoy's working directory; a client must present a
+    certificate of `trust_domain`. `svip`: the SVIP served, whose intentions (RBAC over ECDS) decide which callers
+    get through ("": no authorization filter, any mesh identity may call)."""
+
+    listen: tuple[str, int]
+    app: tuple[str, int]
+    trust_domain: str
+    svip: str = ""
+
+    def __post_init__(self) -> None:
+        _check_address(self.listen, "secure inbound listen")
+        _check_address(self.app, "secure inbound app")
+        if self.svip and not is_valid_vip_name(self.svip):
+            raise ConfigError(f"secure inbound: {self.svip[:80]!r} is not an SVIP name")
+        if self.listen == self.app:
+            raise ConfigError(
+                f"secure inbound: the listener and the app cannot both be {self.listen[0]}:{self.listen[1]}"
+            )
+
+
+def secure_inbound_listener(secure: SecureInbound, tracing: Tracing | None = None) -> dict[str, Any]:
+    """The inbound listener of `secure`: mTLS (a client certificate of the mesh required, see
+    meshactors.envoy.sds), and the caller's SPIFFE ID set in x-forwarded-client-cert (whatever the client sent
+    in that header is replaced)."""
+    listener = inbound_listener(
+        secure.listen, cluster=SECURE_INBOUND_CLUSTER, name=SECURE_INBOUND_LISTENER, stat_prefix="inbound_secure",
+        tracing=tracing, transport_socket=downstream_tls_socket(secure.trust_domain),
+    )  # fmt: skip
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["forward_client_cert_details"] = "SANITIZE_SET"
+    hcm["set_current_client_cert_details"] = {"uri": True}
+    if secure.svip:
+        hcm["http_filters"] = [intentions_filter(secure.svip), *hcm["http_filters"]]
+    return listener
+
+
+def stats_matcher() -> dict[str, Any]:
+    """The stats inclusion list: per cluster only what the golden signals need (meshactors.telemetry.golden), plus
+    the operational stats above. Envoy keeps and flushes nothing else, which is what keeps a flush small."""
+    cluster_stats = "|".join(s.replace(".", "\\.") for s in CLUSTER_STATS)
+    patterns: list[dict[str, Any]] = [
+        {"safe_regex": {"regex": f"^cluster\\.[^.]+\\.({cluster_stats})$"}},
+        *({"prefix": p} for p in OPERATIONAL_STAT_PREFIXES),
+        *({"suffix": s} for s in OPERATIONAL_STAT_SUFFIXES),
+        *({"contains": s} for s in OPERATIONAL_STAT_CONTAINS),
+    ]
+    return {"stats_matcher": {"inclusion_list": {"patterns": patterns}}}
+
+
+def metrics_sink(cluster: str = XDS_CLUSTER, token: str = "") -> dict[str, Any]:
+    """Envoy's metrics service sink to the control plane (the xDS cluster; the token as on the ADS stream):
+    counters as deltas and histograms per flush, tags as labels (the cluster name is a label, not in the name)."""
+    auth = {"initial_metadata": [{"key": "authorization", "value": f"Bearer {token}"}]} if token else {}
+    return {
+        "name": METRICS_SINK,
+        "typed_config": {
+            "@type": METRICS_SERVICE_TYPE,
+            "transport_api_version": "V3",
+            "report_counters_as_deltas": True,
+            "emit_tags_as_labels": True,
+            "histogram_emit_mode": "HISTOGRAM",
+            "grpc_service": {**auth, "envoy_grpc": {"cluster_name": cluster}},
+        },
     }
 
 
@@ -242,21 +611,54 @@ def envoy_bootstrap(
     odcds_timeout_s: float = 5.0,
     *,
     xds_h2_keepalive_s: float | None = None,
+    token: str = "",
+    tls_ca: str | None = None,
+    stats_flush_s: float | None = None,
+    inbound: Inbound | None = None,
+    tracing: Tracing | None = None,
+    zone: str = "",
+    secure_inbound: SecureInbound | None = None,
 ) -> dict[str, Any]:
-    """The generic sidecar bootstrap: identical for every proxy but its node id; it knows no services.
+    """The generic sidecar bootstrap: identical for every proxy but its node id (and token); it knows no services.
 
     `xds_h2_keepalive_s` turns on HTTP/2 PINGs to the control plane (see `xds_cluster` for the server
-    settings this needs).
+    settings this needs). `token` (a proxy, service or admin token) authenticates the ADS stream. `tls_ca`: ADS
+    over TLS, the servers verified against this CA file. `stats_flush_s`: send the golden-signal statistics to
+    the control plane every that many seconds (the metrics sink and the stats inclusion list); None: no sink
+    (the CLI turns it on by default, DEFAULT_STATS_FLUSH_S). `node_cluster` names the caller VIP in them.
+    `inbound`: also a listener in front of the local app (calls to the app's VIP then pass this sidecar too).
+    `tracing`: OpenTelemetry spans from every listener. `zone`: the proxy's `node.locality.zone` (locality
+    failover prefers endpoints there). `secure_inbound`: the SVIP's mTLS listener in front of the app. Without the
+    last five the output is the plain generic bootstrap.
     """
-    return {
-        "node": node(node_id, node_cluster),
+    listeners = [outbound_listener(listen, odcds_timeout_s, tracing=tracing)]
+    clusters = [xds_cluster(xds, h2_keepalive_s=xds_h2_keepalive_s, tls_ca=tls_ca)]
+    if inbound is not None:
+        if inbound.listen in (listen, admin):
+            raise ConfigError(f"inbound listen {inbound.listen[0]}:{inbound.listen[1]} is taken by another listener")
+        listeners.append(inbound_listener(inbound.listen, tracing=tracing))
+        clusters.append(inbound_cluster(inbound.app))
+    if secure_inbound is not None:
+        if secure_inbound.listen in (listen, admin) or (
+            inbound is not None and secure_inbound.listen == inbound.listen
+        ):
+            raise ConfigError(f"secure inbound listen {secure_inbound.listen[0]}:{secure_inbound.listen[1]} is taken")
+        listeners.append(secure_inbound_listener(secure_inbound, tracing))
+        clusters.append(inbound_cluster(secure_inbound.app, SECURE_INBOUND_CLUSTER))
+    if tracing is not None:
+        clusters.append(otlp_cluster(tracing.collector))
+    doc: dict[str, Any] = {
+        "node": node(node_id, node_cluster, zone),
         "admin": admin_config(admin),
-        "dynamic_resources": {"ads_config": ads_config(XDS_CLUSTER)},
-        "static_resources": {
-            "listeners": [outbound_listener(listen, odcds_timeout_s)],
-            "clusters": [xds_cluster(xds, h2_keepalive_s=xds_h2_keepalive_s)],
-        },
+        "dynamic_resources": {"ads_config": ads_config(XDS_CLUSTER, token)},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "layered_runtime": runtime_layers(),
     }
+    if stats_flush_s is not None:
+        doc["stats_flush_interval"] = duration(stats_flush_s)
+        doc["stats_config"] = stats_matcher()
+        doc["stats_sinks"] = [metrics_sink(XDS_CLUSTER, token)]
+    return doc
 
 
 def _server_uri(addr: tuple[str, int]) -> str:
@@ -273,11 +675,20 @@ GRPC_SERVER_FEATURES = ("xds_v3",)
 LOCALITY_KEYS = ("region", "zone", "sub_zone")
 
 
-def grpc_xds_server(addr: tuple[str, int]) -> dict[str, Any]:
+def grpc_channel_creds(tls_ca: str | None = None) -> list[dict[str, Any]]:
+    """`channel_creds`: plaintext, or TLS verifying the server against the CA file `tls_ca` (gRFC A65 `tls`)."""
+    if tls_ca is None:
+        return [{"type": GRPC_CHANNEL_CREDS}]
+    if not tls_ca:
+        raise ConfigError("tls_ca: the CA file must not be empty")
+    return [{"type": "tls", "config": {"ca_certificate_file": tls_ca}}]
+
+
+def grpc_xds_server(addr: tuple[str, int], tls_ca: str | None = None) -> dict[str, Any]:
     """One `xds_servers` entry: the server URI, its channel credentials and the features it supports."""
     return {
         "server_uri": _server_uri(addr),
-        "channel_creds": [{"type": GRPC_CHANNEL_CREDS}],
+        "channel_creds": grpc_channel_creds(tls_ca),
         "server_features": list(GRPC_SERVER_FEATURES),
     }
 
@@ -306,6 +717,8 @@ def grpc_bootstrap(
     *,
     node_cluster: str = DEFAULT_NODE_CLUSTER,
     locality: Mapping[str, str] | None = None,
+    token: str = "",
+    tls_ca: str | None = None,
 ) -> dict[str, Any]:
     """The JSON a proxyless gRPC client reads from `GRPC_XDS_BOOTSTRAP` (SotW ADS, `xds:///<vip>`).
 
@@ -316,7 +729,9 @@ def grpc_bootstrap(
       falls back to a later one only while the earlier ones are unreachable (A71).
       - `server_uri` (required by all): `host:port`, IPv6 hosts in brackets.
       - `channel_creds` (required by all, non-empty): a client uses the first type it supports and rejects the
-        file when it supports none; `insecure` is the one type all four implement.
+        file when it supports none; `insecure` is the one type all four implement. When the control plane serves
+        TLS (`tls_ca`), the one entry is `tls` (gRFC A65) with `ca_certificate_file`; the server's certificate is
+        then checked for the host of `server_uri`. C-core, Java and Go implement it.
       - `server_features` (A30): `xds_v3`. Current clients speak only v3 and ignore it, but older C-core, Java
         and Go releases use the v2 transport without it. `ignore_resource_deletion` (A53) is deliberately
         absent: the control plane deletes a VIP's Listener by omitting it from a SotW LDS response, and
@@ -328,8 +743,9 @@ def grpc_bootstrap(
       - `locality` (grpc-js rejects the file without it: "locality field missing in node element"; the others
         accept it): `region`, `zone`, `sub_zone` strings, each only when known, `{}` otherwise. It must be an
         object: grpc-js reads its keys with `in`.
-      - `metadata`, and client-set fields (`user_agent_name`, `client_features`) are not written: no client
-        needs them from us, and older grpc-go parsed `node` strictly.
+      - `metadata`: only `meshactors_token` (NODE_TOKEN_KEY), the client's token, when one is given: no
+        bootstrap field of any implementation adds metadata to the ADS stream itself. Client-set fields
+        (`user_agent_name`, `client_features`) are not written: older grpc-go parsed `node` strictly.
     - Not written, on purpose: `client_default_listener_resource_name_template` (A47; every implementation
       defaults it to `%s`, so `xds:///myservice` asks for Listener `myservice`), `authorities` (A47;
       federation is unused), `certificate_providers` (A29; no xDS-managed TLS yet) and
@@ -340,7 +756,7 @@ def grpc_bootstrap(
     addrs = [_check_address(a, "xds") for a in xds]
     if len(set(addrs)) != len(addrs):
         raise ConfigError("xds: the same server address is listed twice")
-    return {
-        "xds_servers": [grpc_xds_server(addr) for addr in addrs],
-        "node": grpc_node(node_id, node_cluster, locality),
-    }
+    node_doc = grpc_node(node_id, node_cluster, locality)
+    if token:
+        node_doc["metadata"] = {NODE_TOKEN_KEY: token}
+    return {"xds_servers": [grpc_xds_server(addr, tls_ca) for addr in addrs], "node": node_doc}

@@ -20,6 +20,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, descriptor_pool, message, message_factory
 from google.rpc import status_pb2
 
+from meshactors.auth.model import MAX_TOKEN_CHARS
+from meshactors.envoy.bootstrap import NODE_TOKEN_KEY
 from meshactors.errors import CodecError, InvalidArgument
 from meshactors.xds.types import (
     TYPE_PREFIX,
@@ -31,6 +33,7 @@ from meshactors.xds.types import (
     SotwResponse,
     VersionedResource,
     content_version,
+    node_zone,
 )
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -78,13 +81,34 @@ def _parse(msg_class: type[_M], data: bytes) -> _M:
 
 
 def _node_to_proto(node: Node) -> base_pb2.Node:
-    return base_pb2.Node(id=node.id, cluster=node.cluster, user_agent_name=node.user_agent_name)
+    out = base_pb2.Node(id=node.id, cluster=node.cluster, user_agent_name=node.user_agent_name)
+    if node.zone:
+        out.locality.zone = node.zone
+    if node.token:
+        out.metadata.fields[NODE_TOKEN_KEY].string_value = node.token
+    return out
+
+
+def _node_token(node: base_pb2.Node) -> str:
+    """The node metadata's `meshactors_token` when it is a string (cut: no token is that long), else ""."""
+    if not node.HasField("metadata"):
+        return ""
+    value = node.metadata.fields.get(NODE_TOKEN_KEY)
+    if value is None or value.WhichOneof("kind") != "string_value":
+        return ""
+    return value.string_value[: 4 * MAX_TOKEN_CHARS]
 
 
 def _node_from_proto(msg: Any) -> Node | None:
+    """The request's node; of its metadata only the token is kept (and never shown), the rest is dropped. Of its
+    locality only the zone is kept, when `node_zone` allows it."""
     if not msg.HasField("node"):
         return None
-    return Node(id=msg.node.id, cluster=msg.node.cluster, user_agent_name=msg.node.user_agent_name)
+    node = msg.node
+    return Node(
+        id=node.id, cluster=node.cluster, user_agent_name=node.user_agent_name, token=_node_token(node),
+        zone=node_zone(node.locality.zone),
+    )  # fmt: skip
 
 
 def _error_from_proto(msg: Any) -> ErrorDetail | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from envoy.config.cluster.v3 import circuit_breaker_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2, extension_pb2
 from envoy.config.route.v3 import route_components_pb2 as route_pb2
+from envoy.config.route.v3 import route_pb2 as route_config_pb2
 from envoy.extensions.filters.http.adaptive_concurrency.v3 import adaptive_concurrency_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -32,9 +33,10 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format, message, struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
-from meshactors.envoy.bootstrap import OUTBOUND_ROUTE_CONFIG
+from meshactors.envoy.bootstrap import OUTBOUND_ROUTE_CONFIG, outbound_route_config
 from meshactors.envoy.resources import (
     FAULT_FILTER,
+    FILTER_CHAIN_FILTER,
     HTTP_PROTOCOL_OPTIONS,
     Endpoint,
     cluster_load_assignment,
@@ -62,19 +64,17 @@ from meshactors.resources.types import (
     ENVOY_KIND,
     GRPC_KIND,
     LISTENER,
+    ROUTE,
     VIRTUAL_HOST,
     VersionedResource,
 )
 
 # VHDS names a virtual host `<route_config>/<host>`; the generic bootstrap's outbound route config is the one.
 VHDS_ROUTE_CONFIG = OUTBOUND_ROUTE_CONFIG
-FILTER_CHAIN_FILTER = "envoy.filters.http.filter_chain"
 ADAPTIVE_CONCURRENCY_FILTER = "envoy.filters.http.adaptive_concurrency"
 TYPE_PREFIX = "type.googleapis.com/"
 # The filter_chain filter is in the Envoy 1.40 binary but not in xds-protos 1.85: sent as a TypedStruct.
-FILTER_CHAIN_TYPE = TYPE_PREFIX + "envoy.extensions.filters.http.filter_chain.v3.FilterChainConfig"
 FILTER_CHAIN_PER_ROUTE_TYPE = TYPE_PREFIX + "envoy.extensions.filters.http.filter_chain.v3.FilterChainConfigPerRoute"
-FAULT_TYPE = TYPE_PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"
 
 # What a compiled field defaults to when the document leaves it out but Envoy needs a value.
 DEFAULT_CONNECT_TIMEOUT_MS = 1000
@@ -118,6 +118,11 @@ class Compiled:
 def virtual_host_name(vip: str) -> str:
     """The VHDS resource name Envoy asks for when a request's Host is `vip`."""
     return f"{VHDS_ROUTE_CONFIG}/{vip}"
+
+
+# A VHDS name no VIP has ("-" is not a valid VIP name): what a first VHDS answer with nothing else removes, so that
+# Envoy's VHDS subscription (a watch on the route table's namespace) ends its initial fetch at once
+UNSERVED_VIRTUAL_HOST = virtual_host_name("-")
 
 
 def needs_virtual_host(policy: Policy) -> bool:
@@ -452,7 +457,8 @@ def _virtual_host(policy: Policy, kind: str, left: list[LeftOut]) -> route_pb2.V
     if grpc:
         vhost = route_pb2.VirtualHost(name=vip, domains=["*"])  # the target may be `vip:port`
     else:
-        vhost = route_pb2.VirtualHost(name=vip, domains=[vip, f"{vip}:*"])
+        # named like its VHDS resource: Envoy keys pushed virtual hosts by name and removes them by resource name
+        vhost = route_pb2.VirtualHost(name=virtual_host_name(vip), domains=[vip, f"{vip}:*"])
     default_prefix = "" if grpc else "/"
     for r in routing.routes or ():
         route = vhost.routes.add()
@@ -612,17 +618,14 @@ def load_assignments(
     return tuple(out)
 
 
-# --- what the generic Envoy bootstrap needs ---------------------------------------------------------------
+# --- the generic bootstrap's route table -----------------------------------------------------------------
 
 
-def listener_http_filters() -> list[dict[str, object]]:
-    """The HTTP filters (bootstrap JSON) the outbound listener needs before the router for per-VIP policies:
-    an empty fault filter (a VIP's HTTPFault in typed_per_filter_config replaces it) and an empty filter_chain
-    filter (a VIP's adaptive concurrency chain comes per route). Both do nothing for a VIP without a policy."""
-    return [
-        {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
-        {"name": FILTER_CHAIN_FILTER, "typed_config": {"@type": FILTER_CHAIN_TYPE}},
-    ]
+def outbound_route_configuration() -> VersionedResource:
+    """The RouteConfiguration every Envoy sidecar's outbound listener asks for over RDS: the bootstrap's one
+    definition (catch-all `cluster_header` route plus VHDS), the same bytes for every proxy."""
+    config = json_format.ParseDict(outbound_route_config(), route_config_pb2.RouteConfiguration())
+    return VersionedResource.of(ROUTE, OUTBOUND_ROUTE_CONFIG, _serialize(config))
 
 
 __all__ = [
@@ -634,9 +637,9 @@ __all__ = [
     "compile_envoy",
     "compile_grpc",
     "endpoints_with_version",
-    "listener_http_filters",
     "load_assignments",
     "needs_virtual_host",
+    "outbound_route_configuration",
     "policy_cluster",
     "virtual_host_name",
 ]

@@ -15,7 +15,14 @@ from typing import Any
 
 import yaml
 
-from meshactors.envoy.bootstrap import envoy_bootstrap
+from meshactors.envoy.bootstrap import (
+    DEFAULT_NODE_CLUSTER,
+    DEFAULT_STATS_FLUSH_S,
+    Inbound,
+    SecureInbound,
+    Tracing,
+    envoy_bootstrap,
+)
 from meshactors.store.server import find_binary
 
 
@@ -27,6 +34,7 @@ class EnvoyProcess:
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     listen: tuple[str, int] = ("127.0.0.1", 15001)
+    cwd: Path | None = None  # Envoy's working directory: relative SDS paths (meshactors.envoy.sds) resolve in it
 
     def start(self, timeout_s: float = 30.0) -> EnvoyProcess:
         cmd = [
@@ -35,8 +43,9 @@ class EnvoyProcess:
         ]  # fmt: skip
         with open(self.log_file, "ab") as logf:
             self.proc = subprocess.Popen(
-                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=self.cwd,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -94,8 +103,29 @@ def start_generic_envoy(
     listen: tuple[str, int],
     admin: tuple[str, int],
     name: str = "envoy",
+    token: str = "",
+    tls_ca: str | None = None,
+    node_cluster: str = DEFAULT_NODE_CLUSTER,
+    stats_flush_s: float | None = DEFAULT_STATS_FLUSH_S,
+    *,
+    inbound: Inbound | None = None,
+    tracing: Tracing | None = None,
+    zone: str = "",
+    secure_inbound: SecureInbound | None = None,
 ) -> EnvoyProcess:
-    """A real Envoy from the generic bootstrap (it knows no services); `work/<name>.yaml` and `.log`."""
+    """A real Envoy from the generic bootstrap (it knows no services); `work/<name>.yaml` (0600: it may hold the
+    proxy's token) and `.log`. `tls_ca`: the control plane serves TLS, verified with this CA file. It reports its
+    golden signals every `stats_flush_s` (None: not), as caller `node_cluster` (its app's VIP, when it has one).
+    `inbound`, `tracing`, `zone` (its node.locality.zone) and `secure_inbound`: see `envoy_bootstrap`. Envoy runs
+    in `work`, where its identity files are (meshactors.envoy.sds: every SVIP's Cluster reads them relative to it)."""
+    work = work.resolve()
     bootstrap = work / f"{name}.yaml"
-    bootstrap.write_text(yaml.safe_dump(envoy_bootstrap(xds, node_id, listen=listen, admin=admin), sort_keys=False))
-    return EnvoyProcess(bootstrap, admin, work / f"{name}.log", listen=listen).start()
+    doc = envoy_bootstrap(
+        xds, node_id, listen=listen, admin=admin, token=token, tls_ca=tls_ca, node_cluster=node_cluster,
+        stats_flush_s=stats_flush_s, inbound=inbound, tracing=tracing, zone=zone, secure_inbound=secure_inbound,
+    )  # fmt: skip
+    text = yaml.safe_dump(doc, sort_keys=False)
+    fd = os.open(bootstrap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return EnvoyProcess(bootstrap, admin, work / f"{name}.log", listen=listen, cwd=work).start()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import groupby
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2, extension_pb2, health_check_pb2
@@ -15,13 +16,16 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2, message
+from google.protobuf import any_pb2, duration_pb2, json_format, message
 from xds.type.matcher.v3 import matcher_pb2
+
+from meshactors.telemetry.golden import stat_name
 
 # The filter_metadata namespace our endpoint facts (instance id, version label) live under.
 METADATA_NAMESPACE = "meshactors"
@@ -29,6 +33,9 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ROUTER_FILTER = "envoy.filters.http.router"
 FAULT_FILTER = "envoy.filters.http.fault"
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+FILTER_CHAIN_FILTER = "envoy.filters.http.filter_chain"
+# The filter_chain filter is in the Envoy 1.40 binary but not in xds-protos 1.85: sent as a TypedStruct.
+FILTER_CHAIN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.filter_chain.v3.FilterChainConfig"
 MAX_WEIGHT = 2**32 - 1
 # The drop category a VIP with no endpoints drops every call under: gRPC clients fail the call with UNAVAILABLE
 # and this text (grpcio: "EDS-configured drop: ...", grpc-js: "Call dropped by load balancing policy.
@@ -42,6 +49,10 @@ KNOWN_VIPS_TYPE = "type.googleapis.com/envoy.extensions.common.matching.v3.Exten
 # exact_match_map needs at least one entry: with no names this key (never a VIP name) stands in.
 KNOWN_VIPS_PLACEHOLDER = "_none_"
 GUARD_STATUS = 503
+# Intentions: the secure inbound listener's RBAC filter, its config over ECDS under INTENTIONS_FILTER_PREFIX + the
+# SVIP's name (also the filter's name in the bootstrap), compiled by meshactors.intentions.compile.
+INTENTIONS_FILTER_PREFIX = "meshactors_intentions/"
+INTENTIONS_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,11 @@ def eds_cluster_message(
     cluster = cluster_pb2.Cluster()
     cluster.CopyFrom(_cluster_template(connect_timeout_ms, lb_policy, http2))
     cluster.name = name
+    if stat_name(name) != name:
+        # Envoy's tag extraction cuts a cluster's stat name at its first dot (`dotted.vip` would be reported as
+        # `dotted`): a dotted name gets a dot-free stat name, which the golden signals map back. A dot-free name
+        # already is its own stat name, so it gets none (the same stats, and the resource bytes stay as they were).
+        cluster.alt_stat_name = stat_name(name)
     return cluster
 
 
@@ -312,3 +328,27 @@ def known_vips_names(body: bytes) -> frozenset[str]:
         raise ValueError(f"{config.name!r} is not an ExtensionWithMatcher but {config.typed_config.type_url}")
     names = frozenset(guard.xds_matcher.matcher_tree.exact_match_map.map.keys())
     return names - {KNOWN_VIPS_PLACEHOLDER}
+
+
+def intentions_filter_name(svip: str) -> str:
+    """The ECDS name (and HTTP filter name) of `svip`'s intentions."""
+    return INTENTIONS_FILTER_PREFIX + svip
+
+
+def intentions_config(svip: str, rbac: Mapping[str, Any]) -> bytes:
+    """The ECDS resource of `svip`'s intentions: a TypedExtensionConfig holding the RBAC config `rbac` (the JSON
+    form meshactors.intentions.compile makes; a wrong field raises ValueError here, never reaches Envoy)."""
+    body = {k: v for k, v in rbac.items() if k != "@type"}
+    msg = json_format.ParseDict(body, rbac_pb2.RBAC())
+    config = extension_pb2.TypedExtensionConfig(name=intentions_filter_name(svip))
+    config.typed_config.Pack(msg, deterministic=True)
+    return _serialize(config)
+
+
+def intentions_rbac(body: bytes) -> dict[str, Any]:
+    """The RBAC config of an `intentions_config` body, as JSON (what CSDS-like views and tests read)."""
+    config = extension_pb2.TypedExtensionConfig.FromString(body)
+    msg = rbac_pb2.RBAC()
+    if not config.typed_config.Unpack(msg):
+        raise ValueError(f"{config.name!r} is not an RBAC config but {config.typed_config.type_url}")
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)

@@ -1,15 +1,31 @@
-"""The Eureka REST API over HTTP (aiohttp), under both /eureka/v2/ and /eureka/, in JSON or XML as asked."""
+"""The Eureka REST API over HTTP (aiohttp), under both /eureka/v2/ and /eureka/, in JSON or XML as asked.
+
+Every request needs a token: HTTP basic auth with the token as the password (`http://app:TOKEN@host:port/eureka/`,
+as Spring Cloud and py-eureka-client send it) or `Authorization: Bearer TOKEN`. Reads take any valid token; writes
+one that owns the instance's VIPs (see EurekaRegistry). Errors are mapped to HTTP statuses once, in `_errors`."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from meshactors import log
-from meshactors.errors import Conflict, InvalidArgument, MeshError, NotFound, Unavailable
+from meshactors.auth.guard import Authenticator
+from meshactors.auth.model import Identity, http_token, require_discovery
+from meshactors.errors import (
+    Conflict,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    NotReady,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from meshactors.eureka import codec
 from meshactors.eureka.service import EurekaRegistry
 from meshactors.eureka.view import EurekaView, Key
@@ -20,8 +36,13 @@ MAX_BODY = codec.MAX_BODY_BYTES
 PREFIXES = ("/eureka/v2/", "/eureka/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+REALM = 'Basic realm="meshactors"'
+_WHO = web.RequestKey("identity", Identity)  # who makes the request, set by the middleware for the handlers
+
 _STATUS_OF: list[tuple[type[MeshError], int]] = [
     (InvalidArgument, 400),
+    (Unauthenticated, 401),
+    (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
     (Unavailable, 503),
@@ -42,6 +63,10 @@ def _body(body: bytes, xml: bool) -> web.Response:
     return web.Response(body=body, content_type="application/xml" if xml else "application/json", charset="utf-8")
 
 
+def _who(request: web.Request) -> Identity:
+    return request[_WHO]
+
+
 class EurekaHttp:
     def __init__(self, registry: EurekaRegistry) -> None:
         self.registry = registry
@@ -58,30 +83,32 @@ class EurekaHttp:
 
     async def register(self, request: web.Request) -> web.Response:
         info = codec.parse_instance_body(await request.read(), request.headers.get("Content-Type", ""))
-        await self.registry.register(request.match_info["app"], info)
+        await self.registry.register(_who(request), request.match_info["app"], info)
         return web.Response(status=204)
 
     async def renew(self, request: web.Request) -> web.Response:
-        await self.registry.renew(request.match_info["app"], request.match_info["id"])
+        await self.registry.renew(_who(request), request.match_info["app"], request.match_info["id"])
         return web.Response(status=200)
 
     async def cancel(self, request: web.Request) -> web.Response:
-        await self.registry.cancel(request.match_info["app"], request.match_info["id"])
+        await self.registry.cancel(_who(request), request.match_info["app"], request.match_info["id"])
         return web.Response(status=200)
 
     async def override_status(self, request: web.Request) -> web.Response:
         value = request.query.get("value", "")
-        await self.registry.override_status(request.match_info["app"], request.match_info["id"], value)
+        await self.registry.override_status(_who(request), request.match_info["app"], request.match_info["id"], value)
         return web.Response(status=200)
 
     async def delete_override(self, request: web.Request) -> web.Response:
         value = request.query.get("value", "")
-        await self.registry.delete_override(request.match_info["app"], request.match_info["id"], value)
+        await self.registry.delete_override(_who(request), request.match_info["app"], request.match_info["id"], value)
         return web.Response(status=200)
 
     async def update_metadata(self, request: web.Request) -> web.Response:
         metadata = {k: v for k, v in request.query.items()}
-        await self.registry.update_metadata(request.match_info["app"], request.match_info["id"], metadata)
+        await self.registry.update_metadata(
+            _who(request), request.match_info["app"], request.match_info["id"], metadata
+        )
         return web.Response(status=200)
 
     # ---- reads -------------------------------------------------------------------------------------------------
@@ -152,24 +179,36 @@ def _vip(request: web.Request, field: str) -> str:
     return request.match_info[field].strip().lower()
 
 
-def build_app(registry: EurekaRegistry) -> web.Application:
+def _error_reply(exc: MeshError) -> web.Response:
+    status = next((code for cls, code in _STATUS_OF if isinstance(exc, cls)), 500)
+    headers = {"WWW-Authenticate": REALM} if status == 401 else {}
+    return web.Response(status=status, text=exc.message + "\n", headers=headers)
+
+
+def build_app(registry: EurekaRegistry, auth: Authenticator) -> web.Application:
     api = EurekaHttp(registry)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not registry.view.loaded:
-            return web.Response(status=503, text="meshactors Eureka API is still loading the registry\n")
+        """Authenticates every request (before its body is read), then maps what the handler raises."""
         try:
+            who = auth.token(http_token(request.headers.get("Authorization")))
+            if not registry.view.loaded:
+                raise NotReady("meshactors Eureka API is still loading the registry")
+            if request.method in ("GET", "HEAD"):
+                require_discovery(who, "reading the Eureka registry")
+            request[_WHO] = who
             return await handler(request)
         except web.HTTPException:
             raise
         except MeshError as exc:
-            status = next((code for cls, code in _STATUS_OF if isinstance(exc, cls)), 500)
-            if status >= 500:
-                _log.warning("eureka request failed", method=request.method, path=request.path, error=exc.message)
-            return web.Response(status=status, text=exc.message + "\n")
+            reply = _error_reply(exc)
+            if reply.status >= 500 and not isinstance(exc, NotReady):
+                _log.warning("eureka request failed", method=request.method, path=request.path[:200],
+                             error=exc.message[:300])  # fmt: skip
+            return reply
         except Exception as exc:
-            _log.exception("unexpected error in eureka request", method=request.method, path=request.path)
+            _log.exception("unexpected error in eureka request", method=request.method, path=request.path[:200])
             return web.Response(status=500, text=f"internal error: {exc!r}\n")
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors])
@@ -192,14 +231,17 @@ def build_app(registry: EurekaRegistry) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int, attempts: int = 50) -> web.AppRunner:
-    """Listen on host:port, waiting a little for a previous incarnation's socket to go away."""
+async def serve(
+    app: web.Application, host: str, port: int, attempts: int = 50, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Listen on host:port (HTTPS when `ssl_context` is given), waiting a little for a previous incarnation's
+    socket to go away."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     last: OSError | None = None
     for _ in range(attempts):
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
             return runner
         except OSError as exc:
             last = exc

@@ -1,4 +1,9 @@
-"""EurekaRegistry: the Eureka operations on the meshactors registry (writes to the owning shards, reads from a view)."""
+"""EurekaRegistry: the Eureka operations on the meshactors registry (writes to the owning shards, reads from a view).
+
+Every write names the identity that makes it: it must own every VIP/SVIP the instance's records serve (or be an
+admin's), a registration records it as `registered_by`, and a registration may not replace (or drop the VIPs of) an
+instance another identity registered. All of it is checked against the view before anything is written; the shards
+check the replacement again against etcd."""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from meshactors import log
-from meshactors.errors import InvalidArgument, NotFound
+from meshactors.auth.model import Identity, may_replace, require_names
+from meshactors.errors import InvalidArgument, NotFound, PermissionDenied
 from meshactors.eureka import codec
 from meshactors.eureka.view import EurekaView
 from meshactors.model import Instance, InstanceRef, Status
@@ -40,11 +46,25 @@ class EurekaRegistry:
             raise NotFound(f"instance {instance_id!r} of app {app.upper()!r} is not registered")
         return records
 
-    async def register(self, app: str, info: dict[str, Any]) -> list[Instance]:
-        """Register (or re-register) one Eureka instance. Input is checked in full before anything is written.
-        A status override set on the instance stays (as in Eureka), unless the client reports DOWN or STARTING."""
+    async def register(self, who: Identity, app: str, info: dict[str, Any]) -> list[Instance]:
+        """Register (or re-register) one Eureka instance. Input and permissions are checked in full before anything
+        is written. A status override set on the instance stays (as in Eureka), unless the client reports DOWN or
+        STARTING."""
         records = codec.records_from_info(info, app)
-        previous = self.view.find(*codec.group_key(records[0]))
+        app_name, instance_id = codec.group_key(records[0])
+        require_names(who, _names(records), f"Eureka register of {app_name}/{instance_id} under {_shown(records)}")
+        previous = self.view.find(app_name, instance_id)
+        for old in previous:
+            if not may_replace(old.registered_by, who.principal):
+                raise PermissionDenied(
+                    f"Eureka register of {app_name}/{instance_id}: that instance was registered by "
+                    f"{old.registered_by} under {old.routing_name!r}; {who.principal} may not replace it "
+                    "(choose another instance id)"
+                )
+        fresh = {r.ref for r in records}
+        stale = [r for r in previous if r.ref not in fresh]  # it no longer serves those VIPs
+        require_names(who, _names(stale), f"Eureka register of {app_name}/{instance_id} dropping {_shown(stale)}")
+        records = [replace(r, registered_by=who.principal) for r in records]
         override = next((r.metadata[codec.OVERRIDE_KEY] for r in previous if codec.OVERRIDE_KEY in r.metadata), "")
         if override and override != codec.UNKNOWN:
             keep = records[0].status if records[0].status in (Status.DOWN, Status.STARTING) else Status(override)
@@ -55,27 +75,33 @@ class EurekaRegistry:
             self.view.put(stored, revision)
 
         await _all(one(r) for r in records)
-        fresh = {r.ref for r in records}
-        stale = [r.ref for r in previous if r.ref not in fresh]  # it no longer serves those VIPs
         if stale:
-            await _all(self._deregister(ref) for ref in stale)
+            await _all(self._deregister(r.ref) for r in stale)
         _log.info("eureka instance registered", app=records[0].app, instance_id=records[0].instance_id,
-                  vips=[r.routing_name for r in records], status=records[0].status.value)  # fmt: skip
+                  vips=[r.routing_name for r in records], status=records[0].status.value,
+                  by=who.principal)  # fmt: skip
         return records
 
-    async def renew(self, app: str, instance_id: str) -> None:
+    def _owned(self, who: Identity, app: str, instance_id: str, what: str) -> list[Instance]:
+        """The records of an instance that `who` may write: it owns every VIP they serve (PermissionDenied naming
+        the others)."""
+        records = self._records(app, instance_id)
+        require_names(who, _names(records), f"Eureka {what} of {app.upper()}/{instance_id} under {_shown(records)}")
+        return records
+
+    async def renew(self, who: Identity, app: str, instance_id: str) -> None:
         """A heartbeat. NotFound makes the client register again: also after its status override was removed
         without a new value (Eureka answers the same, so the client re-sends its own status)."""
-        records = self._records(app, instance_id)
+        records = self._owned(who, app, instance_id, "heartbeat")
         if any(r.metadata.get(codec.OVERRIDE_KEY) == codec.UNKNOWN for r in records):
             raise NotFound(f"instance {instance_id!r}: its status override was removed; register again")
 
         await _all(self.backend.heartbeat(self._owner(r.ref), r.ref) for r in records)
 
-    async def cancel(self, app: str, instance_id: str) -> None:
-        records = self._records(app, instance_id)
+    async def cancel(self, who: Identity, app: str, instance_id: str) -> None:
+        records = self._owned(who, app, instance_id, "cancel")
         await _all(self._deregister(r.ref) for r in records)
-        _log.info("eureka instance cancelled", app=app.upper(), instance_id=instance_id)
+        _log.info("eureka instance cancelled", app=app.upper(), instance_id=instance_id, by=who.principal)
 
     async def _deregister(self, ref: InstanceRef) -> None:
         try:
@@ -84,39 +110,57 @@ class EurekaRegistry:
             return  # already gone from etcd; the watch tells the view
         self.view.delete(ref, revision)
 
-    async def override_status(self, app: str, instance_id: str, value: str) -> None:
+    async def override_status(self, who: Identity, app: str, instance_id: str, value: str) -> None:
         if not value:
             raise InvalidArgument("value", "is required (the status to override with)")
         if value.strip().upper() == codec.UNKNOWN:
             raise InvalidArgument("value", "UNKNOWN is not a status to override with; DELETE the override instead")
         status = codec.parse_eureka_status(value, "value")
-        await self._update(app, instance_id, status, {codec.OVERRIDE_KEY: status.value}, [])
+        await self._update(who, "status override", app, instance_id, status, {codec.OVERRIDE_KEY: status.value}, [])
 
-    async def delete_override(self, app: str, instance_id: str, value: str) -> None:
+    async def delete_override(self, who: Identity, app: str, instance_id: str, value: str) -> None:
         """With `value`, that becomes the status; without, the next heartbeat asks the client to register again."""
+        what = "status override removal"
         if value:
-            await self._update(app, instance_id, codec.parse_eureka_status(value, "value"), {}, [codec.OVERRIDE_KEY])
+            status = codec.parse_eureka_status(value, "value")
+            await self._update(who, what, app, instance_id, status, {}, [codec.OVERRIDE_KEY])
         else:
-            await self._update(app, instance_id, None, {codec.OVERRIDE_KEY: codec.UNKNOWN}, [])
+            await self._update(who, what, app, instance_id, None, {codec.OVERRIDE_KEY: codec.UNKNOWN}, [])
 
-    async def update_metadata(self, app: str, instance_id: str, metadata: Mapping[str, str]) -> None:
+    async def update_metadata(self, who: Identity, app: str, instance_id: str, metadata: Mapping[str, str]) -> None:
         if not metadata:
             raise InvalidArgument("metadata", "give at least one key=value query parameter")
         for key in metadata:
             if key.startswith(codec.RESERVED):
                 raise InvalidArgument(f"metadata.{key}", f"the {codec.RESERVED!r} prefix is reserved for meshactors")
-        await self._update(app, instance_id, None, dict(metadata), [])
+        await self._update(who, "metadata update", app, instance_id, None, dict(metadata), [])
 
     async def _update(
-        self, app: str, instance_id: str, status: Status | None, set_metadata: dict[str, str], remove: list[str]
+        self,
+        who: Identity,
+        what: str,
+        app: str,
+        instance_id: str,
+        status: Status | None,
+        set_metadata: dict[str, str],
+        remove: list[str],
     ) -> None:
-        records = self._records(app, instance_id)
+        records = self._owned(who, app, instance_id, what)
 
         async def one(inst: Instance) -> None:
             stored, revision = await self.backend.update(self._owner(inst.ref), inst.ref, status, set_metadata, remove)
             self.view.put(stored, revision)
 
         await _all(one(r) for r in records)
+
+
+def _names(records: list[Instance]) -> list[str]:
+    return sorted({name for r in records for name in r.names()})
+
+
+def _shown(records: list[Instance]) -> str:
+    names = _names(records)
+    return ", ".join(repr(n[:80]) for n in names[:5]) + (" ..." if len(names) > 5 else "")
 
 
 async def _all(coros: Any) -> None:

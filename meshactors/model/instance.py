@@ -56,6 +56,7 @@ class Instance:
     metadata: dict[str, str] = field(default_factory=dict)
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     registered_at_ms: int = 0
+    registered_by: str = ""  # the principal whose token registered it (meshactors.auth.model.Identity.principal)
 
     @property
     def routing_name(self) -> str:
@@ -99,4 +100,5 @@ class Instance:
                 duration_s=int(lease.get("duration_s", DEFAULT_LEASE_DURATION_S)),
             ),
             registered_at_ms=int(d.get("registered_at_ms", 0)),
+            registered_by=str(d.get("registered_by", "")),
         )

@@ -51,6 +51,14 @@ def is_valid_vip_name(name: str) -> bool:
     return len(name) <= MAX_NAME_LEN and bool(_VIP_RE.fullmatch(name))
 
 
+ZONE_RULE = "may hold only letters, digits and . _ - (at most 64)"
+
+
+def is_valid_zone(zone: str) -> bool:
+    """What a zone may be: an instance's, and so a proxy's (locality failover matches the two)."""
+    return bool(_ZONE_RE.fullmatch(zone))
+
+
 def _validate_port(value: int, field: str) -> None:
     if not 1 <= value <= 65535:
         raise InvalidArgument(field, f"{value} is out of range 1-65535")
@@ -113,8 +121,8 @@ def validate_instance(inst: Instance) -> Instance:
 
     if not isinstance(inst.status, Status):
         raise InvalidArgument("status", f"unknown status {inst.status!r}")
-    if not _ZONE_RE.fullmatch(inst.zone):
-        raise InvalidArgument("zone", f"{inst.zone!r} may hold only letters, digits and . _ - (at most 64)")
+    if not is_valid_zone(inst.zone):
+        raise InvalidArgument("zone", f"{inst.zone!r} {ZONE_RULE}")
     if not _VERSION_RE.fullmatch(inst.version_label):
         raise InvalidArgument(
             "version_label", f"{inst.version_label!r} may hold only letters, digits and . _ + - (at most 64)"

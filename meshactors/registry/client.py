@@ -9,11 +9,14 @@ import grpc
 
 from meshactors.errors import (
     Compacted,
+    ConfigError,
     Conflict,
     InvalidArgument,
     MeshError,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from meshactors.model import Instance, InstanceRef, Status
@@ -40,6 +43,10 @@ def error_from_status(code: grpc.StatusCode | None, details: str, target: str) -
         return NotFound(details or "not found")
     if code == grpc.StatusCode.ABORTED:
         return Conflict(details or "conflict")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(f"{target}: {details or 'unauthenticated'}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(f"{target}: {details or 'permission denied'}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(details or "resource exhausted")
     if code == grpc.StatusCode.OUT_OF_RANGE:
@@ -61,17 +68,33 @@ def batch_result(result: pb.HeartbeatResult, target: str) -> int | MeshError:
     return error_from_status(_CODES.get(result.code), result.message, target)
 
 
+def channel_to(target: str, tls_ca: str | None = None) -> grpc.Channel:
+    """A channel to `target`: TLS verifying the server's certificate (for the host of `target`) against the PEM
+    CA bundle in the file `tls_ca`, or plaintext when it is None."""
+    if tls_ca is None:
+        return grpc.insecure_channel(target)
+    try:
+        with open(tls_ca, "rb") as f:
+            roots = f.read(1 << 20)
+    except OSError as exc:
+        raise ConfigError(f"--tls-ca: cannot read {tls_ca}: {exc.strerror or exc}") from exc
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
 class GrpcClient:
     """One channel to a control-plane API and the one way its calls map errors (`error_from_rpc`); the API
-    clients (registry, policy) are this with their stub."""
+    clients (registry, policy, token) are this with their stub. `token` travels on every call as
+    `authorization: Bearer <token>` (see `meshactors token create`); `tls_ca`: the CA file to verify a TLS
+    server with (None: plaintext)."""
 
     stub_class: Any = None
 
-    def __init__(self, target: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, target: str, timeout_s: float = 10.0, token: str = "", tls_ca: str | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(target)
+        self.channel = channel_to(target, tls_ca)
         self.stub = self.stub_class(self.channel)
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
     def close(self) -> None:
         self.channel.close()
@@ -84,7 +107,7 @@ class GrpcClient:
 
     def _call(self, method: str, request: Any) -> Any:
         try:
-            return getattr(self.stub, method)(request, timeout=self.timeout_s)
+            return getattr(self.stub, method)(request, timeout=self.timeout_s, metadata=self.metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.target) from exc
 
@@ -142,6 +165,8 @@ class RegistryClient(GrpcClient):
 
     def watch(self, start_revision: int = 0, vip: str = "", timeout_s: float | None = None) -> Iterator[pb.WatchEvent]:
         try:
-            yield from self.stub.Watch(pb.WatchRequest(start_revision=start_revision, vip=vip), timeout=timeout_s)
+            yield from self.stub.Watch(
+                pb.WatchRequest(start_revision=start_revision, vip=vip), timeout=timeout_s, metadata=self.metadata
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.target) from exc

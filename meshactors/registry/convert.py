@@ -49,6 +49,7 @@ def instance_from_pb(msg: pb.Instance, field: str = "instance") -> Instance:
             duration_s=msg.lease.duration_seconds or DEFAULT_LEASE_DURATION_S,
         ),
         registered_at_ms=msg.registered_at_ms,
+        registered_by=msg.registered_by,
     )
 
 
@@ -71,6 +72,7 @@ def instance_to_pb(inst: Instance, mod_revision: int = 0) -> pb.Instance:
         ),
         registered_at_ms=inst.registered_at_ms,
         mod_revision=mod_revision,
+        registered_by=inst.registered_by,
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import grpc
 
 from meshactors import log
+from meshactors.auth.guard import Authenticator
+from meshactors.auth.model import require_admin, require_discovery
 from meshactors.errors import InvalidArgument, MeshError
 from meshactors.policy.load import InvalidPolicy
-from meshactors.registry.service import grpc_code
+from meshactors.registry.service import grpc_code, identity
 from meshactors.store.base import Store
 from meshactors.store.keys import KeySchema
 from meshactors.store.policies import ApplyResult, PolicyStore, Problem, document_json
@@ -72,11 +74,15 @@ def apply_to_pb(result: ApplyResult) -> pb.ApplyResponse:
 
 
 class PolicyService(pb_grpc.PolicyServiceServicer):
-    def __init__(self, store: Store, keys: KeySchema) -> None:
+    """Apply and Delete need an admin token; Get and List any valid one."""
+
+    def __init__(self, store: Store, keys: KeySchema, auth: Authenticator) -> None:
         self.policies = PolicyStore(store, keys)
+        self.auth = auth
 
     async def Apply(self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext) -> pb.ApplyResponse:
         try:
+            require_admin(identity(self.auth, context), "policy Apply")
             if not request.text.strip():
                 raise InvalidArgument("text", "holds no policy document")
             result = await self.policies.apply(
@@ -91,6 +97,7 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
 
     async def Get(self, request: pb.GetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.GetPolicyResponse:
         try:
+            require_discovery(identity(self.auth, context), "policy Get")
             stored = await self.policies.get(request.vip)
             problems = await self.policies.problems([stored.policy])
             return pb.GetPolicyResponse(policy=stored_to_pb(stored), problems=[problem_to_pb(p) for p in problems])
@@ -100,6 +107,7 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
 
     async def List(self, request: pb.ListPoliciesRequest, context: grpc.aio.ServicerContext) -> pb.ListPoliciesResponse:
         try:
+            require_discovery(identity(self.auth, context), "policy List")
             items, revision = await self.policies.list()
             return pb.ListPoliciesResponse(policies=[stored_to_pb(s) for s in items], revision=revision)
         except Exception as exc:
@@ -110,6 +118,7 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
         self, request: pb.DeletePolicyRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeletePolicyResponse:
         try:
+            require_admin(identity(self.auth, context), "policy Delete")
             if request.expected_revision < 0:
                 raise InvalidArgument("expected_revision", "must be 0 (any) or a revision")
             revision = await self.policies.delete(request.vip, request.expected_revision or None)

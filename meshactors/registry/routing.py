@@ -27,10 +27,16 @@ class GrpcShardBackend:
     restarts); a transport failure re-resolves and retries until `retry_s` has passed, so a shard restart
     shows up as latency, not as an error. Errors the shard answers itself are passed on as they are."""
 
-    def __init__(self, resolve: Callable[[str], Awaitable[str]], retry_s: float = 10.0, timeout_s: float = 15.0):
+    def __init__(
+        self,
+        resolve: Callable[[str], Awaitable[str]],
+        cluster_secret: str,
+        retry_s: float = 10.0,
+        timeout_s: float = 15.0,
+    ):
         self.retry_s = retry_s
         self.timeout_s = timeout_s
-        self._stubs = StubPool(resolve, pb_grpc.RegistryStub, CHANNEL_OPTIONS)
+        self._stubs = StubPool(resolve, pb_grpc.RegistryStub, cluster_secret, CHANNEL_OPTIONS)
         self._pending: dict[str, list[tuple[InstanceRef, asyncio.Future[int | MeshError]]]] = {}
         self._tasks = TaskSet()
 
@@ -40,11 +46,16 @@ class GrpcShardBackend:
         while True:
             stub = await self._stubs.get(shard)
             try:
-                return await getattr(stub, method)(request, timeout=self.timeout_s)
+                return await getattr(stub, method)(request, timeout=self.timeout_s, metadata=self._stubs.metadata)
             except grpc.aio.AioRpcError as exc:
                 trailing = dict(exc.trailing_metadata() or ())
                 if APP_ERROR_KEY in trailing:
                     raise error_from_rpc(exc, shard) from exc
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # our fault, not the caller's: INTERNAL, no retry
+                    raise MeshError(
+                        f"registry shard {shard} refused this actor's cluster secret (the deployment's actors "
+                        "were given different settings)"
+                    ) from exc
                 await self._stubs.forget(shard)  # transport failure: the shard may be restarting elsewhere
                 if time.monotonic() + delay > deadline:
                     raise Unavailable(f"registry shard {shard} unreachable: {exc.code().name} {exc.details()}") from exc

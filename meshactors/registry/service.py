@@ -6,12 +6,15 @@ import asyncio
 import base64
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Protocol
 
 import grpc
 
 from meshactors import log
-from meshactors.errors import InvalidArgument, MeshError
+from meshactors.auth.guard import Authenticator
+from meshactors.auth.model import Identity, require_discovery, require_names
+from meshactors.errors import InvalidArgument, MeshError, PermissionDenied
 from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref, validate_vip_name
 from meshactors.model.validate import refuse_reserved_metadata
 from meshactors.registry import convert
@@ -72,15 +75,26 @@ def _ref(msg: pb.InstanceRef, present: bool) -> InstanceRef:
         raise InvalidArgument(f"ref.{exc.field}", exc.reason) from None
 
 
+def identity(auth: Authenticator, context: grpc.aio.ServicerContext) -> Identity:
+    """Who calls: the token of the call's `authorization: Bearer` metadata (Unauthenticated without one)."""
+    return auth.identify(context.invocation_metadata())
+
+
 class RegistryService(pb_grpc.RegistryServicer):
-    def __init__(self, backend: ShardBackend, shard_map: ShardMap, store: Store, keys: KeySchema) -> None:
+    """Every call needs a token: writes one that owns the instance's VIPs (or an admin's), reads any valid one."""
+
+    def __init__(
+        self, backend: ShardBackend, shard_map: ShardMap, store: Store, keys: KeySchema, auth: Authenticator
+    ) -> None:
         self.backend = backend
         self.shard_map = shard_map
         self.store = store
         self.keys = keys
+        self.auth = auth
 
     async def Register(self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext) -> pb.RegisterResponse:
         try:
+            who = identity(self.auth, context)
             if not request.HasField("instance"):
                 raise InvalidArgument("instance", "is required")
             try:
@@ -89,6 +103,8 @@ class RegistryService(pb_grpc.RegistryServicer):
             except InvalidArgument as exc:
                 field = exc.field if exc.field.startswith("instance.") else f"instance.{exc.field}"
                 raise InvalidArgument(field, exc.reason) from None
+            require_names(who, inst.names(), "Register")
+            inst = replace(inst, registered_by=who.principal)
             stored, revision = await self.backend.register(self.shard_map.owner(inst.routing_name), inst)
             return pb.RegisterResponse(
                 instance=convert.instance_to_pb(stored, revision), ref=convert.ref_to_pb(stored.ref), revision=revision
@@ -99,7 +115,9 @@ class RegistryService(pb_grpc.RegistryServicer):
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
         try:
+            who = identity(self.auth, context)
             ref = _ref(request.ref, request.HasField("ref"))
+            require_names(who, [ref.vip], "Heartbeat")
             ttl = await self.backend.heartbeat(self.shard_map.owner(ref.vip), ref)
             return pb.HeartbeatResponse(ttl_seconds=ttl)
         except Exception as exc:
@@ -110,6 +128,7 @@ class RegistryService(pb_grpc.RegistryServicer):
         self, request: pb.HeartbeatBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatBatchResponse:
         try:
+            who = identity(self.auth, context)
             if len(request.refs) > MAX_BATCH:
                 raise InvalidArgument("refs", f"{len(request.refs)} refs, at most {MAX_BATCH} in one batch")
             results: list[int | MeshError] = [0] * len(request.refs)
@@ -119,6 +138,11 @@ class RegistryService(pb_grpc.RegistryServicer):
                     ref = validate_ref(convert.ref_from_pb(msg))
                 except InvalidArgument as exc:
                     results[i] = InvalidArgument(f"refs[{i}].{exc.field}", exc.reason)
+                    continue
+                try:
+                    require_names(who, [ref.vip], f"HeartbeatBatch refs[{i}]")
+                except PermissionDenied as exc:
+                    results[i] = exc
                     continue
                 by_shard.setdefault(self.shard_map.owner(ref.vip), []).append((i, ref))
 
@@ -137,7 +161,9 @@ class RegistryService(pb_grpc.RegistryServicer):
         self, request: pb.DeregisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeregisterResponse:
         try:
+            who = identity(self.auth, context)
             ref = _ref(request.ref, request.HasField("ref"))
+            require_names(who, [ref.vip], "Deregister")
             revision = await self.backend.deregister(self.shard_map.owner(ref.vip), ref)
             return pb.DeregisterResponse(revision=revision)
         except Exception as exc:
@@ -146,7 +172,9 @@ class RegistryService(pb_grpc.RegistryServicer):
 
     async def SetStatus(self, request: pb.SetStatusRequest, context: grpc.aio.ServicerContext) -> pb.SetStatusResponse:
         try:
+            who = identity(self.auth, context)
             ref = _ref(request.ref, request.HasField("ref"))
+            require_names(who, [ref.vip], "SetStatus")
             status = convert.status_from_pb(request.status, "status")
             inst, revision = await self.backend.set_status(self.shard_map.owner(ref.vip), ref, status)
             return pb.SetStatusResponse(instance=convert.instance_to_pb(inst, revision), revision=revision)
@@ -156,7 +184,9 @@ class RegistryService(pb_grpc.RegistryServicer):
 
     async def Update(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext) -> pb.UpdateResponse:
         try:
+            who = identity(self.auth, context)
             ref = _ref(request.ref, request.HasField("ref"))
+            require_names(who, [ref.vip], "Update")
             status = convert.status_from_pb(request.status, "status") if request.status else None
             refuse_reserved_metadata(request.set_metadata, "set_metadata")
             refuse_reserved_metadata(request.remove_metadata, "remove_metadata")
@@ -170,6 +200,7 @@ class RegistryService(pb_grpc.RegistryServicer):
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
         try:
+            require_discovery(identity(self.auth, context), "List")
             if request.vip:
                 validate_vip_name(request.vip, "vip")
             if request.page_size < 0:
@@ -198,6 +229,7 @@ class RegistryService(pb_grpc.RegistryServicer):
         stream_id = next(_stream_ids)
         slog = _log.bind(stream=stream_id, start_revision=request.start_revision, vip=request.vip)
         try:
+            require_discovery(identity(self.auth, context), "Watch")
             if request.start_revision < 0:
                 raise InvalidArgument("start_revision", "must be 0 (current state) or a positive revision")
             if request.vip:

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 from meshactors import log
 from meshactors.aio import TaskSet
-from meshactors.errors import Conflict, MeshError, NotFound, Unavailable
+from meshactors.auth.model import may_replace
+from meshactors.errors import CodecError, Conflict, MeshError, NotFound, PermissionDenied, Unavailable
 from meshactors.model import Instance, InstanceRef, Status, validate_instance, validate_ref
 from meshactors.registry.leases import LeaseBook, SelfPreservationPolicy
 from meshactors.registry.shardmap import ShardMap
@@ -211,10 +212,12 @@ class RegistryShardCore:
         inst = replace(inst, registered_at_ms=int(time.time() * 1000))
         key = self.keys.instance(ref)
         value = codec.encode_instance(inst)
-        lease_id = await self._etcd(self.store.grant_lease, inst.lease.duration_s)
         # The cache says whether the key exists (and at which revision): a new registration costs two etcd
         # round trips (lease, fenced create); a stale cache only costs a re-read when the fence says so.
         cached = self._stored.get(ref)
+        if cached is not None:
+            _may_replace(cached.instance, inst)
+        lease_id = await self._etcd(self.store.grant_lease, inst.lease.duration_s)
         current: tuple[int, int] | None = (cached.mod_revision, cached.lease_id) if cached else None
         try:
             for _ in range(_FENCE_RETRIES):
@@ -227,6 +230,11 @@ class RegistryShardCore:
                 except Conflict:
                     kv = await self._etcd(self.store.get, key)
                     current = (kv.mod_revision, kv.lease) if kv is not None else None
+                    if kv is not None:
+                        try:
+                            _may_replace(codec.decode_instance(kv.value), inst)
+                        except CodecError:
+                            pass  # an undecodable record has no owner to keep
             else:
                 raise Conflict(f"{ref} kept changing under concurrent writes; try again")
         except BaseException:
@@ -239,7 +247,9 @@ class RegistryShardCore:
         if stored is not None and stored.lease_id == lease_id:  # a concurrent, newer write keeps its own lease
             self.book.track(ref, lease_id, inst.lease, renewed=False)  # counted once it heartbeats
         self.counters["registered"] += 1
-        self._log.info("registered", ref=str(ref), host=inst.host, port=inst.port, revision=revision)
+        self._log.info(
+            "registered", ref=str(ref), host=inst.host, port=inst.port, revision=revision, by=inst.registered_by
+        )
         return inst, revision
 
     async def heartbeat(self, ref: InstanceRef) -> int:
@@ -361,3 +371,12 @@ class RegistryShardCore:
             **self.counters,
             "watch": asdict(self._feed.statistics()) if self._feed is not None else {},
         }
+
+
+def _may_replace(existing: Instance, new: Instance) -> None:
+    """PermissionDenied unless `new`'s registrant may replace `existing` (meshactors.auth.model.may_replace)."""
+    if not may_replace(existing.registered_by, new.registered_by):
+        raise PermissionDenied(
+            f"instance {existing.ref} was registered by {existing.registered_by}; "
+            f"{new.registered_by or 'this caller'} may not replace it (choose another instance id)"
+        )

@@ -43,12 +43,15 @@ class Snapshot:
 
     Built by a source (e.g. the per-VIP builder) and shared read-only by every xDS session that holds it. `notes`
     carries what the builder wants logged (e.g. instances left out of the endpoints, with why); it takes part
-    in no version and no comparison.
+    in no version and no comparison. `changed_at` is when the source saw the change a pushed snapshot carries
+    (wall clock seconds; 0: unknown, e.g. an answer to a fetch): what convergence time is measured from; it
+    takes part in no comparison either.
     """
 
     key: str
     resources: tuple[VersionedResource, ...]
     notes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    changed_at: float = field(default=0.0, compare=False)
     _index: dict[tuple[str, str, str], VersionedResource] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -58,7 +61,11 @@ class Snapshot:
         if len(index) != len(ordered):
             dupes = sorted({r.key for r in ordered if sum(1 for o in ordered if o.key == r.key) > 1})
             raise ValueError(f"snapshot {key!r} holds {dupes[0]} more than once")
-        return cls(key, ordered, tuple(notes), index)
+        return cls(key, ordered, tuple(notes), 0.0, index)
+
+    def stamped(self, changed_at: float) -> Snapshot:
+        """This snapshot carrying `changed_at` (the same resources, shared)."""
+        return Snapshot(self.key, self.resources, self.notes, changed_at, self._index)
 
     def get(self, type_url: str, name: str, kind: str = DEFAULT_KIND) -> VersionedResource | None:
         """The variant of (type URL, name) for a client `kind`, else the default variant, else None."""

@@ -13,10 +13,11 @@ source learns which names exist from its known-names snapshot and bounds what it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from meshactors.resources.snapshot import Snapshot
-from meshactors.resources.types import VersionedResource
+from meshactors.resources.types import Ref, VersionedResource
 
 
 class Source(Protocol):
@@ -32,8 +33,21 @@ class Source(Protocol):
         """The type URLs this source serves (each type URL belongs to exactly one source of a host)."""
         ...
 
+    @property
+    def companion_types(self) -> Mapping[str, str]:
+        """Type URLs of this source whose resources reach a delta client as companions (see `companions`): a
+        wildcard subscription of one covers only what the client's own subscriptions bring. Each maps to its
+        placeholder: a name in the namespace the client watches that is never served, removed in a first answer
+        that has nothing else (Envoy's VHDS ends its initial fetch only on an answer naming something in it)."""
+        ...
+
     def validate(self, type_url: str, name: str) -> str | None:
         """Why a subscribed name cannot be served (None: it can). Bounds what a client makes us hold."""
+        ...
+
+    def companions(self, type_url: str, name: str) -> tuple[Ref, ...]:
+        """What a subscription of (type URL, name) brings along, sent before it on types the client opened
+        (a VIP's Cluster brings its VHDS virtual host). Names of the same snapshot key only. Must be cheap."""
         ...
 
     def key_of(self, type_url: str, name: str) -> str:

@@ -26,6 +26,16 @@ ENVOY_KIND = "envoy"
 GRPC_KIND = "grpc"
 CLIENT_KINDS: tuple[str, ...] = (DEFAULT_KIND, ENVOY_KIND, GRPC_KIND)
 
+# A ClusterLoadAssignment can also have a variant per caller zone (locality failover: that zone preferred). A
+# session with a zone reads it first, then its kind's. The prefix cannot start a client kind.
+ZONE_VARIANT_PREFIX = "zone="
+
+
+def zone_variant(zone: str) -> str:
+    """The variant name of the assignments made for callers in `zone` ("" for no zone: no such variant)."""
+    return ZONE_VARIANT_PREFIX + zone if zone else ""
+
+
 # A reference from one resource to another: (type URL, name).
 Ref = tuple[str, str]
 

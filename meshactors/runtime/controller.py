@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
 import ray
 
 from meshactors import defaults, log
+from meshactors.aio import TaskSet
+from meshactors.auth.guard import Authenticator
 from meshactors.errors import MeshError
 from meshactors.runtime.actors import EurekaApiActor, RegistryApiActor, RegistryShardActor, actor_options
 from meshactors.runtime.calls import call
+from meshactors.runtime.dashboard_actor import DashboardActor
 from meshactors.runtime.logs import LogSource, configure_actor
+from meshactors.runtime.servers import scrape_check
 from meshactors.runtime.topology import (
+    CONTROLLER,
+    DASHBOARD,
     EUREKA_API,
     REGISTRY_API,
     builder_name,
@@ -22,7 +29,10 @@ from meshactors.runtime.topology import (
 )
 from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor
 from meshactors.settings import MeshSettings
+from meshactors.store.etcd import EtcdStore
 from meshactors.supervise import ControllerState, ControllerStatistics, Observed
+from meshactors.telemetry import http as metrics_http
+from meshactors.telemetry import metrics
 
 
 def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]]:
@@ -36,6 +46,7 @@ def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]
         specs[xds_server_name(i)] = (XdsServerActor, (settings, xds_server_name(i), port))
     specs[REGISTRY_API] = (RegistryApiActor, (settings,))
     specs[EUREKA_API] = (EurekaApiActor, (settings,))
+    specs[DASHBOARD] = (DashboardActor, (settings,))
     return specs
 
 
@@ -52,7 +63,23 @@ class ControllerActor(LogSource):
         self.interval_s = interval_s
         self.converged = False
         self._task = asyncio.create_task(self._loop())
+        self.store = EtcdStore.from_spec(settings.etcd)  # only for the token table of who may scrape /metrics
+        await self.store.connect()
+        self._scrapers = Authenticator(self.store, settings.keys, f"{CONTROLLER}-metrics")
+        self._tasks = TaskSet()
+        self._tasks.spawn(self._scrapers.follow(), name="tokens")
+        self.metrics_server, port = await metrics_http.serve(
+            settings.registry_host, settings.metrics_port(CONTROLLER), self._metrics, scrape_check(self._scrapers)
+        )
+        self._metrics_url = f"http://{settings.registry_host}:{port}/metrics"
         self._log.info("controller started", actors=list(self.specs))
+
+    async def _metrics(self) -> bytes:
+        stats = asdict(self.state.statistics(self.converged))
+        return metrics.render(metrics.controller(CONTROLLER, stats["converged"], stats["rounds"], stats["actors"]))
+
+    async def metrics_url(self) -> str:
+        return self._metrics_url
 
     async def _observe_all(self) -> dict[str, Observed]:
         seen: dict[str, Observed] = {}

@@ -9,13 +9,16 @@ from typing import Any
 
 import ray
 
-from meshactors import log
+from meshactors import cluster_auth, log
 from meshactors.errors import NotReady, Unavailable
 from meshactors.runtime.actors import actor_options
 from meshactors.runtime.calls import call_sync
 from meshactors.runtime.controller import ControllerActor
 from meshactors.runtime.topology import (
     CONTROLLER,
+    DASHBOARD,
+    EUREKA_API,
+    REGISTRY_API,
     REGISTRY_SHARD,
     SNAPSHOT_BUILDER,
     XDS_SERVER,
@@ -28,8 +31,8 @@ from meshactors.store.server import stable_port
 
 _log = log.get("runtime.deploy")
 
-# The actor kinds that serve Prometheus /metrics.
-METRICS_KINDS = (REGISTRY_SHARD, SNAPSHOT_BUILDER, XDS_SERVER)
+# The actor kinds that serve Prometheus /metrics: every kind (each has state worth watching).
+METRICS_KINDS = (CONTROLLER, REGISTRY_SHARD, REGISTRY_API, EUREKA_API, SNAPSHOT_BUILDER, XDS_SERVER, DASHBOARD)
 
 
 def actor_names(settings: MeshSettings) -> list[str]:
@@ -41,7 +44,11 @@ def resolve_ports(settings: MeshSettings) -> MeshSettings:
     """Actors must rebind the same address after a restart, so port 0 is resolved once, here, and every port
     picked is distinct from every other port of the deployment (a free port is only free until someone binds it:
     two picks could otherwise land on one port, and the second actor to bind it fails for good)."""
-    taken = {p for p in (settings.registry_port, settings.eureka_port, *settings.xds_port_list()) if p}
+    taken = {
+        p
+        for p in (settings.registry_port, settings.eureka_port, settings.dashboard_port, *settings.xds_port_list())
+        if p
+    }
     taken |= {p for _, p in settings.metrics_ports if p}
 
     def pick(host: str) -> int:
@@ -56,16 +63,26 @@ def resolve_ports(settings: MeshSettings) -> MeshSettings:
         settings = dataclasses.replace(settings, registry_port=pick(settings.registry_host))
     if settings.eureka_port == 0:
         settings = dataclasses.replace(settings, eureka_port=pick(settings.registry_host))
+    if settings.dashboard_port == 0:
+        settings = dataclasses.replace(settings, dashboard_port=pick(settings.registry_host))
     ports = settings.xds_port_list()
     if any(p == 0 for p in ports):
         ports = tuple(p or pick(settings.xds_host) for p in ports)
         settings = dataclasses.replace(settings, xds_ports=ports)
     if not settings.metrics_ports:
-        served = [n for n in deployment_names(settings) if kind_of(n) in METRICS_KINDS]
+        served = [n for n in actor_names(settings) if kind_of(n) in METRICS_KINDS]
         hosts = {n: settings.xds_host if kind_of(n) in (SNAPSHOT_BUILDER, XDS_SERVER) else settings.registry_host
                  for n in served}  # fmt: skip
         settings = dataclasses.replace(settings, metrics_ports=tuple((n, pick(hosts[n])) for n in served))
     return settings
+
+
+def with_cluster_secret(settings: MeshSettings) -> MeshSettings:
+    """`settings` with a cluster secret: a new random one unless they carry one. Done once per deployment, here,
+    so every actor (and every restart of it, constructed with the same settings) has the same."""
+    if settings.cluster_secret:
+        return settings
+    return dataclasses.replace(settings, cluster_secret=cluster_auth.new_secret())
 
 
 def deploy(
@@ -73,8 +90,9 @@ def deploy(
 ) -> MeshSettings:
     """Create the controller (or reuse the running one) and wait until it reports every actor ready.
 
-    `on_ready(name)` is called once for each actor as the controller first reports it ready, the controller last."""
-    settings = resolve_ports(settings)
+    `on_ready(name)` is called once for each actor as the controller first reports it ready, the controller last.
+    A reused controller keeps the settings it was created with (its actors keep their cluster secret)."""
+    settings = with_cluster_secret(resolve_ports(settings))
     controller = ControllerActor.options(
         name=CONTROLLER, namespace=settings.namespace, get_if_exists=True, **actor_options(settings)
     ).remote(settings)

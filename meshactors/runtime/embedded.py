@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -10,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,12 @@ import ray
 
 from meshactors import defaults, log
 from meshactors.errors import ConfigError
+from meshactors.runtime.credentials import ensure_ca_key_file, ensure_tokens
 from meshactors.runtime.deploy import deploy, teardown
 from meshactors.runtime.status import metrics_urls
 from meshactors.runtime.topology import (
     CONTROLLER,
+    DASHBOARD,
     EUREKA_API,
     REGISTRY_API,
     REGISTRY_SHARD,
@@ -31,7 +35,9 @@ from meshactors.runtime.topology import (
     kind_of,
 )
 from meshactors.settings import MeshSettings
+from meshactors.store.etcdspec import redact
 from meshactors.store.server import EtcdServer
+from meshactors.tlsconfig import check_listeners
 
 _log = log.get("runtime.embedded")
 
@@ -46,12 +52,54 @@ class UpOptions:
     ray_address: str | None = None  # None: start a local Ray
     ready_file: Path | None = None  # another copy of the ready file (the state dir always gets one)
     human: bool = False  # a person's terminal: progress lines and a summary; the actors' records go to files only
+    # the CA (PEM) clients should trust to verify the listeners' certificate, as the ready file names it for them;
+    # "": the certificate file itself (its chain, or a self-signed certificate)
+    tls_ca: str = ""
+
+
+# The local Ray `up` starts runs the mesh's actors only: every actor gets a worker process of its own when it is
+# created, so the workers Ray would otherwise prestart for tasks (one per CPU, when the first driver connects)
+# would only sit idle (~40 MB PSS each).
+LOCAL_RAY_CONFIG: dict[str, Any] = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
+
+
+@contextlib.contextmanager
+def lean_local_ray() -> Iterator[None]:
+    """While it is open, a local Ray started by ray.init runs no autoscaler monitor (~48 MB PSS: one node, nothing
+    to scale) and no dashboard head process (~59 MB PSS: even with include_dashboard=False Ray 2.60 starts it for
+    its job and state HTTP APIs, which the mesh never calls). Ray's own knob for the first (RayParams.no_monitor,
+    what `ray start --no-monitor` sets) is not one of ray.init's arguments, and it has none for the second; a
+    head whose API server did not start is a state Ray handles (it tolerates that start failing when the
+    dashboard is not asked for). Checked against the Ray version in pyproject.toml by the footprint benchmark."""
+    from ray._private import node, parameter
+
+    params_class, start_api_server = parameter.RayParams, node.Node.start_api_server
+
+    class _Params(params_class):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.no_monitor = True
+
+    def _no_api_server(self: Any, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
+        _log.debug("Ray dashboard head not started", include_dashboard=include_dashboard)
+
+    parameter.RayParams = _Params  # type: ignore[misc]
+    node.Node.start_api_server = _no_api_server  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parameter.RayParams = params_class  # type: ignore[misc]
+        node.Node.start_api_server = start_api_server  # type: ignore[method-assign]
+
+
+SECRET_FIELDS = frozenset({"token", "proxy_token", "dashboard"})  # ready-file fields never logged or printed
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
     """Atomically (readers never see half a file) and readable by its owner only (it may carry credentials)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)  # a left-over one would keep its own mode
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(info, indent=2) + "\n")
@@ -106,6 +154,7 @@ _KIND_LABELS = {
     XDS_SERVER: "xDS servers",
     REGISTRY_API: "registry API",
     EUREKA_API: "Eureka API",
+    DASHBOARD: "dashboard",
 }
 
 
@@ -136,14 +185,28 @@ def _token_path() -> str:
 def summary(info: dict[str, Any], took_s: float, default_state_dir: bool) -> str:
     """What a person reads once `up` is up: what runs where, and what to do next."""
     sd = "" if default_state_dir else f" --state-dir {info['state_dir']}"
+    if info.get("tls"):
+        tls = f"  TLS           on: registry, Eureka and xDS APIs (clients trust {info['tls_ca']})"
+    else:
+        tls = "  TLS           off: plaintext APIs" + (" on a NON-LOOPBACK address (--insecure)" if info.get(
+            "insecure_exposed") else " (loopback only)")  # fmt: skip
+    etcd_where = ""
+    if info.get("etcd_data"):  # the embedded one: where its data and its root password are
+        etcd_where = f"  (data in {info['etcd_data']}; credentials in {info.get('etcd_credentials') or '?'})"
     lines = [
         f"meshactors is up in {took_s:.1f} s: registry {info['registry']}, xDS {','.join(info['xds'])}, "
         f"Eureka {info['eureka']}",
         f"  registry API  {info['registry']}  (gRPC: meshactors register / ls / deregister)",
         f"  Eureka API    {info['eureka']}  (point Eureka clients here)",
         f"  xDS servers   {', '.join(info['xds'])}  (delta + SotW ADS: meshactors bootstrap / sidecar)",
-        f"  etcd          {info['etcd']}" + (f"  (data in {info['etcd_data']})" if info.get("etcd_data") else ""),
+        *(
+            [f"  dashboard     {info['dashboard_page']}  (the ready file's `dashboard` URL signs you in)"]
+            if info.get("dashboard_page")
+            else []
+        ),
+        f"  etcd          {redact(info['etcd'])}{etcd_where}",
         f"  Ray           {info['ray_address']}  (namespace {info['namespace']})",
+        tls,
         f"  state dir     {info['state_dir']}  (ready.json; logs in {info['log_dir']})",
         "Next, in another terminal:",
         f"  meshactors register{sd} --vip myservice --host 127.0.0.1 --port 8080",
@@ -161,6 +224,10 @@ def _load_etcd_port(state_dir: Path) -> int:
         return int((state_dir / "etcd" / "port").read_text())
     except (OSError, ValueError):
         return 0
+
+
+def _credentials_path(state_dir: Path) -> Path:
+    return state_dir / "etcd" / "credentials"
 
 
 def _etcd_died(server: EtcdServer) -> bool:
@@ -185,6 +252,15 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # the loopback rule, before anything starts (`up_options` checked it too: this is for any caller)
+    exposed = check_listeners(
+        [opts.settings.registry_host, opts.settings.xds_host],
+        opts.settings.tls_cert,
+        opts.settings.tls_key,
+        opts.settings.insecure,
+    )
+    for warning in exposed:
+        _log.warning(warning, hosts=sorted({opts.settings.registry_host, opts.settings.xds_host}))
     state_dir = opts.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     ready_files = [state_dir / defaults.READY_FILE]
@@ -206,7 +282,7 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
     try:
         if opts.settings.etcd:
             etcd = opts.settings.etcd
-            progress.step(f"using etcd {etcd}", etcd=etcd)
+            progress.step(f"using etcd {redact(etcd)}", etcd=redact(etcd))
         else:
             etcd_server = EtcdServer(
                 data_dir=state_dir / "etcd" / "data", client_port=opts.etcd_port or _load_etcd_port(state_dir)
@@ -220,24 +296,41 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
                 else:
                     raise
             (state_dir / "etcd" / "port").write_text(str(etcd_server.client_port))
-            etcd = etcd_server.url
-            progress.step(f"etcd started ({etcd})", etcd=etcd)
+            # etcd's own auth, so that only holders of the credentials file (and the actors) can write the registry
+            etcd = etcd_server.enable_auth(_credentials_path(state_dir))
+            progress.step(f"etcd started ({redact(etcd)}, authentication on)", etcd=redact(etcd))
         quiet = {"logging_level": logging.ERROR} if opts.human else {}
         if opts.ray_address:
             ray.init(address=opts.ray_address, namespace=opts.settings.namespace, log_to_driver=True, **quiet)
             progress.step(f"joined Ray at {opts.ray_address}", ray_address=opts.ray_address)
         else:
-            ray.init(namespace=opts.settings.namespace, include_dashboard=False, log_to_driver=True, **quiet)
+            with lean_local_ray():
+                ray.init(
+                    namespace=opts.settings.namespace,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    _system_config=dict(LOCAL_RAY_CONFIG),
+                    **quiet,
+                )
             started_ray = True
             progress.step("Ray started (local)")
+        admin_token, proxy_token = ensure_tokens(etcd, opts.settings.keys, state_dir)
+        progress.step("API tokens ready", admin_token_file=str(state_dir / "admin-token"))
+        ca_key = ensure_ca_key_file(Path(opts.settings.ca_key_file or state_dir / defaults.CA_KEY_FILE))
         wanted = dataclasses.replace(
-            opts.settings, etcd=etcd, log_dir=str(log_dir), log_echo="warnings" if opts.human else "all"
-        )
+            opts.settings, etcd=etcd, log_dir=str(log_dir), log_echo="warnings" if opts.human else "all",
+            ca_key_file=str(ca_key),
+        )  # fmt: skip
         settings = deploy(wanted, on_ready=_KindsReady(wanted, progress))
         info = {
             "registry": settings.registry_address,
             "xds": settings.xds_addresses,
             "eureka": settings.eureka_url,
+            "tls": settings.tls,  # the registry, Eureka and xDS APIs serve TLS
+            "trust_domain": settings.trust_domain,  # of the mesh CA: identities are spiffe://<it>/svc/<service>
+            "ca_key_file": settings.ca_key_file,  # where the CA root's sealing key is (a path; its content stays)
+            "tls_ca": (opts.tls_ca or settings.tls_cert) if settings.tls else "",  # what clients trust (a file)
+            "insecure_exposed": bool(exposed),  # plaintext on a non-loopback address, by --insecure
             "etcd": etcd,
             "ray_address": ray.get_runtime_context().gcs_address,
             "namespace": settings.namespace,
@@ -249,22 +342,30 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             "state_dir": str(state_dir),
             "log_dir": str(log_dir),
             "etcd_data": str(etcd_server.data_dir) if etcd_server else "",
+            "etcd_credentials": str(_credentials_path(state_dir)) if etcd_server else "",
             "etcd_log": str(etcd_server.data_dir.parent / f"{etcd_server.name}.etcd.log") if etcd_server else "",
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "etcd_pid": etcd_server.proc.pid if etcd_server and etcd_server.proc else 0,
             "metrics": metrics_urls(settings.namespace),  # one Prometheus scrape target per actor
+            "dashboard_page": settings.dashboard_url,  # the dashboard, without credentials
+            # ... and with the admin token, like Jupyter's link: the page trades it for a cookie and drops it
+            "dashboard": f"{settings.dashboard_url}?token={admin_token}",
+            "token": admin_token,  # what every CLI command given this file (or the state dir) uses
+            "proxy_token": proxy_token,  # what `meshactors bootstrap` / `sidecar` give the proxies they configure
         }
         for path in ready_files:
             write_ready_file(path, info)
-        _log.info("meshactors is up", **info)
+        _log.info(
+            "meshactors is up", **{k: v for k, v in info.items() if k not in SECRET_FIELDS} | {"etcd": redact(etcd)}
+        )
         if opts.human:
             print(summary(info, progress.elapsed(), state_dir == defaults.STATE_DIR.resolve()), flush=True)
         else:
             print(
                 f"meshactors is up: registry {info['registry']}, xDS {','.join(info['xds'])}, "
-                f"Eureka {info['eureka']}, etcd {etcd}, "
-                f"Ray {info['ray_address']}",
+                f"Eureka {info['eureka']}, etcd {redact(etcd)}, "
+                f"Ray {info['ray_address']}, TLS {'on' if info['tls'] else 'off'}",
                 flush=True,
             )
             print("Ctrl-C stops everything this command started.", flush=True)

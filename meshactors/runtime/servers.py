@@ -1,5 +1,5 @@
-"""Starting the actors' gRPC servers: public ones on a fixed address (rebound after a restart), internal ones
-on a free port that Ray tells the callers."""
+"""Starting the actors' gRPC servers: public ones on a fixed address (rebound after a restart, TLS when the
+settings name a certificate), internal ones on a free port that Ray tells the callers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from typing import Any
 
 import grpc
 
+from meshactors.auth.guard import Authenticator
+from meshactors.cluster_auth import ClusterSecretInterceptor
 from meshactors.errors import MeshError, Unavailable
+from meshactors.settings import MeshSettings
+from meshactors.tlsconfig import load_pair
 
 INTERNAL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.so_reuseport", 0),
@@ -18,12 +22,26 @@ INTERNAL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-async def start_fixed(server: grpc.aio.Server, address: str, what: str) -> int:
-    """Bind `address` (waiting a little for a previous incarnation's socket to go away) and start."""
+def public_credentials(settings: MeshSettings) -> grpc.ServerCredentials | None:
+    """The TLS credentials of the public listeners (read from the settings' files now), or None: plaintext."""
+    if not settings.tls:
+        return None
+    cert, key = load_pair(settings.tls_cert, settings.tls_key)
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+async def start_fixed(
+    server: grpc.aio.Server, address: str, what: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
+    """Bind `address` (waiting a little for a previous incarnation's socket to go away), with TLS when
+    `credentials` are given, and start."""
     port = 0
     for _ in range(50):
         try:
-            port = server.add_insecure_port(address)
+            if credentials is not None:
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if port:
@@ -35,9 +53,12 @@ async def start_fixed(server: grpc.aio.Server, address: str, what: str) -> int:
     return port
 
 
-async def start_internal(host: str, add_servicer: Callable[[grpc.aio.Server], None]) -> tuple[grpc.aio.Server, str]:
-    """An actor's internal gRPC server on a free port; returns it and its address."""
-    server = grpc.aio.server(options=INTERNAL_OPTIONS)
+async def start_internal(
+    host: str, add_servicer: Callable[[grpc.aio.Server], None], cluster_secret: str
+) -> tuple[grpc.aio.Server, str]:
+    """An actor's internal gRPC server on a free port, answering only calls that carry the deployment's cluster
+    secret (meshactors.cluster_auth); returns it and its address."""
+    server = grpc.aio.server(options=INTERNAL_OPTIONS, interceptors=[ClusterSecretInterceptor(cluster_secret)])
     add_servicer(server)
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
@@ -50,3 +71,16 @@ async def etcd_revision(store: Any) -> int | None:
         return await asyncio.wait_for(store.revision(), 2.0)
     except (MeshError, TimeoutError):
         return None
+
+
+def scrape_check(auth: Authenticator) -> Callable[[str | None], bool]:
+    """What a /metrics server asks of a scrape: any valid API token (the counters name VIPs and actors)."""
+
+    def check(header: str | None) -> bool:
+        try:
+            auth.identify([("authorization", header)] if header else [])
+        except MeshError:
+            return False
+        return True
+
+    return check

@@ -10,7 +10,7 @@ from ray._private import state as ray_state
 
 from meshactors.registry.shardmap import shard_name
 from meshactors.settings import MeshSettings
-from meshactors.snapshot.publisher import builder_map, builder_name
+from meshactors.snapshot.settings import builder_map, builder_name
 from meshactors.supervise import MISSING, Observed
 
 # ---- kinds ---------------------------------------------------------------------------------------------------------
@@ -21,10 +21,13 @@ REGISTRY_API = "registry-api"
 EUREKA_API = "eureka-api"
 SNAPSHOT_BUILDER = "snapshot-builder"
 XDS_SERVER = "xds-server"
+DASHBOARD = "dashboard"
 CONTROLLER = "controller"
 OTHER = "other"  # a named actor of the namespace that is not ours
 
-KINDS: tuple[str, ...] = (REGISTRY_SHARD, REGISTRY_API, EUREKA_API, SNAPSHOT_BUILDER, XDS_SERVER, CONTROLLER)
+KINDS: tuple[str, ...] = (
+    REGISTRY_SHARD, REGISTRY_API, EUREKA_API, SNAPSHOT_BUILDER, XDS_SERVER, DASHBOARD, CONTROLLER,
+)  # fmt: skip
 INDEXED: frozenset[str] = frozenset({REGISTRY_SHARD, SNAPSHOT_BUILDER, XDS_SERVER})
 
 
@@ -73,6 +76,7 @@ def deployment_names(settings: MeshSettings) -> list[str]:
         *(xds_server_name(i) for i in range(len(settings.xds_port_list()))),
         REGISTRY_API,
         EUREKA_API,
+        DASHBOARD,
     ]
 
 
@@ -135,6 +139,7 @@ def locate(namespace: str) -> list[Located]:
 
 __all__ = [
     "CONTROLLER",
+    "DASHBOARD",
     "EUREKA_API",
     "INDEXED",
     "KINDS",

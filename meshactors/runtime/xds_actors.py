@@ -7,30 +7,36 @@ stream of changes) goes over direct gRPC calls, because a Ray actor call costs ~
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import ray
 
 from meshactors import log
-from meshactors.errors import MeshError, Unavailable
-from meshactors.resources.snapshot import Snapshot
-from meshactors.runtime.calls import Handles, call
+from meshactors.aio import TaskSet
+from meshactors.auth.guard import Authenticator, Metadata
+from meshactors.auth.model import require_admin
 from meshactors.runtime.logs import LogSource, configure_actor
-from meshactors.runtime.servers import INTERNAL_OPTIONS, etcd_revision, start_fixed, start_internal
+from meshactors.runtime.servers import etcd_revision, public_credentials, scrape_check, start_fixed, start_internal
 from meshactors.runtime.topology import xds_server_name
 from meshactors.settings import MeshSettings
-from meshactors.snapshot.builder import KNOWN_VIPS_KEY
-from meshactors.snapshot.publisher import BuilderStatistics, SnapshotBuilderCore, builder_map, builder_name
-from meshactors.snapshot.service import SnapshotService, snapshot_from_pb, versions_to_pb
-from meshactors.snapshot.source import VIP_SOURCE, VipSource, VipSourceStatistics
+from meshactors.snapshot.settings import builder_map, builder_name
 from meshactors.store.etcd import EtcdStore
-from meshactors.stubs import StubPool
+from meshactors.telemetry import golden, metrics
 from meshactors.telemetry import http as metrics_http
-from meshactors.telemetry import metrics
-from meshactors.v1 import snapshot_pb2, snapshot_pb2_grpc
-from meshactors.xds.host import HostStatistics, XdsHost
+from meshactors.v1 import snapshot_pb2_grpc
+
+if TYPE_CHECKING:
+    from meshactors.snapshot.statistics import BuilderStatistics, VipSourceStatistics
+    from meshactors.xds.host import ClientStatusAnswer
+    from meshactors.xds.statistics import HostStatistics
+
+# The controller imports this module for the actor classes (to create them), so what only a builder or an xDS
+# server runs (the Envoy protos through the snapshot builder, the xDS host, CSDS and the metrics sink) is imported
+# in that actor's __init__, not here.
 
 ADS_SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.so_reuseport", 0),
@@ -55,11 +61,17 @@ class XdsServerStatistics:
     vip_source: VipSourceStatistics
 
 
+AUTH_LOAD_WAIT_S = 10.0  # how long a server waits for its token table before listening anyway
+
+
 @ray.remote
 class SnapshotBuilderActor(LogSource):
     """Hosts one SnapshotBuilderCore; reloads every registration from etcd on (re)start."""
 
     async def __init__(self, settings: MeshSettings, name: str) -> None:
+        from meshactors.snapshot.publisher import SnapshotBuilderCore
+        from meshactors.snapshot.service import SnapshotService
+
         configure_actor(settings)
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
@@ -70,10 +82,14 @@ class SnapshotBuilderActor(LogSource):
         self.server, self._address = await start_internal(
             settings.xds_host,
             lambda server: snapshot_pb2_grpc.add_SnapshotBuilderServicer_to_server(SnapshotService(self.core), server),
+            settings.cluster_secret,
         )
         self.name = name
+        self._tasks = TaskSet()
+        self._scrapers = Authenticator(self.store, settings.keys, f"{name}-metrics")  # who may scrape /metrics
+        self._tasks.spawn(self._scrapers.follow(), name="tokens")
         self.metrics_server, port = await metrics_http.serve(
-            settings.xds_host, settings.metrics_port(name), self._metrics
+            settings.xds_host, settings.metrics_port(name), self._metrics, scrape_check(self._scrapers)
         )
         self._metrics_url = f"http://{settings.xds_host}:{port}/metrics"
 
@@ -95,129 +111,85 @@ class SnapshotBuilderActor(LogSource):
         return SnapshotBuilderStatistics(self._address, self.core.statistics())
 
 
-class BuilderLinks:
-    """The VipSource's transport: one gRPC channel per builder (found through Ray), the on-demand fetch, and one
-    update stream per builder that re-opens (telling what the host holds, per resource version) whenever it
-    breaks and hands every pushed snapshot to the host."""
-
-    def __init__(self, settings: MeshSettings, host_name: str) -> None:
-        self.map = builder_map(settings.builders)
-        self.handles = Handles(settings.namespace)
-        self.host_name = host_name
-        self.host: XdsHost | None = None
-        self._stubs = StubPool(self._address_of, snapshot_pb2_grpc.SnapshotBuilderStub, INTERNAL_OPTIONS)
-        self._log = log.get("runtime.builder_links", server=host_name)
-        self.streams_opened = 0
-
-    async def _address_of(self, builder: str) -> str:
-        return str(await call(self.handles.get(builder), "address", timeout_s=10))
-
-    def _by_builder(self, vips: list[str]) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {}
-        for vip in vips:
-            groups.setdefault(self.map.owner(vip), []).append(vip)
-        return groups
-
-    def _request(self, vips: list[str]) -> snapshot_pb2.SubscribeRequest:
-        assert self.host is not None
-        return snapshot_pb2.SubscribeRequest(host=self.host_name, incarnation=self.host.incarnation, keys=vips)
-
-    async def _unary(self, builder: str, method: str, vips: list[str]) -> list[Snapshot]:
-        for attempt in range(2):
-            stub = await self._stubs.get(builder)
-            try:
-                resp = await getattr(stub, method)(self._request(vips), timeout=5)
-                return [snapshot_from_pb(s) for s in resp.snapshots]
-            except grpc.aio.AioRpcError as exc:
-                await self._stubs.forget(builder)  # the builder may have restarted on another port
-                if attempt or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise Unavailable(f"{builder}: {exc.code().name} {exc.details()}") from exc
-        return []
-
-    async def subscribe(self, vips: list[str]) -> list[Snapshot]:
-        groups = self._by_builder(vips)
-        results = await asyncio.gather(*(self._unary(b, "Subscribe", group) for b, group in groups.items()))
-        return [r for batch in results for r in batch]
-
-    async def unsubscribe(self, vips: list[str]) -> None:
-        await asyncio.gather(*(self._unary(b, "Unsubscribe", group) for b, group in self._by_builder(vips).items()))
-
-    async def all_ready(self) -> bool:
-        try:
-            answers = await asyncio.gather(*(call(self.handles.get(b), "ready") for b in self.map.shards))
-        except MeshError:
-            return False
-        return all(answers)
-
-    async def follow(self, builder: str) -> None:
-        """Keep an update stream to `builder` open forever: logs and never dies."""
-        assert self.host is not None
-        backoff = 0.05
-        while True:
-            try:
-                stub = await self._stubs.get(builder)
-                held = {
-                    vip: versions
-                    for vip, versions in self.host.cache.held_versions(VIP_SOURCE).items()
-                    if self.map.owner(vip) == builder
-                }
-                request = snapshot_pb2.UpdatesRequest(
-                    host=self.host_name, incarnation=self.host.incarnation, held=versions_to_pb(held)
-                )
-                self.streams_opened += 1
-                async for update in stub.Updates(request):
-                    backoff = 0.05
-                    unwanted = self.host.apply(VIP_SOURCE, [snapshot_from_pb(s) for s in update.snapshots])
-                    if unwanted:
-                        await self._unary(builder, "Unsubscribe", unwanted)
-            except asyncio.CancelledError:
-                raise
-            except (grpc.aio.AioRpcError, MeshError) as exc:
-                self._log.info("update stream to builder broken; reopening", builder=builder, error=str(exc)[:200])
-                await self._stubs.forget(builder)
-            except Exception as exc:
-                self._log.exception("update stream failed; reopening", builder=builder, error=str(exc))
-                await self._stubs.forget(builder)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-
-
 @ray.remote
 class XdsServerActor(LogSource):
-    """Serves delta and SotW ADS on a fixed address; refuses streams until every builder has loaded."""
+    """Serves delta and SotW ADS on a fixed address; refuses streams until every builder and its token table
+    have loaded. Every stream is authenticated against that table; a revoked token's streams end."""
 
     async def __init__(self, settings: MeshSettings, name: str, port: int) -> None:
+        from meshactors.envoy import csds
+        from meshactors.envoy.metrics_codec import metrics_generic_handler
+        from meshactors.runtime.builder_links import BuilderLinks
+        from meshactors.snapshot.source import VipSource
+        from meshactors.xds.host import XdsHost
+        from meshactors.xds.metrics_sink import MetricsSink
+
         configure_actor(settings)
         self._log = log.get("runtime.xds_server", server=name)
         self.settings = settings
+        self.store = EtcdStore.from_spec(settings.etcd)
+        await self.store.connect()
         self.links = BuilderLinks(settings, name)
         self.source = VipSource(self.links, settings.vip_source)
-        self.host = XdsHost(name, [self.source], settings.xds)
+        self.auth = Authenticator(self.store, settings.keys, name, on_revoked=self._revoked)
+        self.host = XdsHost(name, [self.source], settings.xds, authenticate=self.auth.token)
         self.links.host = self.host
+        self._auth_tasks = TaskSet()
+        self._auth_tasks.spawn(self.auth.follow(), name="tokens")
+        # the proxies' golden signals: Envoy's metrics sink streams to the same address as its ADS stream
+        self.golden = golden.GoldenSignals(max_vips=settings.telemetry_max_vips)
+        self.sink = MetricsSink(
+            name, self.golden, self.auth.token, self.source.known_names, lambda: self.host.ready.is_set()
+        )
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
-        self.server.add_generic_rpc_handlers((self.host.generic_handler(),))
-        bound = await start_fixed(self.server, f"{settings.xds_host}:{port}", f"xDS server {name}")
+        self.server.add_generic_rpc_handlers((self.host.generic_handler(), metrics_generic_handler(self.sink.stream)))
+        csds.add_to_server(self.server, csds.CsdsService(name, self._client_status, self._admin_only))
+        await self.auth.wait_loaded(AUTH_LOAD_WAIT_S)  # a reconnecting proxy is not refused while it loads
+        bound = await start_fixed(
+            self.server, f"{settings.xds_host}:{port}", f"xDS server {name}", public_credentials(settings)
+        )
         self.address = f"{settings.xds_host}:{bound}"
         self._tasks = [asyncio.create_task(self._loop())]
         self.name = name
         self.metrics_server, mport = await metrics_http.serve(
-            settings.xds_host, settings.metrics_port(name), self._metrics
+            settings.xds_host, settings.metrics_port(name), self._metrics, scrape_check(self.auth)
         )
         self._metrics_url = f"http://{settings.xds_host}:{mport}/metrics"
-        self._log.info("xDS server listening (refusing streams until loaded)", address=self.address)
+        self._log.info("xDS server listening (refusing streams until loaded)", address=self.address, tls=settings.tls)
+
+    def _revoked(self, token_id: str) -> None:
+        self.host.revoke(token_id)
+        self.sink.revoke(token_id)
+
+    def _admin_only(self, metadata: Metadata | None) -> None:
+        """CSDS shows every proxy's configuration: an admin view (the caller's `authorization: Bearer` token)."""
+        require_admin(self.auth.identify(metadata), "CSDS (client status)")
+
+    def _client_status(self, match: Callable[[str], bool] | None, contents: bool) -> ClientStatusAnswer:
+        return self.host.client_status(match, contents=contents)
 
     async def _metrics(self) -> bytes:
         host = asdict(self.host.statistics())
-        return metrics.render(metrics.xds_server(self.name, host, self.host.cache.type_urls()))
+        type_urls = self.host.cache.type_urls()
+        return metrics.render(
+            [
+                *metrics.xds_server(self.name, host, type_urls),
+                metrics.xds_out_of_sync(self.name, host, type_urls, self.settings.xds.out_of_sync_after_s, time.time()),
+                *golden.families(self.name, self.golden.statistics()),
+            ]
+        )
 
     async def metrics_url(self) -> str:
         return self._metrics_url
 
     async def _loop(self) -> None:
         """Readiness first, then the update streams and idle eviction: logs and never dies."""
+        from meshactors.snapshot.builder import KNOWN_VIPS_KEY  # loaded by __init__ already
+        from meshactors.snapshot.source import VIP_SOURCE
+
         while not self.host.ready.is_set():
             try:
-                if await self.links.all_ready():
+                if self.auth.ready and await self.links.all_ready():
                     self._tasks += [asyncio.create_task(self.links.follow(b)) for b in self.links.map.shards]
                     # held for good, sessions or not: the guard's config, and what the VIP source learns the
                     # known names from (a gRPC-only deployment bounds unknown VIPs by it too)
@@ -243,8 +215,16 @@ class XdsServerActor(LogSource):
             self.address, self.links.streams_opened, self.host.statistics(), self.source.statistics()
         )
 
+    async def golden_signals(self) -> golden.GoldenStatistics:
+        """What this server's proxies reported: per destination VIP and caller (meshactors.telemetry.golden)."""
+        return self.golden.statistics()
+
     async def convergence(self) -> dict[str, Any]:
         return asdict(self.host.convergence())
+
+    async def client_status(self, node_id: str) -> ClientStatusAnswer:
+        """Per type URL and resource, what every session of `node_id` was sent and ACKed (with the contents)."""
+        return self.host.client_status(lambda n: n == node_id)
 
     async def sessions(self) -> list[dict[str, Any]]:
         """Every connected session as plain data (node id, stream kind, what it subscribed and ACKed)."""

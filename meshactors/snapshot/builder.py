@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import replace
 
+from meshactors import defaults
 from meshactors.envoy.policy import compile_envoy, compile_grpc, load_assignments
 from meshactors.envoy.resources import (
     KNOWN_VIPS_FILTER,
@@ -19,9 +20,15 @@ from meshactors.envoy.resources import (
     cluster_load_assignment,
     eds_cluster,
     grpc_api_listener,
+    intentions_config,
+    intentions_filter_name,
     known_vips_config,
 )
+from meshactors.envoy.sds import SPIFFE_SERVICE_PREFIX, with_upstream_tls
+from meshactors.intentions.compile import rbac_config
+from meshactors.intentions.model import Action, Rules
 from meshactors.model.instance import Instance, Status
+from meshactors.model.validate import is_valid_vip_name
 from meshactors.policy.model import Policy, is_empty
 from meshactors.resources.snapshot import Snapshot, cluster_refs, eds_refs
 from meshactors.resources.types import (
@@ -30,13 +37,15 @@ from meshactors.resources.types import (
     ENDPOINT,
     EXTENSION_CONFIG,
     LISTENER,
-    VIRTUAL_HOST,
     VersionedResource,
+    zone_variant,
 )
 
-# Why a policy field is not applied by a kind of client (reported in the snapshot's notes, never sent).
-NOTE_ENVOY_ROUTES = "route-level policy (routing.*, adaptiveConcurrency) is not delivered to Envoy sidecars yet"
-NOTE_FAILOVER = "localityFailover needs a per-caller-zone assignment, not built yet"
+# Locality failover builds one assignment variant per zone of the VIP's endpoints, for at most this many zones
+# (the first in name order); callers in a zone past it get the default assignment (no zone preferred), and the
+# snapshot's notes say which zones were left out.
+MAX_FAILOVER_ZONES = 16
+NOTE_TOO_MANY_ZONES = f"more than {MAX_FAILOVER_ZONES} zones: callers in these get no zone preferred"
 
 # Reasons an UP instance is left out of its VIP's ClusterLoadAssignment (reported in the snapshot's notes).
 SKIP_NOT_IP = "host is not an IP address (EDS needs IP literals)"
@@ -46,6 +55,18 @@ SKIP_DUPLICATE = "same address as a more recently registered instance"
 # The snapshot key of the known-VIPs guard (every name with a registration). `@` is never in a VIP name, so the
 # key cannot collide with a VIP's; the builder map gives it one owner like any key.
 KNOWN_VIPS_KEY = "@known-vips"
+# The snapshot key of an SVIP's intentions (its inbound RBAC config over ECDS): `@intentions/<svip>`, owned through
+# the builder map like any key, so the builder owning it follows that destination's intentions.
+INTENTIONS_KEY_PREFIX = "@intentions/"
+
+
+def intentions_key(svip: str) -> str:
+    return INTENTIONS_KEY_PREFIX + svip
+
+
+def intentions_svip(key: str) -> str | None:
+    """The SVIP of an intentions key (None: `key` is none)."""
+    return key[len(INTENTIONS_KEY_PREFIX) :] if key.startswith(INTENTIONS_KEY_PREFIX) else None
 
 
 def _ip_literal(host: str) -> str | None:
@@ -109,7 +130,54 @@ def endpoints_for(vip: str, instances: Iterable[Instance]) -> tuple[Endpoint, ..
     return select_endpoints(vip, instances)[0]
 
 
-def build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = None) -> Snapshot:
+def server_identities(vip: str, instances: Iterable[Instance], trust_domain: str) -> tuple[str, ...] | None:
+    """The SPIFFE IDs the servers of SVIP `vip` present, or None when `vip` is no SVIP (no instance registers it
+    as `svip`). An instance's identity is the service of the token that registered it (`service:<name>`, what the
+    CA put in its sidecar's certificate), else its app's name."""
+    ids: set[str] = set()
+    secure = False
+    for inst in instances:
+        if inst.svip != vip:
+            continue
+        secure = True
+        if inst.status is not Status.UP:
+            continue
+        kind, _, name = inst.registered_by.partition(":")
+        service = name if kind == "service" else inst.app.lower()
+        if is_valid_vip_name(service):
+            ids.add(SPIFFE_SERVICE_PREFIX.format(td=trust_domain) + service)
+    return tuple(sorted(ids)) if secure else None
+
+
+def _secured(snapshot: Snapshot, ids: tuple[str, ...] | None) -> Snapshot:
+    """`snapshot` with an UpstreamTlsContext on its Envoy clusters when it is an SVIP's with known servers."""
+    if not ids:
+        return snapshot
+    resources = tuple(
+        VersionedResource.of(
+            r.type_url, r.name, with_upstream_tls(r.body, ids), r.aliases, variant=r.variant, refs=r.refs
+        )
+        if r.type_url == CLUSTER and r.variant == DEFAULT_KIND and r.body is not None
+        else r
+        for r in snapshot.resources
+    )
+    return Snapshot.of(snapshot.key, resources, notes=snapshot.notes)
+
+
+def build_vip(
+    vip: str,
+    instances: Iterable[Instance],
+    policy: Policy | None = None,
+    *,
+    trust_domain: str = defaults.TRUST_DOMAIN,
+) -> Snapshot:
+    """The snapshot of `vip`, `_build_vip`'s; an SVIP's Envoy clusters speak mTLS to its servers (see
+    meshactors.envoy.sds), verifying the identities of `server_identities` in `trust_domain`."""
+    instances = list(instances)
+    return _secured(_build_vip(vip, instances, policy), server_identities(vip, instances, trust_domain))
+
+
+def _build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = None) -> Snapshot:
     """The snapshot of `vip`: its Cluster, ClusterLoadAssignment and gRPC api Listener, all named `vip`.
 
     An unknown VIP (no UP instances) gets the same cluster and a CLA with no endpoints that drops every call
@@ -120,8 +188,10 @@ def build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = N
     With a traffic `policy` (the VIP's effective one), the Cluster is compiled from it (load balancing, circuit
     breaking, outlier detection) as the default variant, and proxyless gRPC clients get a variant of their own
     (the subset their xDS implementation honours, with routes, splits, retries and faults in the Listener); a
-    split's per-version clusters `vip~version` and their assignments join the snapshot. What a kind of client
-    does not get is in `notes` as (field path, reason).
+    split's per-version clusters `vip~version` and their assignments join the snapshot. With
+    `destination.localityFailover` every assignment also has a variant per zone of the endpoints, that zone at
+    priority 0 (`_zone_assignments`): a session whose node has that zone reads it. What a kind of client does
+    not get is in `notes` as (field path, reason).
     """
     endpoints, skipped = select_endpoints(vip, instances)
     if policy is None or is_empty(policy):
@@ -137,17 +207,38 @@ def build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = N
     policy = replace(policy, vip=vip)
     envoy, grpc = compile_envoy(policy), compile_grpc(policy)
     notes: list[tuple[str, str]] = list(skipped)
-    resources: list[VersionedResource] = [listener_for(vip, vip), *load_assignments(policy, endpoints)]
-    for res in envoy.resources:
-        if res.type_url == VIRTUAL_HOST:  # Envoy's generic bootstrap routes by cluster_header, without VHDS yet
-            notes.append(("routing", NOTE_ENVOY_ROUTES))
-            continue
+    assignments = load_assignments(policy, endpoints)
+    resources: list[VersionedResource] = [listener_for(vip, vip), *assignments]
+    if policy.destination is not None and policy.destination.locality_failover:
+        resources.extend(_zone_assignments(policy, endpoints, assignments, notes))
+    for res in envoy.resources:  # the VirtualHost (VHDS) is asked for by Envoy only
         resources.append(replace(res, variant=DEFAULT_KIND))  # Envoy's, and every kind without its own
     resources.extend(grpc.resources)
     notes.extend((f"grpc: {lo.field}", lo.reason) for lo in grpc.left_out)
-    if policy.destination is not None and policy.destination.locality_failover:
-        notes.append(("destination.localityFailover", NOTE_FAILOVER))
     return Snapshot.of(vip, resources, notes=notes)
+
+
+def _zone_assignments(
+    policy: Policy,
+    endpoints: tuple[Endpoint, ...],
+    default: tuple[VersionedResource, ...],
+    notes: list[tuple[str, str]],
+) -> list[VersionedResource]:
+    """Locality failover: per zone of the endpoints (at most MAX_FAILOVER_ZONES), the assignments with that zone
+    preferred, as variant `zone_variant(zone)`. A variant equal to the default one (a single zone, or a version
+    with no endpoint in the zone) is left out: the session reads the default."""
+    zones = sorted({ep.zone for ep in endpoints})
+    if len(zones) > MAX_FAILOVER_ZONES:
+        zones, rest = zones[:MAX_FAILOVER_ZONES], zones[MAX_FAILOVER_ZONES:]
+        more = f" and {len(rest) - 5} more" if len(rest) > 5 else ""
+        notes.append(("destination.localityFailover", f"{NOTE_TOO_MANY_ZONES}: {', '.join(rest[:5])}{more}"))
+    plain = {res.name: res.version for res in default}
+    out: list[VersionedResource] = []
+    for zone in zones:
+        for res in load_assignments(policy, endpoints, zone):
+            if res.version != plain.get(res.name):
+                out.append(replace(res, variant=zone_variant(zone)))
+    return out
 
 
 def provisional_vip(vip: str) -> Snapshot:
@@ -170,3 +261,11 @@ def build_known_vips(names: Iterable[str]) -> Snapshot:
     """The snapshot of KNOWN_VIPS_KEY: the guard's ECDS config letting exactly `names` through (any order)."""
     body = known_vips_config(names)
     return Snapshot.of(KNOWN_VIPS_KEY, (VersionedResource.of(EXTENSION_CONFIG, KNOWN_VIPS_FILTER, body),))
+
+
+def build_intentions(svip: str, rules: Rules | None, default: Action, trust_domain: str) -> Snapshot:
+    """The snapshot of `intentions_key(svip)`: the RBAC ECDS config of the SVIP's inbound listener, compiled from its
+    intentions (`rules`, None: none) and the mesh `default` (meshactors.intentions.compile)."""
+    body = intentions_config(svip, rbac_config(rules, default, trust_domain))
+    resource = VersionedResource.of(EXTENSION_CONFIG, intentions_filter_name(svip), body)
+    return Snapshot.of(intentions_key(svip), (resource,))

@@ -9,7 +9,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from meshactors import log
 from meshactors.aio import TaskSet
@@ -17,49 +17,25 @@ from meshactors.errors import NotReady, Unavailable
 from meshactors.policy.model import MESH_WIDE
 from meshactors.registry.shardmap import ShardMap
 from meshactors.resources.snapshot import Snapshot, Versions
-from meshactors.snapshot.builder import KNOWN_VIPS_KEY, build_known_vips, build_vip
+from meshactors.snapshot.builder import (
+    INTENTIONS_KEY_PREFIX,
+    KNOWN_VIPS_KEY,
+    build_intentions,
+    build_known_vips,
+    build_vip,
+    intentions_key,
+    intentions_svip,
+)
 from meshactors.snapshot.mesh import MeshView, NameIndex
+from meshactors.snapshot.settings import BuilderSettings  # lives in a proto-free module every process can import
+from meshactors.snapshot.settings import builder_map as builder_map  # re-exported, as BuilderSettings
+from meshactors.snapshot.settings import builder_name as builder_name
+from meshactors.snapshot.statistics import BuilderStatistics  # re-exported, as BuilderSettings
 from meshactors.store.base import Store
 from meshactors.store.feed import Batch, RegistryFeed, Removed
+from meshactors.store.intentions import IntentionFeed, IntentionTable
 from meshactors.store.keys import KeySchema
 from meshactors.store.policy_feed import PolicyFeed, PolicyTable
-
-
-def builder_name(index: int) -> str:
-    return f"snapshot-builder-{index}"
-
-
-def builder_map(count: int) -> ShardMap:
-    return ShardMap([builder_name(i) for i in range(count)])
-
-
-@dataclass(frozen=True, slots=True)
-class BuilderSettings:
-    coalesce_s: float = 0.001  # bursts of changes to one VIP within this window become one build and push
-    orphan_grace_s: float = 60.0  # interest of a host whose update stream is gone is dropped after this
-    names_coalesce_s: float = 0.1  # the known-names set (~110 B a name) is rebuilt at most this often
-
-
-@dataclass(frozen=True, slots=True)
-class BuilderStatistics:
-    builder: str
-    ready: bool
-    incarnation: str
-    revision: int
-    instances: int
-    vips_with_interest: int
-    hosts: tuple[str, ...]
-    update_streams_open: int
-    builds: int
-    pushes: int
-    events: int
-    resyncs: int
-    update_streams: int
-    inconsistent_builds: int
-    policy_changes: int
-    policies: int
-    known_names: int  # names with a registration (-1: another builder owns the known-names key)
-    known_names_builds: int
 
 
 @dataclass
@@ -72,6 +48,10 @@ class _Counters:
     update_streams: int = 0
     inconsistent_builds: int = 0
     policy_changes: int = 0
+    intention_changes: int = 0
+    intention_builds: int = 0
+    resources_changed_by_type: dict[str, int] = field(default_factory=dict)
+    resources_pushed_by_type: dict[str, int] = field(default_factory=dict)
 
 
 class Outbox:
@@ -85,6 +65,9 @@ class Outbox:
         self.closed = False
 
     def put(self, snap: Snapshot) -> None:
+        prev = self.pending.get(snap.key)
+        if prev is not None and prev.changed_at > 0 and not 0 < snap.changed_at <= prev.changed_at:
+            snap = snap.stamped(prev.changed_at)  # the earlier change reaches the host with this one
         self.pending[snap.key] = snap
         self.ready.set()
 
@@ -128,11 +111,14 @@ class SnapshotBuilderCore:
         self._outboxes: dict[str, Outbox] = {}  # xDS host -> its open update stream
         self._orphaned: dict[str, float] = {}  # xDS host -> when its update stream went away
         self._dirty: set[str] = set()
+        self._changed_at: dict[str, float] = {}  # dirty VIP -> when its first change since the last flush was seen
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._instances_loaded = asyncio.Event()
         self._policies_loaded = asyncio.Event()
+        self._intentions_loaded = asyncio.Event()
         self.policies = PolicyTable()
+        self.intentions = IntentionTable()
         self._noted: dict[str, tuple[tuple[str, str], ...]] = {}  # vip -> the notes last logged for it
         self._tasks = TaskSet()
         self._log = log.get("snapshot.builder", builder=name)
@@ -146,6 +132,7 @@ class SnapshotBuilderCore:
     async def start(self) -> None:
         self._tasks.spawn(self._follow(), name=f"{self.name}-watch")
         self._tasks.spawn(self._follow_policies(), name=f"{self.name}-policies")
+        self._tasks.spawn(self._follow_intentions(), name=f"{self.name}-intentions")
         self._tasks.spawn(self._flush_loop(), name=f"{self.name}-flush")
         if self.names is not None:
             self._tasks.spawn(self._names_loop(), name=f"{self.name}-names")
@@ -216,17 +203,47 @@ class SnapshotBuilderCore:
                 self._log.exception("policy watch loop failed; restarting", error=str(exc))
                 await asyncio.sleep(0.5)
 
+    async def _follow_intentions(self) -> None:
+        """Keep `self.intentions` current from etcd (the destinations whose intentions key this builder owns, and the
+        mesh default); a change marks the intentions keys it touched (the default: every one held)."""
+        feed = IntentionFeed(
+            self.store, self.keys, None, name=f"{self.name}-intentions",
+            wants=lambda dst: self.builders.owner(intentions_key(dst)) == self.name,
+        )  # fmt: skip
+        while True:
+            try:
+                async for change in feed:
+                    touched = self.intentions.apply(change)
+                    self.counters.intention_changes += 1
+                    if MESH_WIDE in touched:
+                        self._mark([k for k in self._interest if k.startswith(INTENTIONS_KEY_PREFIX)])
+                    else:
+                        self._mark([intentions_key(dst) for dst in touched])
+                    if not self._intentions_loaded.is_set():
+                        self._intentions_loaded.set()
+                        self._log.info("intentions loaded", destinations=len(self.intentions.rules))
+                        self._check_loaded()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop logs and never dies
+                self._log.exception("intention watch loop failed; restarting", error=str(exc))
+                await asyncio.sleep(0.5)
+
     def _wants_policy(self, vip: str) -> bool:
         return vip == MESH_WIDE or self.builders.owner(vip) == self.name
 
     def _check_loaded(self) -> None:
-        """Ready once both the registrations and the policies are loaded (never serve half a picture)."""
-        if self._instances_loaded.is_set() and self._policies_loaded.is_set() and not self._ready.is_set():
+        """Ready once the registrations, the policies and the intentions are loaded (never serve half a picture)."""
+        loaded = self._instances_loaded, self._policies_loaded, self._intentions_loaded
+        if all(e.is_set() for e in loaded) and not self._ready.is_set():
             self._ready.set()
 
     def _mark(self, vips: Iterable[str]) -> None:
         wanted = [v for v in vips if v in self._interest]
         if wanted:
+            now = time.time()  # the change's time as the watch delivered it: what convergence is measured from
+            for vip in wanted:
+                self._changed_at.setdefault(vip, now)
             self._dirty.update(wanted)
             self._wake.set()
 
@@ -248,7 +265,14 @@ class SnapshotBuilderCore:
                 raise Unavailable(f"{self.name} does not own {KNOWN_VIPS_KEY!r}: builder maps disagree")
             self.counters.known_names_builds += 1
             return build_known_vips(self.names.names())
-        built = build_vip(vip, self.view.instances(vip), self.policies.effective(vip))
+        svip = intentions_svip(vip)
+        if svip is not None:
+            self.counters.intention_builds += 1
+            table = self.intentions
+            return build_intentions(svip, table.of(svip), table.default, self.settings.trust_domain)
+        built = build_vip(
+            vip, self.view.instances(vip), self.policies.effective(vip), trust_domain=self.settings.trust_domain
+        )
         self.counters.builds += 1
         if built.notes and self._noted.get(vip) != built.notes:  # said once per distinct set, not per build
             self._log.warning("left out of the VIP's resources", vip=vip, notes=list(built.notes)[:20])
@@ -282,6 +306,7 @@ class SnapshotBuilderCore:
 
     def _flush(self, dirty: set[str]) -> None:
         for vip in dirty:
+            changed_at = self._changed_at.pop(vip, 0.0)
             hosts = self._interest.get(vip)
             if not hosts:
                 self._built.pop(vip, None)
@@ -292,11 +317,15 @@ class SnapshotBuilderCore:
             self._built[vip] = new
             if old is not None and old == new:
                 continue
+            changed_types = [type_url for type_url, _ in new.changed_since(old)]
+            _tally(self.counters.resources_changed_by_type, changed_types)
+            pushed = new.stamped(changed_at) if changed_at else new
             for host in hosts:
                 box = self._outboxes.get(host)
                 if box is not None:
-                    box.put(new)
+                    box.put(pushed)
                     self.counters.pushes += 1
+                    _tally(self.counters.resources_pushed_by_type, changed_types)
 
     def _drop_orphans(self) -> None:
         now = time.monotonic()
@@ -385,6 +414,9 @@ class SnapshotBuilderCore:
         box.close()
 
     def statistics(self) -> BuilderStatistics:
+        held: dict[str, int] = {}
+        for snap in self._built.values():
+            _tally(held, (r.type_url for r in snap.resources))
         return BuilderStatistics(
             builder=self.name,
             ready=self.ready,
@@ -396,5 +428,11 @@ class SnapshotBuilderCore:
             update_streams_open=len(self._outboxes),
             policies=len(self.policies.documents),
             known_names=len(self.names) if self.names is not None else -1,
+            resources_held_by_type=held,
             **asdict(self.counters),
         )
+
+
+def _tally(counts: dict[str, int], type_urls: Iterable[str]) -> None:
+    for type_url in type_urls:
+        counts[type_url] = counts.get(type_url, 0) + 1

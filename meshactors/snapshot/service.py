@@ -47,11 +47,12 @@ def _res_from_pb(msg: pb.Resource) -> VersionedResource:
 
 
 def snapshot_to_pb(snap: Snapshot) -> pb.Snapshot:
-    return pb.Snapshot(key=snap.key, resources=[_res_to_pb(r) for r in snap.resources])
+    return pb.Snapshot(key=snap.key, resources=[_res_to_pb(r) for r in snap.resources], changed_at=snap.changed_at)
 
 
 def snapshot_from_pb(msg: pb.Snapshot) -> Snapshot:
-    return Snapshot.of(msg.key, (_res_from_pb(r) for r in msg.resources))
+    snap = Snapshot.of(msg.key, (_res_from_pb(r) for r in msg.resources))
+    return snap.stamped(msg.changed_at) if msg.changed_at > 0 else snap
 
 
 def versions_to_pb(held: Mapping[str, Versions]) -> dict[str, pb.HeldVersions]:

@@ -9,45 +9,60 @@ do not depend on the registry) is given at once, before the endpoints are fetche
 It also serves the known-VIPs guard (ECDS, one name, key KNOWN_VIPS_KEY, never provisional: Envoy's listener
 warms until the real answer) and learns the known names from it (`observe`): a VIP key whose name has no
 registration counts against a budget per xDS server, so clients that are not Envoy cannot make it hold
-unbounded junk either.
+unbounded junk either. An SVIP's intentions (ECDS `meshactors_intentions/<svip>`, key `@intentions/<svip>`) are
+never provisional either: the secure listener warms until the real RBAC config.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol
 
 from meshactors import log
-from meshactors.envoy.resources import KNOWN_VIPS_FILTER, known_vips_names, renamed_grpc_listener
+from meshactors.envoy.bootstrap import OUTBOUND_ROUTE_CONFIG
+from meshactors.envoy.policy import UNSERVED_VIRTUAL_HOST, outbound_route_configuration, virtual_host_name
+from meshactors.envoy.resources import (
+    INTENTIONS_FILTER_PREFIX,
+    KNOWN_VIPS_FILTER,
+    known_vips_names,
+    renamed_grpc_listener,
+)
 from meshactors.model.validate import is_valid_vip_name
 from meshactors.resources.snapshot import Snapshot
-from meshactors.resources.types import CLUSTER, DEFAULT_KIND, ENDPOINT, EXTENSION_CONFIG, LISTENER, VersionedResource
-from meshactors.snapshot.builder import KNOWN_VIPS_KEY, listener_for, provisional_vip
+from meshactors.resources.types import (
+    CLUSTER,
+    DEFAULT_KIND,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    ROUTE,
+    VIRTUAL_HOST,
+    Ref,
+    VersionedResource,
+)
+from meshactors.snapshot.builder import (
+    KNOWN_VIPS_KEY,
+    intentions_key,
+    intentions_svip,
+    listener_for,
+    provisional_vip,
+)
+from meshactors.snapshot.settings import VipSourceSettings  # re-exported: it lives in a proto-free module
+from meshactors.snapshot.statistics import VipSourceStatistics  # re-exported, as VipSourceSettings
 
 # A traffic policy's per-version cluster of a VIP: `vip~version` (`~` is in neither a VIP nor a version label).
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
 
 VIP_SOURCE = "vip"
 VIP_TYPES: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER)
-SOURCE_TYPES: tuple[str, ...] = (*VIP_TYPES, EXTENSION_CONFIG)
+SOURCE_TYPES: tuple[str, ...] = (*VIP_TYPES, EXTENSION_CONFIG, ROUTE, VIRTUAL_HOST)
+# The sidecars' outbound RouteConfiguration: the same for everyone, answered here without asking a builder.
+ROUTES_KEY = "@outbound-routes"
+_VHOST_PREFIX = OUTBOUND_ROUTE_CONFIG + "/"
 
 _log = log.get("snapshot.source")
-
-
-@dataclass(frozen=True, slots=True)
-class VipSourceSettings:
-    # VIP keys one xDS server holds whose name has no registration; past it a new unknown name is refused
-    max_unknown_vips: int = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class VipSourceStatistics:
-    known_names: int  # -1 until the known-names snapshot was first seen
-    vip_keys_held: int
-    unknown_vip_keys_held: int
-    unknown_vip_budget: int
-    refused_by_budget: int
 
 
 class BuilderTransport(Protocol):
@@ -65,16 +80,30 @@ def vip_of(type_url: str, name: str) -> str:
         return name.rsplit(":", 1)[0]
     if type_url in (CLUSTER, ENDPOINT) and "~" in name:
         return name.split("~", 1)[0]
+    if type_url == VIRTUAL_HOST:
+        return name.removeprefix(_VHOST_PREFIX)
+    if type_url == EXTENSION_CONFIG:
+        return name.removeprefix(INTENTIONS_FILTER_PREFIX)
     return name
 
 
 def validate_name(type_url: str, name: str) -> str | None:
     """Why a subscribed name cannot be served as a VIP resource or the guard's config (None: it can)."""
     if type_url == EXTENSION_CONFIG:
+        if name == KNOWN_VIPS_FILTER:
+            return None
+        if name.startswith(INTENTIONS_FILTER_PREFIX) and is_valid_vip_name(name[len(INTENTIONS_FILTER_PREFIX) :]):
+            return None
+        return f"{name[:100]!r}: the extension configs are {KNOWN_VIPS_FILTER} and {INTENTIONS_FILTER_PREFIX}<svip>"
+    if type_url == ROUTE:
         return (
-            None if name == KNOWN_VIPS_FILTER else f"{name[:100]!r}: the only extension config is {KNOWN_VIPS_FILTER}"
+            None
+            if name == OUTBOUND_ROUTE_CONFIG
+            else f"{name[:100]!r}: the only route config is {OUTBOUND_ROUTE_CONFIG}"
         )
-    if type_url not in VIP_TYPES:
+    if type_url == VIRTUAL_HOST and not name.startswith(_VHOST_PREFIX):
+        return f"{name[:100]!r}: a virtual host is {_VHOST_PREFIX}<vip>"
+    if type_url not in (*VIP_TYPES, VIRTUAL_HOST):
         return f"type {type_url} is not served by the VIP source"
     vip = vip_of(type_url, name)
     if not is_valid_vip_name(vip):
@@ -98,6 +127,9 @@ class VipSource:
 
     name = VIP_SOURCE
     type_urls = SOURCE_TYPES
+    # A VIP's virtual host reaches an Envoy with the VIP's Cluster (its route table's catch-all means Envoy
+    # never asks VHDS for a name itself), and only the Envoys that asked for that Cluster.
+    companion_types = MappingProxyType({VIRTUAL_HOST: UNSERVED_VIRTUAL_HOST})
 
     def __init__(self, transport: BuilderTransport, settings: VipSourceSettings | None = None) -> None:
         self.transport = transport
@@ -113,12 +145,17 @@ class VipSource:
     def _is_known(self, vip: str) -> bool:
         return self._known is not None and vip in self._known
 
+    def known_names(self) -> frozenset[str] | None:
+        """The VIP names that have registrations, as the last known-names snapshot said (None: none seen yet)."""
+        return self._known
+
     def validate(self, type_url: str, name: str) -> str | None:
         reason = validate_name(type_url, name)
-        if reason is not None or type_url == EXTENSION_CONFIG:
+        if reason is not None or type_url == ROUTE or (type_url == EXTENSION_CONFIG and name == KNOWN_VIPS_FILTER):
             return reason
-        vip = vip_of(type_url, name)
-        if vip in self._held or self._is_known(vip) or len(self._unknown) < self.settings.max_unknown_vips:
+        vip = vip_of(type_url, name)  # an SVIP's intentions count as its key does
+        key = self.key_of(type_url, name) if type_url == EXTENSION_CONFIG else vip
+        if key in self._held or self._is_known(vip) or len(self._unknown) < self.settings.max_unknown_vips:
             return None
         self.refused_by_budget += 1
         if self.refused_by_budget == 1 or self.refused_by_budget % 1000 == 0:
@@ -131,19 +168,32 @@ class VipSource:
 
     def key_of(self, type_url: str, name: str) -> str:
         if type_url == EXTENSION_CONFIG:
+            if name.startswith(INTENTIONS_FILTER_PREFIX):
+                return intentions_key(name[len(INTENTIONS_FILTER_PREFIX) :])
             return KNOWN_VIPS_KEY
+        if type_url == ROUTE:
+            return ROUTES_KEY
         return vip_of(type_url, name)
 
+    def companions(self, type_url: str, name: str) -> tuple[Ref, ...]:
+        if type_url == CLUSTER and "~" not in name:
+            return ((VIRTUAL_HOST, virtual_host_name(name)),)
+        return ()
+
     def _hold(self, key: str) -> None:
-        if key == KNOWN_VIPS_KEY:
+        if key in (KNOWN_VIPS_KEY, ROUTES_KEY):
             return
-        self._held.add(key)
-        if not self._is_known(key):
+        self._held.add(key)  # a VIP key, or an SVIP's intentions key (held against the budget like its VIP's)
+        if not self._is_known(_name_of(key)):
             self._unknown.add(key)
 
     def provisional(self, key: str) -> Snapshot | None:
-        if key == KNOWN_VIPS_KEY:
-            return None  # the guard waits for the real names: a wrong first config would cost every request
+        if key.startswith("@") and key != ROUTES_KEY:
+            # the guard waits for the real names, an SVIP's RBAC for its real intentions: a wrong first config
+            # would cost every request (or open an SVIP its intentions close)
+            return None
+        if key == ROUTES_KEY:
+            return _routes_snapshot()
         self._hold(key)
         return provisional_vip(key)
 
@@ -160,7 +210,7 @@ class VipSource:
             _log.error("known-names snapshot unreadable; keeping the last names", error=str(exc)[:300])
             return
         self._known, self._known_version = known, res.version
-        self._unknown = {k for k in self._held if k not in known}
+        self._unknown = {k for k in self._held if _name_of(k) not in known}
 
     def statistics(self) -> VipSourceStatistics:
         return VipSourceStatistics(
@@ -201,9 +251,31 @@ class VipSource:
         self._unknown.discard(key)
 
     async def fetch(self, keys: list[str]) -> list[Snapshot]:
+        local = [_routes_snapshot()] if ROUTES_KEY in keys else []
+        keys = [k for k in keys if from_builders(k)]
         for key in keys:
             self._hold(key)
-        return await self.transport.subscribe(keys)
+        return [*local, *(await self.transport.subscribe(keys))] if keys else local
 
     async def release(self, keys: list[str]) -> None:
-        await self.transport.unsubscribe(keys)
+        keys = [k for k in keys if from_builders(k)]
+        if keys:
+            await self.transport.unsubscribe(keys)
+
+
+def _name_of(key: str) -> str:
+    """The VIP name a held key is of (an intentions key's SVIP)."""
+    svip = intentions_svip(key)
+    return key if svip is None else svip
+
+
+def from_builders(key: str) -> bool:
+    """True for a key whose snapshots come from the snapshot builders; False for the route table, which this
+    source answers itself (a builder would build it as an unknown VIP and replace the RouteConfiguration)."""
+    return key != ROUTES_KEY
+
+
+@functools.cache
+def _routes_snapshot() -> Snapshot:
+    """The route table's snapshot: the same bytes forever, so built once per process."""
+    return Snapshot.of(ROUTES_KEY, (outbound_route_configuration(),))

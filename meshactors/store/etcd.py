@@ -1,19 +1,34 @@
-"""EtcdStore: the only module that talks to etcd (through aetcd's gRPC API); maps its errors into meshactors'."""
+"""EtcdStore: the only module that talks to etcd (through aetcd's gRPC API); maps its errors into meshactors'.
+
+With a user in the spec (meshactors.store.etcdspec) every call carries etcd's auth token as `token` metadata: an
+interceptor on the channel authenticates on first use, and when etcd says the token is no longer valid (it expired,
+etcd restarted, another member answered) authenticates again and retries the call once. TLS with `https://`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 from aetcd import rpc
 
 from meshactors import log
-from meshactors.errors import Compacted, ConfigError, Conflict, NotFound, Unavailable
+from meshactors.errors import (
+    Compacted,
+    ConfigError,
+    Conflict,
+    MeshError,
+    NotFound,
+    StorePermissionDenied,
+    StoreUnauthenticated,
+    Unavailable,
+)
 from meshactors.store.base import KeyValue, Txn, WatchBatch, WatchEvent
+from meshactors.store.etcdspec import EtcdSpec
 
 _log = log.get("store.etcd")
 
@@ -30,20 +45,8 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 
 def parse_endpoints(spec: str) -> list[tuple[str, int]]:
-    """Parse `--etcd` values: `http://127.0.0.1:2379` or a comma-separated list of such URLs / host:port."""
-    endpoints: list[tuple[str, int]] = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        url = urlsplit(part if "://" in part else f"http://{part}")
-        if url.scheme not in ("http", ""):
-            raise ConfigError(f"etcd endpoint {part!r}: only http:// endpoints are supported")
-        if not url.hostname or not url.port:
-            raise ConfigError(f"etcd endpoint {part!r} needs a host and a port, e.g. http://127.0.0.1:2379")
-        endpoints.append((url.hostname, url.port))
-    if not endpoints:
-        raise ConfigError("no etcd endpoint given")
-    return endpoints
+    """The (host, port) endpoints of an `--etcd` value (see meshactors.store.etcdspec for the whole format)."""
+    return list(EtcdSpec.parse(spec).endpoints)
 
 
 def _target(endpoints: Sequence[tuple[str, int]]) -> str:
@@ -54,21 +57,173 @@ def _target(endpoints: Sequence[tuple[str, int]]) -> str:
     return "ipv4:" + ",".join(f"{h}:{p}" for h, p in endpoints)
 
 
-def _map_error(exc: grpc.RpcError, what: str) -> Exception:
-    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
-    details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+_AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+# What etcd answers when a call's token is missing, unknown or stale: authenticate again and retry once.
+_TOKEN_ERRORS = ("invalid auth token", "auth token is expired", "revision of auth store is old", "user name is empty")
+
+
+def _details(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code(), exc.details() or ""
+    return None, str(exc)
+
+
+def _token_error(exc: grpc.RpcError) -> bool:
+    code, details = _details(exc)
+    return code == grpc.StatusCode.UNAUTHENTICATED or any(t in details for t in _TOKEN_ERRORS)
+
+
+def _map_error(exc: grpc.RpcError, what: str, user: str = "") -> Exception:
+    if isinstance(exc, _AuthFailed):
+        return exc.error
+    code, details = _details(exc)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return Unavailable(f"etcd is unreachable ({what}): {details}")
     if code == grpc.StatusCode.NOT_FOUND or (details and "requested lease not found" in details):
         return NotFound(f"etcd: {details} ({what})")
+    if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details:
+        who = f"etcd user {user!r}" if user else "a client without etcd credentials"
+        return StorePermissionDenied(f"etcd refused {what} to {who}: permission denied")
+    if _token_error(exc):
+        if not user:
+            return StoreUnauthenticated(
+                f"etcd requires authentication ({what}): give user:password in the etcd URL, "
+                "e.g. http://user:password@host:2379"
+            )
+        return StoreUnauthenticated(f"etcd did not accept the auth token of user {user!r} ({what}): {details}")
+    if "authentication failed" in details:
+        return StoreUnauthenticated(f"etcd refused user {user!r} ({what}): invalid user name or password")
     return Unavailable(f"etcd error during {what}: {code.name if code else '?'} {details}")
+
+
+class _Auth:
+    """The etcd auth token of one EtcdStore: fetched once on first use, fetched again once etcd stops taking it."""
+
+    def __init__(self, user: str, password: str, timeout_s: float, where: str) -> None:
+        self.user = user
+        self.where = where  # the endpoints, for messages
+        self._password = password
+        self.timeout_s = timeout_s
+        self._token = ""
+        self._lock: asyncio.Lock | None = None
+        self._stub: rpc.AuthStub | None = None
+        self.disabled = False  # etcd said its auth is not enabled: calls go without a token
+        self.authentications = 0
+
+    def bind(self, channel: grpc.aio.Channel) -> None:
+        self._stub = rpc.AuthStub(channel)
+        self._lock = asyncio.Lock()
+        self._token = ""
+
+    def __repr__(self) -> str:
+        return f"_Auth(user={self.user!r})"
+
+    async def token(self) -> str:
+        if self._token or self.disabled:
+            return self._token
+        assert self._lock is not None
+        async with self._lock:
+            if not self._token and not self.disabled:
+                self._token = await self._authenticate()
+        return self._token
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Forget `token` if still current (None: whatever is current): the next call authenticates again."""
+        if token is None or token == self._token:
+            self._token = ""
+        self.disabled = False
+
+    async def _authenticate(self) -> str:
+        assert self._stub is not None
+        try:
+            resp = await self._stub.Authenticate(
+                rpc.AuthenticateRequest(name=self.user, password=self._password),
+                timeout=max(self.timeout_s, 5.0),  # etcd checks the password with bcrypt: slow by design
+                wait_for_ready=True,
+            )
+        except grpc.RpcError as exc:
+            _, details = _details(exc)
+            if "authentication is not enabled" in details:
+                _log.warning("etcd has authentication disabled: its credentials are not used", user=self.user)
+                self.disabled = True
+                return ""
+            raise _map_error(exc, f"authentication at {self.where}", self.user) from exc
+        self.authentications += 1
+        return str(resp.token)
+
+
+def _with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
+    if not token:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata["token"] = token
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+def _method(details: grpc.aio.ClientCallDetails) -> str:
+    m = details.method
+    return m.decode() if isinstance(m, bytes) else str(m)
+
+
+class _UnaryAuth(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the token to every unary call; on a token error authenticates again and retries the call once."""
+
+    def __init__(self, auth: _Auth) -> None:
+        self.auth = auth
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if _method(details) == _AUTHENTICATE:
+            return await continuation(details, request)
+        token = await _token_or_error(self.auth, _method(details))
+        call = await continuation(_with_token(details, token), request)
+        try:
+            await call
+        except grpc.RpcError as exc:
+            if not _token_error(exc):
+                return call  # the caller gets this call's own error
+            self.auth.invalidate(token)
+            token = await _token_or_error(self.auth, _method(details))
+            return await continuation(_with_token(details, token), request)
+        return call
+
+
+class _StreamAuth(grpc.aio.StreamStreamClientInterceptor):
+    """Adds the token to the Watch and LeaseKeepAlive streams (a stream that fails on it invalidates the token
+    through EtcdStore, and is opened again by its owner)."""
+
+    def __init__(self, auth: _Auth) -> None:
+        self.auth = auth
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        token = await _token_or_error(self.auth, _method(details))
+        return await continuation(_with_token(details, token), request_iterator)
+
+
+async def _token_or_error(auth: _Auth, method: str) -> str:
+    """The token, or the call fails with the grpc error its authentication got (mapped again by the caller)."""
+    try:
+        return await auth.token()
+    except MeshError as exc:
+        raise _AuthFailed(exc, method) from exc
+
+
+class _AuthFailed(grpc.RpcError):
+    """Authentication failed inside an interceptor: carries the mapped error out through the gRPC call."""
+
+    def __init__(self, error: MeshError, method: str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.method = method
 
 
 class _KeepAliveStream:
     """One long-lived LeaseKeepAlive stream shared by every heartbeat of this process (no stream per call)."""
 
-    def __init__(self, stub: rpc.LeaseStub) -> None:
+    def __init__(self, stub: rpc.LeaseStub, on_error: Any = None) -> None:
         self._stub = stub
+        self._on_error = on_error  # called with a stream's grpc error (EtcdStore: forget a refused token)
         self._queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=10_000)
         self._waiters: dict[int, collections.deque[asyncio.Future[int]]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -110,7 +265,7 @@ class _KeepAliveStream:
                     if not fut.done():
                         fut.set_result(int(reply.TTL))
         except grpc.RpcError as exc:
-            err = _map_error(exc, "lease keep-alive")
+            err = self._on_error(exc, "lease keep-alive") if self._on_error else _map_error(exc, "lease keep-alive")
         except asyncio.CancelledError:
             err = Unavailable("lease keep-alive stream closed")
             raise
@@ -133,13 +288,19 @@ class _KeepAliveStream:
 
 
 class EtcdStore:
-    """A Store backed by etcd v3. Create with endpoints, `await connect()`, `await close()`."""
+    """A Store backed by etcd v3. Create with endpoints (or `from_spec`), `await connect()`, `await close()`."""
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, endpoints: Sequence[tuple[str, int]], timeout_s: float = 2.0, spec: EtcdSpec | None = None
+    ) -> None:
         if not endpoints:
             raise ConfigError("EtcdStore needs at least one endpoint")
         self.endpoints = list(endpoints)
         self.timeout_s = timeout_s
+        self.spec = spec or EtcdSpec(tuple(self.endpoints))
+        self._auth = (
+            _Auth(self.spec.user, self.spec.password, timeout_s, _target(self.endpoints)) if self.spec.user else None
+        )
         self._channel: grpc.aio.Channel | None = None
         self._kv: rpc.KVStub | None = None
         self._lease: rpc.LeaseStub | None = None
@@ -148,18 +309,51 @@ class EtcdStore:
         self._keepalive: _KeepAliveStream | None = None
 
     @classmethod
-    def from_spec(cls, spec: str, timeout_s: float = 2.0) -> EtcdStore:
-        return cls(parse_endpoints(spec), timeout_s)
+    def from_spec(
+        cls, spec: str | EtcdSpec, timeout_s: float = 2.0, *, ca: str = "", cert: str = "", key: str = ""
+    ) -> EtcdStore:
+        """The store an `--etcd` value names (meshactors.store.etcdspec): endpoints, user:password, https + files."""
+        parsed = spec if isinstance(spec, EtcdSpec) else EtcdSpec.parse(spec, ca=ca, cert=cert, key=key)
+        return cls(parsed.endpoints, timeout_s, spec=parsed)
+
+    def __repr__(self) -> str:
+        return f"EtcdStore({self.spec.redacted()})"
+
+    @property
+    def authentications(self) -> int:
+        """How many times this store authenticated to etcd (0 without credentials)."""
+        return self._auth.authentications if self._auth else 0
 
     async def connect(self) -> None:
         if self._channel is not None:
             return
-        self._channel = grpc.aio.insecure_channel(_target(self.endpoints), options=_CHANNEL_OPTIONS)
+        interceptors = [_UnaryAuth(self._auth), _StreamAuth(self._auth)] if self._auth else None
+        target = _target(self.endpoints)
+        options = _CHANNEL_OPTIONS
+        if self.spec.tls:
+            ca, cert, key = self.spec.read_tls_files()
+            creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+            if len(self.endpoints) > 1:  # an address list has no name to check certificates against: the first's
+                options = (*options, ("grpc.ssl_target_name_override", self.endpoints[0][0]))
+            self._channel = grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+        if self._auth is not None:
+            self._auth.bind(self._channel)
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
         self._maint = rpc.MaintenanceStub(self._channel)
-        self._keepalive = _KeepAliveStream(self._lease)
+        self._keepalive = _KeepAliveStream(self._lease, self._stream_error)
+
+    def _error(self, exc: grpc.RpcError, what: str) -> Exception:
+        return _map_error(exc, what, self.spec.user)
+
+    def _stream_error(self, exc: grpc.RpcError, what: str) -> Exception:
+        """A stream's error; a token etcd refused is forgotten, so the stream's next opening authenticates."""
+        if self._auth is not None and (_token_error(exc) or "permission denied" in _details(exc)[1]):
+            self._auth.invalidate()
+        return self._error(exc, what)
 
     async def close(self) -> None:
         if self._keepalive is not None:
@@ -188,7 +382,7 @@ class EtcdStore:
         try:
             resp = await kv.Range(rpc.RangeRequest(key=key.encode()), timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
-            raise _map_error(exc, f"get {key}") from exc
+            raise self._error(exc, f"get {key}") from exc
         if not resp.kvs:
             return None
         return _kv(resp.kvs[0])
@@ -214,7 +408,7 @@ class EtcdStore:
                     break
                 start = resp.kvs[-1].key + b"\x00"
         except grpc.RpcError as exc:
-            raise _map_error(exc, f"list {prefix}") from exc
+            raise self._error(exc, f"list {prefix}") from exc
         return items, revision
 
     async def revision(self) -> int:
@@ -224,7 +418,7 @@ class EtcdStore:
                 rpc.RangeRequest(key=b"\x00", limit=1, count_only=True), timeout=self.timeout_s, wait_for_ready=True
             )
         except grpc.RpcError as exc:
-            raise _map_error(exc, "revision") from exc
+            raise self._error(exc, "revision") from exc
         return int(resp.header.revision)
 
     # ---- fenced writes -----------------------------------------------------------------------------------------
@@ -236,7 +430,7 @@ class EtcdStore:
                 rpc.TxnRequest(compare=compare, success=success), timeout=self.timeout_s, wait_for_ready=True
             )
         except grpc.RpcError as exc:
-            raise _map_error(exc, what) from exc
+            raise self._error(exc, what) from exc
 
     async def create(self, key: str, value: bytes, lease: int = 0) -> int:
         """Put `key` only if it does not exist; Conflict otherwise."""
@@ -322,7 +516,7 @@ class EtcdStore:
                 wait_for_ready=True,
             )
         except grpc.RpcError as exc:
-            raise _map_error(exc, what) from exc
+            raise self._error(exc, what) from exc
         if resp.succeeded:
             return int(resp.header.revision)
         moved: list[str] = []
@@ -347,7 +541,7 @@ class EtcdStore:
                 rpc.PutRequest(key=key.encode(), value=value, lease=lease), timeout=self.timeout_s, wait_for_ready=True
             )
         except grpc.RpcError as exc:
-            raise _map_error(exc, f"put {key}") from exc
+            raise self._error(exc, f"put {key}") from exc
         return int(resp.header.revision)
 
     async def delete_prefix(self, prefix: str) -> int:
@@ -358,7 +552,7 @@ class EtcdStore:
                 rpc.DeleteRangeRequest(key=k, range_end=_prefix_end(k)), timeout=self.timeout_s, wait_for_ready=True
             )
         except grpc.RpcError as exc:
-            raise _map_error(exc, f"delete prefix {prefix}") from exc
+            raise self._error(exc, f"delete prefix {prefix}") from exc
         return int(resp.header.revision)
 
     async def compact(self, revision: int) -> None:
@@ -368,7 +562,7 @@ class EtcdStore:
                 rpc.CompactionRequest(revision=revision, physical=True), timeout=self.timeout_s, wait_for_ready=True
             )
         except grpc.RpcError as exc:
-            raise _map_error(exc, f"compact {revision}") from exc
+            raise self._error(exc, f"compact {revision}") from exc
 
     # ---- leases ------------------------------------------------------------------------------------------------
 
@@ -377,7 +571,7 @@ class EtcdStore:
         try:
             resp = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s), timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
-            raise _map_error(exc, "lease grant") from exc
+            raise self._error(exc, "lease grant") from exc
         if resp.error:
             raise Unavailable(f"etcd refused a lease: {resp.error}")
         return int(resp.ID)
@@ -393,7 +587,7 @@ class EtcdStore:
         try:
             await lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
-            err = _map_error(exc, f"revoke lease {lease_id:x}")
+            err = self._error(exc, f"revoke lease {lease_id:x}")
             if isinstance(err, NotFound):
                 return
             raise err from exc
@@ -406,7 +600,7 @@ class EtcdStore:
                 rpc.LeaseTimeToLiveRequest(ID=lease_id), timeout=self.timeout_s, wait_for_ready=True
             )
         except grpc.RpcError as exc:
-            raise _map_error(exc, f"lease ttl {lease_id:x}") from exc
+            raise self._error(exc, f"lease ttl {lease_id:x}") from exc
         return int(resp.TTL)
 
     async def leases(self) -> list[int]:
@@ -415,7 +609,7 @@ class EtcdStore:
         try:
             resp = await lease.LeaseLeases(rpc.LeaseLeasesRequest(), timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as exc:
-            raise _map_error(exc, "list leases") from exc
+            raise self._error(exc, "list leases") from exc
         return [int(item.ID) for item in resp.leases]
 
     # ---- watch -------------------------------------------------------------------------------------------------
@@ -432,45 +626,66 @@ class EtcdStore:
         create = rpc.WatchCreateRequest(
             key=k, range_end=_prefix_end(k), start_revision=start_revision, progress_notify=True, prev_kv=True
         )
-        done = asyncio.Event()
-
-        async def requests() -> AsyncIterator[rpc.WatchRequest]:
-            yield rpc.WatchRequest(create_request=create)
-            await done.wait()
-
-        call = self._watch.Watch(requests())
-        try:
-            async for resp in call:
-                if resp.compact_revision:
-                    raise Compacted(start_revision, int(resp.compact_revision))
-                if resp.canceled:
-                    raise Unavailable(f"etcd canceled the watch on {prefix}: {resp.cancel_reason}")
-                if resp.created and not resp.events:
-                    continue
-                events = tuple(
-                    WatchEvent(
-                        kind="delete" if ev.type == rpc.Event.DELETE else "put",
-                        key=ev.kv.key.decode(),
-                        value=ev.kv.value,
-                        mod_revision=int(ev.kv.mod_revision),
-                        lease=int(ev.kv.lease),
-                        prev_value=ev.prev_kv.value,
+        # With auth, etcd checks a watch's token when the watch is created and cancels it as "permission denied"
+        # when the token is stale: then the watch is created once more with a fresh token (nothing was yielded).
+        attempts = 2 if self._auth is not None else 1
+        for attempt in range(attempts):
+            done = asyncio.Event()
+            call = self._watch.Watch(_watch_requests(create, done))
+            first, refused = True, False
+            try:
+                async for resp in call:
+                    if resp.compact_revision:
+                        raise Compacted(start_revision, int(resp.compact_revision))
+                    if resp.canceled:
+                        reason = str(resp.cancel_reason)
+                        if self._auth is not None and ("permission denied" in reason or "auth token" in reason):
+                            self._auth.invalidate()
+                            if first and attempt + 1 < attempts:
+                                refused = True
+                                break
+                        if "permission denied" in reason and not self.spec.user:
+                            raise StoreUnauthenticated(
+                                f"etcd refused watch {prefix}: it requires authentication; give user:password in "
+                                "the etcd URL, e.g. http://user:password@host:2379"
+                            )
+                        if "permission denied" in reason:
+                            raise StorePermissionDenied(f"etcd refused watch {prefix} to etcd user {self.spec.user!r}")
+                        raise Unavailable(f"etcd canceled the watch on {prefix}: {reason}")
+                    first = False
+                    if resp.created and not resp.events:
+                        continue
+                    events = tuple(
+                        WatchEvent(
+                            kind="delete" if ev.type == rpc.Event.DELETE else "put",
+                            key=ev.kv.key.decode(),
+                            value=ev.kv.value,
+                            mod_revision=int(ev.kv.mod_revision),
+                            lease=int(ev.kv.lease),
+                            prev_value=ev.prev_kv.value,
+                        )
+                        for ev in resp.events
                     )
-                    for ev in resp.events
-                )
-                yield WatchBatch(events, int(resp.header.revision))
-            raise Unavailable(f"etcd watch on {prefix} ended")
-        except grpc.RpcError as exc:
-            raise _map_error(exc, f"watch {prefix}") from exc
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are being cancelled
-            # the channel under the call was closed: the stream broke, nobody cancelled us
-            raise Unavailable(f"etcd watch on {prefix} was cut off") from exc
-        finally:
-            done.set()
-            call.cancel()
+                    yield WatchBatch(events, int(resp.header.revision))
+                if not refused:
+                    raise Unavailable(f"etcd watch on {prefix} ended")
+            except grpc.RpcError as exc:
+                raise self._stream_error(exc, f"watch {prefix}") from exc
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being cancelled
+                # the channel under the call was closed: the stream broke, nobody cancelled us
+                raise Unavailable(f"etcd watch on {prefix} was cut off") from exc
+            finally:
+                done.set()
+                call.cancel()
+
+
+async def _watch_requests(create: rpc.WatchCreateRequest, done: asyncio.Event) -> AsyncIterator[rpc.WatchRequest]:
+    """A watch stream's requests: the create, then nothing until the watch is done (closing early ends it)."""
+    yield rpc.WatchRequest(create_request=create)
+    await done.wait()
 
 
 def _kv(k: Any) -> KeyValue:
@@ -490,3 +705,47 @@ def _prefix_end(prefix: bytes) -> bytes:
             s[i] += 1
             return bytes(s[: i + 1])
     return b"\x00"
+
+
+async def enable_root_auth(spec: EtcdSpec, timeout_s: float = 10.0) -> bool:
+    """Make `spec`'s user etcd's root and turn etcd's authentication on, unless it is on already and that user's
+    password works. True when it turned auth on now. Unauthenticated when auth is on and the password is refused.
+
+    For an etcd this process runs (the embedded default): a user `root` with role `root`, then `auth enable`.
+    Safe to repeat after a crash half-way (a user or role that exists is reused, its password set again)."""
+    if not spec.user:
+        raise ConfigError("enabling etcd auth needs a user and password in the spec")
+    # a channel without the auth interceptor: these calls come before (or decide) authentication
+    store = EtcdStore(spec.endpoints, timeout_s, spec=dataclasses.replace(spec, user="", password=""))
+    await store.connect()
+    assert store._channel is not None
+    auth = rpc.AuthStub(store._channel)
+    where = _target(spec.endpoints)
+    opts: dict[str, Any] = {"timeout": timeout_s, "wait_for_ready": True}
+    try:
+        try:
+            await auth.Authenticate(rpc.AuthenticateRequest(name=spec.user, password=spec.password), **opts)
+            return False  # on already, and the password works
+        except grpc.aio.AioRpcError as exc:
+            if "authentication is not enabled" not in (exc.details() or ""):
+                raise
+        try:
+            await auth.UserAdd(rpc.AuthUserAddRequest(name=spec.user, password=spec.password), **opts)
+        except grpc.aio.AioRpcError as exc:
+            if "already exists" not in (exc.details() or ""):
+                raise
+            await auth.UserChangePassword(
+                rpc.AuthUserChangePasswordRequest(name=spec.user, password=spec.password), **opts
+            )
+        try:
+            await auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"), **opts)
+        except grpc.aio.AioRpcError as exc:
+            if "already exists" not in (exc.details() or ""):
+                raise
+        await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user=spec.user, role="root"), **opts)
+        await auth.AuthEnable(rpc.AuthEnableRequest(), **opts)
+        return True
+    except grpc.RpcError as exc:
+        raise _map_error(exc, f"enable authentication at {where}", spec.user) from exc
+    finally:
+        await store.close()

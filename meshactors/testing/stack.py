@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,32 @@ class UpProcess:
         except subprocess.TimeoutExpired:
             pass
         self.proc = None
+
+
+def bearer(info: dict[str, Any], key: str = "token") -> tuple[tuple[str, str], ...]:
+    """gRPC metadata carrying a ready file's token (`token`: the admin one, `proxy_token`) for raw stub calls."""
+    return (("authorization", f"Bearer {info[key]}"),)
+
+
+def registry_flags(info: dict[str, Any]) -> list[str]:
+    """CLI flags naming a ready file's registry API and its admin token explicitly."""
+    return ["--registry", info["registry"], "--token", info["token"]]
+
+
+def scrape(url: str, token: str, timeout_s: float = 10.0) -> str:
+    """One /metrics scrape with an API token (every actor's /metrics wants one), as text."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        return resp.read().decode()
+
+
+def xds_samples(info: dict[str, Any], name: str) -> list[Any]:
+    """Every sample named `name` on every xDS server's /metrics of a ready file (prometheus_client Samples)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = []
+    for actor, url in info["metrics"].items():
+        if actor.startswith("xds-server-"):
+            text = scrape(url, info["token"])
+            out += [s for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
+    return out

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import grpc
 
+from meshactors.auth.model import Identity, Role, TokenRecord, mint, parse, verify
 from meshactors.envoy.codec import delta_ads_stream, sotw_ads_stream
 from meshactors.errors import Unavailable
 from meshactors.xds.types import (
@@ -268,6 +269,31 @@ class SotwInvariantChecker(InvariantChecker):
         self._report(found)
 
 
+# ------------------------------------------------------------------------------------------- tokens
+
+
+class StaticTokens:
+    """The token check of an xDS host run in a test process (no etcd): tokens minted here, `revoke` forgets one
+    (and tells the host, when given, as the runtime's token table does)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, TokenRecord] = {}
+        self.on_revoked: Callable[[str], object] | None = None
+
+    def mint(self, role: Role = Role.PROXY, *, node: str = "", service: str = "") -> tuple[str, TokenRecord]:
+        token, record = mint(role, node=node, service=service)
+        self.records[record.id] = record
+        return token, record
+
+    def revoke(self, token_id: str) -> None:
+        if self.records.pop(token_id, None) is not None and self.on_revoked is not None:
+            self.on_revoked(token_id)
+
+    def __call__(self, token: str) -> Identity:
+        token_id, secret = parse(token)
+        return verify(self.records.get(token_id), secret)
+
+
 # ------------------------------------------------------------------------------------------- clients
 
 ReqT = TypeVar("ReqT", DeltaRequest, SotwRequest)
@@ -275,7 +301,10 @@ RespT = TypeVar("RespT", DeltaResponse, SotwResponse)
 
 
 class _AdsClient(Generic[ReqT, RespT]):
-    """Stream plumbing shared by the delta and SotW clients: send queue, reader task, waiting."""
+    """Stream plumbing shared by the delta and SotW clients: send queue, reader task, waiting.
+
+    `token` is sent as `authorization: Bearer <token>` metadata on every stream it opens, `metadata` as given
+    (a token in the node's metadata, as proxyless gRPC sends it, is `Node(..., token=...)`)."""
 
     def __init__(
         self,
@@ -285,9 +314,12 @@ class _AdsClient(Generic[ReqT, RespT]):
         nack_when: Callable[[RespT], str | None] | None = None,
         timeout: float = 5.0,
         strict: bool = True,
+        token: str = "",
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.channel = channel
         self.node = node
+        self.metadata = (*((("authorization", f"Bearer {token}"),) if token else ()), *metadata)
         self.nack_when = nack_when
         self.timeout = timeout
         self.strict = strict
@@ -343,7 +375,7 @@ class _AdsClient(Generic[ReqT, RespT]):
         self._node_sent = False
         queue: asyncio.Queue[ReqT | None] = asyncio.Queue()
         self._queue = queue
-        self._call = self._multicallable()(self._request_iterator(queue))
+        self._call = self._multicallable()(self._request_iterator(queue), metadata=self.metadata or None)
         self._reader = asyncio.create_task(self._read(self._call))
         self._replay()
 
@@ -421,6 +453,16 @@ class _AdsClient(Generic[ReqT, RespT]):
     @property
     def violations(self) -> list[InvariantViolation]:
         return self.checker.violations
+
+    @property
+    def ended_with(self) -> grpc.StatusCode | None:
+        """The status the server ended the stream with (None while it is open or when it ended cleanly)."""
+        return self._error.code() if isinstance(self._error, grpc.aio.AioRpcError) else None
+
+    async def wait_ended(self, timeout: float | None = None) -> grpc.StatusCode | None:  # noqa: ASYNC109
+        """Until the server ends the stream; returns its status (raises TimeoutError if it stays open)."""
+        await self._until(lambda: self._ended, "the stream to end", timeout)
+        return self.ended_with
 
     def _find(self, type_url: str, name: str) -> VersionedResource | None:
         held = self._held.get(type_url, {})
@@ -527,10 +569,14 @@ class DeltaAdsClient(_AdsClient[DeltaRequest, DeltaResponse]):
         nack_when: Callable[[DeltaResponse], str | None] | None = None,
         timeout: float = 5.0,
         strict: bool = True,
+        token: str = "",
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._checker = checker if checker is not None else DeltaInvariantChecker(raise_on_violation=False)
         self._subs: dict[str, set[str]] = {}
-        super().__init__(channel, node, nack_when=nack_when, timeout=timeout, strict=strict)
+        super().__init__(
+            channel, node, nack_when=nack_when, timeout=timeout, strict=strict, token=token, metadata=metadata
+        )
 
     @property
     def checker(self) -> DeltaInvariantChecker:
@@ -608,13 +654,17 @@ class SotwAdsClient(_AdsClient[SotwRequest, SotwResponse]):
         nack_when: Callable[[SotwResponse], str | None] | None = None,
         timeout: float = 5.0,
         strict: bool = True,
+        token: str = "",
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._checker = checker if checker is not None else SotwInvariantChecker(raise_on_violation=False)
         self._names: dict[str, list[str]] = {}
         self._legacy_wildcard: set[str] = set()
         self._versions: dict[str, str] = {}
         self._nonces: dict[str, str] = {}
-        super().__init__(channel, node, nack_when=nack_when, timeout=timeout, strict=strict)
+        super().__init__(
+            channel, node, nack_when=nack_when, timeout=timeout, strict=strict, token=token, metadata=metadata
+        )
 
     @property
     def checker(self) -> SotwInvariantChecker:

@@ -29,7 +29,7 @@ class LeaseSettings(_message.Message):
     def __init__(self, renewal_interval_seconds: _Optional[int] = ..., duration_seconds: _Optional[int] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("app", "instance_id", "vip", "svip", "host", "port", "secure_port", "zone", "status", "version_label", "weight", "metadata", "lease", "registered_at_ms", "mod_revision")
+    __slots__ = ("app", "instance_id", "vip", "svip", "host", "port", "secure_port", "zone", "status", "version_label", "weight", "metadata", "lease", "registered_at_ms", "mod_revision", "registered_by")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Instance(_message.Message):
     LEASE_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_BY_FIELD_NUMBER: _ClassVar[int]
     app: str
     instance_id: str
     vip: str
@@ -67,7 +68,8 @@ class Instance(_message.Message):
     lease: LeaseSettings
     registered_at_ms: int
     mod_revision: int
-    def __init__(self, app: _Optional[str] = ..., instance_id: _Optional[str] = ..., vip: _Optional[str] = ..., svip: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., secure_port: _Optional[int] = ..., zone: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., version_label: _Optional[str] = ..., weight: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., lease: _Optional[_Union[LeaseSettings, _Mapping]] = ..., registered_at_ms: _Optional[int] = ..., mod_revision: _Optional[int] = ...) -> None: ...
+    registered_by: str
+    def __init__(self, app: _Optional[str] = ..., instance_id: _Optional[str] = ..., vip: _Optional[str] = ..., svip: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., secure_port: _Optional[int] = ..., zone: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., version_label: _Optional[str] = ..., weight: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., lease: _Optional[_Union[LeaseSettings, _Mapping]] = ..., registered_at_ms: _Optional[int] = ..., mod_revision: _Optional[int] = ..., registered_by: _Optional[str] = ...) -> None: ...
 
 class InstanceRef(_message.Message):
     __slots__ = ("vip", "instance_id")

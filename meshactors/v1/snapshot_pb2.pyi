@@ -35,12 +35,14 @@ class Resource(_message.Message):
     def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., body: _Optional[bytes] = ..., absent: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[ResourceRef, _Mapping]]] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("key", "resources")
+    __slots__ = ("key", "resources", "changed_at")
     KEY_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
     key: str
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
-    def __init__(self, key: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ...) -> None: ...
+    changed_at: float
+    def __init__(self, key: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., changed_at: _Optional[float] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("host", "incarnation", "keys")

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from meshactors.resources.snapshot import Snapshot, Versions
 from meshactors.resources.source import Source
-from meshactors.resources.types import DEFAULT_KIND, Ref, VersionedResource
+from meshactors.resources.types import DEFAULT_KIND, ENDPOINT, Ref, VersionedResource, zone_variant
 
 # A held snapshot is named by its source and its key within that source.
 HeldKey = tuple[str, str]
@@ -55,6 +55,15 @@ class SnapshotCache:
         if source is None:
             return f"type {type_url} is not served by meshactors"
         return source.validate(type_url, name)
+
+    def companion_types(self) -> dict[str, str]:
+        """Every source's companion types, with their placeholders (see Source.companion_types)."""
+        return {t: p for source in self._by_name.values() for t, p in source.companion_types.items()}
+
+    def companions(self, type_url: str, name: str) -> tuple[Ref, ...]:
+        """What (type URL, name) brings along (its source decides); nothing for a type no source serves."""
+        source = self._by_type.get(type_url)
+        return source.companions(type_url, name) if source is not None else ()
 
     def locate(self, type_url: str, name: str) -> HeldKey:
         """The held key of a name `validate` accepted."""
@@ -150,15 +159,26 @@ class SnapshotCache:
 
 
 class KindView:
-    """The cache as one session reads it: the variant for its client kind (known once its node is seen)."""
+    """The cache as one session reads it: the variant for its client kind (known once its node is seen), and for
+    ClusterLoadAssignments first the variant for its zone (locality failover), when the snapshot has one."""
 
-    __slots__ = ("cache", "kind")
+    __slots__ = ("_zone_variant", "cache", "kind", "zone")
 
-    def __init__(self, cache: SnapshotCache, kind: str = DEFAULT_KIND) -> None:
+    def __init__(self, cache: SnapshotCache, kind: str = DEFAULT_KIND, zone: str = "") -> None:
         self.cache = cache
         self.kind = kind
+        self.zone = zone
+        self._zone_variant = zone_variant(zone)
+
+    def set_node(self, kind: str, zone: str) -> None:
+        """The client kind and zone of the session's node (set once it is seen)."""
+        self.kind, self.zone, self._zone_variant = kind, zone, zone_variant(zone)
 
     def get(self, type_url: str, name: str) -> VersionedResource | None:
+        if self._zone_variant and type_url == ENDPOINT:
+            found = self.cache.get(type_url, name, self._zone_variant)
+            if found is None or found.variant == self._zone_variant:
+                return found
         return self.cache.get(type_url, name, self.kind)
 
     def names(self, type_url: str) -> list[str]:

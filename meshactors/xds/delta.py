@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from meshactors.errors import InvalidArgument, ResourceExhausted
+from meshactors.resources.types import Ref
 from meshactors.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -40,6 +41,12 @@ class DeltaTypeStatistics:
     responses: int = 0  # responses sent on this type
     last_ack_at: float | None = None  # the stream clock's time of the last ACK on this type
     last_request_nacked: bool = False  # the last request of this type that answered a response was a NACK
+    # Every resource sent on this type, by what the client held of it (reported on (re)connect, or sent here):
+    sent_new: int = 0  # nothing
+    sent_changed: int = 0  # another version
+    sent_unchanged: int = 0  # this very version: only an EDS resent after its cluster changed (re-warming)
+    last_sent: tuple[str, str] | None = None  # (name, version) of the latest resource sent on this type
+    unacked_since: float | None = None  # when the oldest response not ACKed yet was sent (None: all answered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +68,16 @@ class _TypeState:
     """What one type URL of the stream holds. Keys are subscribed names (a resource may be an alias hit)."""
 
     __slots__ = (
-        "acked", "last_ack_at", "last_nack", "last_request_nacked", "pending", "rejected", "responses", "sent",
-        "subscribed", "wildcard",
+        "acked", "implied", "last_ack_at", "last_nack", "last_request_nacked", "last_sent", "pending", "rejected",
+        "responses", "sent", "sent_at", "sent_changed", "sent_new", "sent_unchanged", "subscribed", "wildcard",
     )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, implied: set[str] | None = None) -> None:
         self.wildcard = False
         self.subscribed: set[str] = set()
+        # A companion type (see DeltaStream): the names its wildcard covers, those the stream's subscriptions of
+        # other types bring along. None: an ordinary type, whose wildcard covers every name.
+        self.implied = implied
         # Version the client has, or will have once the responses in flight land.
         self.sent: dict[str, str] = {}
         self.acked: dict[str, str] = {}
@@ -75,13 +85,20 @@ class _TypeState:
         self.rejected: dict[str, str] = {}
         # nonce -> {name: version sent, None for a removal}, oldest first.
         self.pending: dict[str, dict[str, str | None]] = {}
+        self.sent_at: dict[str, float] = {}  # nonce -> when it was sent, for every nonce in `pending`
         self.last_nack: NackRecord | None = None
         self.responses = 0
         self.last_ack_at: float | None = None
         self.last_request_nacked = False
+        self.sent_new = 0
+        self.sent_changed = 0
+        self.sent_unchanged = 0
+        self.last_sent: tuple[str, str] | None = None
 
     def covers(self, name: str) -> bool:
-        return self.wildcard or name in self.subscribed
+        if name in self.subscribed:
+            return True
+        return self.wildcard and (self.implied is None or name in self.implied)
 
     def forget(self, name: str) -> None:
         self.sent.pop(name, None)
@@ -103,6 +120,13 @@ class DeltaStream:
       ACKed version as what the client has, and sends again when the content changes.
     - A ClusterLoadAssignment is held back while the Cluster of the same name is wanted on this stream
       but not sent yet (CDS before EDS); cluster removals go in a response of their own, last.
+    - Companions (`companions(type URL, name)`, given by the host's sources): resources a subscribed name
+      brings along on a type the client opened, sent *before* it (Envoy's VHDS virtual host of a VIP goes
+      ahead of the VIP's Cluster, so the request that asked for the Cluster takes the virtual host's routes).
+      On a companion type (`companion_types`) a wildcard covers only the companions of the stream's own
+      subscriptions: one proxy never receives what another proxy's subscriptions brought.
+    - A first wildcard request with nothing to send is still answered, on a companion type by removing the
+      type's placeholder (`companion_types[type URL]`, a name in the client's namespace that is never served).
     """
 
     def __init__(
@@ -112,8 +136,14 @@ class DeltaStream:
         stream_id: str = "",
         name_validator: NameValidator | None = None,
         clock: Callable[[], float] = time.time,
+        companions: Callable[[str, str], tuple[Ref, ...]] | None = None,
+        companion_types: Mapping[str, str] | None = None,
     ) -> None:
         self._view = view
+        self._companions = companions
+        # companion type URL -> the names the stream's subscriptions bring (shared with that type's state)
+        self._implied: dict[str, set[str]] = {t: set() for t in companion_types or {}}
+        self._placeholders = dict(companion_types or {})
         self._limits = limits or Limits()
         self.stream_id = stream_id
         self._validator = name_validator
@@ -145,7 +175,7 @@ class DeltaStream:
                     f"stream {self.stream_id!r} already uses {len(self._types)} type URLs "
                     f"(limit {self._limits.max_type_urls}); refused {type_url!r}"
                 )
-            ts = self._types[type_url] = _TypeState()
+            ts = self._types[type_url] = _TypeState(self._implied.get(type_url))
 
         nack: NackRecord | None = None
         ack = False
@@ -174,13 +204,13 @@ class DeltaStream:
         if first and not req.subscribe:
             ts.wildcard = True  # legacy wildcard: the first request of a type names nothing
             added.append((type_url, WILDCARD))
-            candidates.update(self._view.names(type_url))
+            candidates.update(n for n in self._view.names(type_url) if ts.covers(n))
         for name in req.subscribe:
             if name == WILDCARD:
                 if not ts.wildcard:
                     ts.wildcard = True
                     added.append((type_url, WILDCARD))
-                    candidates.update(self._view.names(type_url))
+                    candidates.update(n for n in self._view.names(type_url) if ts.covers(n))
                 continue
             if name in ts.subscribed:
                 candidates.add(name)  # re-subscribed: sent again only if the client lacks this version
@@ -194,6 +224,7 @@ class DeltaStream:
             ts.subscribed.add(name)
             added.append((type_url, name))
             candidates.add(name)
+            self._imply(type_url, name, True)
 
         for name in req.unsubscribe:
             if name == WILDCARD:
@@ -208,6 +239,7 @@ class DeltaStream:
             if name in ts.subscribed:
                 ts.subscribed.discard(name)
                 dropped.append((type_url, name))
+                self._imply(type_url, name, False)
                 if not ts.wildcard:
                     ts.forget(name)
                     candidates.discard(name)
@@ -218,6 +250,8 @@ class DeltaStream:
             room = self._limits.max_names_per_type
             for name, version in req.initial_resource_versions.items():
                 if name not in ts.subscribed:
+                    # a companion type keeps what the client holds whether or not it is brought yet: told removed
+                    # once its bringer is looked at, if it is gone
                     if not ts.wildcard or room <= 0 or check_name(self._limits, None, type_url, name):
                         continue
                     room -= 1
@@ -227,6 +261,14 @@ class DeltaStream:
 
         refused = [r.name for r in rejected]
         responses = self._compute({type_url: candidates}, from_update=False, refused={type_url: refused})
+        if first and ts.wildcard and not any(r.type_url == type_url for r in responses):
+            # A wildcard subscription with nothing to send yet is still answered: Envoy waits for a first response
+            # of every wildcard type before it starts serving. Envoy's VHDS watches a namespace (its route table's
+            # name) and only an answer that names something in it counts: an empty one left every proxy's listener
+            # warming for the 15 s initial fetch timeout, removing a never-served name lets it start at once
+            # (measured with Envoy 1.40: 15.1 s -> 0.1 s from start to LIVE).
+            placeholder = self._placeholders.get(type_url)
+            responses.append(self._respond(ts, type_url, (), (placeholder,) if placeholder else (), {}))
         return Outcome(
             responses=tuple(responses),
             interest_added=tuple(added),
@@ -237,12 +279,30 @@ class DeltaStream:
             stale=stale,
         )
 
+    def _imply(self, type_url: str, name: str, subscribed: bool) -> None:
+        """Track the companions `name` brings. One no longer brought is forgotten, not removed from the client
+        (as an unsubscribed name is): what it routes to was unsubscribed by the client itself."""
+        if self._companions is None:
+            return
+        for companion_type, companion in self._companions(type_url, name):
+            implied = self._implied.get(companion_type)
+            if implied is None:
+                continue
+            if subscribed:
+                implied.add(companion)
+                continue
+            implied.discard(companion)
+            cts = self._types.get(companion_type)
+            if cts is not None and not cts.covers(companion):
+                cts.forget(companion)
+
     def _apply_ack(self, ts: _TypeState, nonce: str) -> None:
         """ACK of `nonce`; responses sent before it were processed first (in order) and count as ACKed."""
         self._acks += 1
         while ts.pending:
             sent_nonce, entry = next(iter(ts.pending.items()))
             del ts.pending[sent_nonce]
+            ts.sent_at.pop(sent_nonce, None)
             self._ack_entry(ts, entry)
             if sent_nonce == nonce:
                 return
@@ -262,6 +322,7 @@ class DeltaStream:
             while ts.pending:
                 sent_nonce, entry = next(iter(ts.pending.items()))
                 del ts.pending[sent_nonce]
+                ts.sent_at.pop(sent_nonce, None)
                 if sent_nonce != req.response_nonce:
                     self._ack_entry(ts, entry)
                     continue
@@ -323,9 +384,18 @@ class DeltaStream:
         # its ClusterLoadAssignment again, so that is resent even when unchanged (measured with Envoy 1.40: an
         # updated cluster otherwise stays warming and the old one keeps serving).
         rewarm: set[str] = set()
+        # only a stream that opened a companion type can be brought anything (a per-name call on every push else)
+        if self._companions is not None and any(t in self._types for t in self._implied):
+            for type_url, names in list(candidates.items()):
+                for name in names:
+                    for companion_type, companion in self._companions(type_url, name):
+                        cts = self._types.get(companion_type)
+                        if cts is not None and cts.covers(companion):
+                            candidates.setdefault(companion_type, set()).add(companion)
         todo = set(candidates) | {t for t, names in refused.items() if names}
         while todo:
-            type_url = min(todo, key=lambda t: (_ORDER.get(t, len(_ORDER)), t))
+            # companion types go first (a virtual host before the Cluster that brings it), then the send order
+            type_url = min(todo, key=lambda t: (t not in self._implied, _ORDER.get(t, len(_ORDER)), t))
             todo.discard(type_url)
             ts = self._types[type_url]
             resources: dict[str, VersionedResource] = {}
@@ -335,8 +405,9 @@ class DeltaStream:
                 res = self._view.get(type_url, name)
                 have = ts.sent.get(name)
                 if res is None:
-                    # Absent: a removal only when we know it is gone (see the class docstring).
-                    if have is not None and (from_update or name not in ts.subscribed):
+                    # Absent: a removal only when we know it is gone (see the class docstring); a companion's
+                    # absence is only known from an update, like a subscribed name's.
+                    if have is not None and (from_update or (name not in ts.subscribed and ts.implied is None)):
                         del ts.sent[name]
                         if type_url == CLUSTER:
                             cluster_removals[name] = None
@@ -352,6 +423,13 @@ class DeltaStream:
                     continue  # goes out with (after) its Cluster
                 ts.sent[name] = res.version
                 entry[name] = res.version
+                if have is None:
+                    ts.sent_new += 1
+                elif have == res.version:
+                    ts.sent_unchanged += 1
+                else:
+                    ts.sent_changed += 1
+                ts.last_sent = (name, res.version)
                 resources.setdefault(res.name, res)
                 removed.pop(res.name, None)
                 if type_url == CLUSTER:
@@ -378,11 +456,17 @@ class DeltaStream:
     ) -> DeltaResponse:
         nonce = self._nonces.next()
         ts.pending[nonce] = entry
+        ts.sent_at[nonce] = self._clock()
         ts.responses += 1
         self._responses += 1
         return DeltaResponse(type_url=type_url, nonce=nonce, resources=resources, removed=removed)
 
     # ----------------------------------------------------------------------------------- statistics
+
+    def acked_version(self, type_url: str, name: str) -> str | None:
+        """The version of `name` the client last ACKed (None: none, or it ACKed its removal)."""
+        ts = self._types.get(type_url)
+        return ts.acked.get(name) if ts is not None else None
 
     def statistics(self) -> DeltaStatistics:
         types = []
@@ -403,6 +487,11 @@ class DeltaStream:
                     responses=ts.responses,
                     last_ack_at=ts.last_ack_at,
                     last_request_nacked=ts.last_request_nacked,
+                    sent_new=ts.sent_new,
+                    sent_changed=ts.sent_changed,
+                    sent_unchanged=ts.sent_unchanged,
+                    last_sent=ts.last_sent,
+                    unacked_since=ts.sent_at.get(next(iter(ts.pending)), None) if ts.pending else None,
                 )
             )
         return DeltaStatistics(

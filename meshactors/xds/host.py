@@ -1,14 +1,18 @@
 """XdsHost: the ADS server of one process: one lightweight session per stream (state machine + lock) over a
 SnapshotCache filled on demand from its sources. It serves whatever type URLs its sources own and knows no VIP;
-no Ray here: the runtime wraps it in an actor and wires the sources' update streams to `apply`."""
+no Ray here: the runtime wraps it in an actor and wires the sources' update streams to `apply`.
+
+Every stream is authenticated on its first request (`xds.auth`) before anything is sent or subscribed; the
+runtime injects the token check and calls `revoke(token_id)` when a token goes, which ends the streams it opened."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,14 +21,27 @@ import grpc
 from meshactors import log
 from meshactors.aio import TaskSet
 from meshactors.envoy.codec import ads_generic_handler
-from meshactors.errors import CodecError, MeshError, ResourceExhausted
+from meshactors.errors import (
+    CodecError,
+    MeshError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from meshactors.resources.snapshot import Snapshot
 from meshactors.resources.source import Source
 from meshactors.resources.types import DEFAULT_KIND, Ref, client_kind
+from meshactors.telemetry.histogram import Histogram
+from meshactors.xds.auth import Authenticate, authorize
 from meshactors.xds.cache import HeldKey, KindView, SnapshotCache
+from meshactors.xds.convergence import ConvergenceTracker
 from meshactors.xds.delta import DeltaStream
+from meshactors.xds.settings import HostSettings  # re-exported: it lives in a proto-free module
 from meshactors.xds.sotw import SotwStream
-from meshactors.xds.types import WILDCARD, DeltaRequest, Limits, SotwRequest
+from meshactors.xds.statistics import HostStatistics, SessionStatistics  # re-exported, as HostSettings
+from meshactors.xds.sync import ResourceSync, TypeSync, resource_sync, session_sync
+from meshactors.xds.types import WILDCARD, DeltaRequest, SotwRequest
 
 _log = log.get("xds.host")
 
@@ -52,56 +69,43 @@ _STREAM_GONE = (grpc.aio.AbortError, grpc.aio.UsageError, grpc.RpcError, Connect
 
 
 @dataclass(frozen=True, slots=True)
-class HostSettings:
-    limits: Limits = field(default_factory=Limits)
-    max_new_streams_per_s: float = 1000.0
-    fetch_timeout_s: float = 5.0
-    fetch_retry_s: float = 1.0
-    unsubscribe_grace_s: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class SessionStatistics:
-    """One ADS stream as the host sees it; `protocol` is its state machine's own record, as a dict."""
-
-    stream_id: str
-    node_id: str
-    kind: str
-    client_kind: str
-    peer: str
-    opened_at: float
-    resources_sent: int
-    bad_messages: int
-    protocol: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class HostStatistics:
-    server: str
-    ready: bool
-    incarnation: str
-    sessions: int
-    snapshots_held: int
-    streams_opened: int
-    refused_not_ready: int
-    refused_rate: int
-    nacks: int
-    fetch_failures: int
-    stream_errors: int
-    names_refused: int  # subscriptions refused by a source's validation or a per-stream bound
-    keys_pinned: int = 0
-    streams: tuple[SessionStatistics, ...] = ()
-    responses_by_type: dict[str, int] = field(default_factory=dict)
-    nacks_by_type: dict[str, int] = field(default_factory=dict)  # type URLs the sources do not serve: "other"
-
-
-@dataclass(frozen=True, slots=True)
 class Convergence:
     """Which sessions still lag behind what the host holds, and the versions it holds per held key."""
 
     sessions: int
     lagging: tuple[str, ...]
     versions: dict[str, dict[str, str]]  # "source/key" -> {"type URL name variant": version}
+
+
+# What one client-status answer (CSDS, `proxy-status NODE`) may hold: past a bound, the sessions or resources left
+# out are counted in the answer, and contents past the byte budget are left out (a gRPC client receives 4 MiB by
+# default; the versions and statuses still come).
+MAX_STATUS_CLIENTS = 1000
+MAX_STATUS_RESOURCES = 50_000
+MAX_STATUS_CONTENT_BYTES = 3 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSync:
+    """One session as a client-status view shows it: who, and the sync status per type URL and per resource."""
+
+    server: str
+    stream_id: str
+    node_id: str
+    kind: str
+    client_kind: str
+    peer: str
+    opened_at: float
+    types: tuple[TypeSync, ...]
+    resources: tuple[ResourceSync, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatusAnswer:
+    clients: tuple[ClientSync, ...]
+    omitted_clients: int = 0  # sessions that matched past MAX_STATUS_CLIENTS
+    omitted_resources: int = 0  # resources past MAX_STATUS_RESOURCES (their sessions list the rest)
+    omitted_contents: int = 0  # resources listed without their contents past MAX_STATUS_CONTENT_BYTES
 
 
 @dataclass
@@ -113,8 +117,20 @@ class _Counters:
     fetch_failures: int = 0
     stream_errors: int = 0
     names_refused: int = 0
+    refused_unauthenticated: int = 0
+    refused_permission: int = 0
+    ended_revoked: int = 0
     responses_by_type: dict[str, int] = field(default_factory=dict)
     nacks_by_type: dict[str, int] = field(default_factory=dict)
+
+
+class _Refused(Exception):
+    """A stream refused before it is served: the status it ends with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class _TokenBucket:
@@ -144,7 +160,8 @@ class Session:
 
     __slots__ = (
         "bad_messages", "closed", "context", "keys", "kind", "lock", "log_budget", "machine", "node_id", "opened_at",
-        "peer", "pending", "push_scheduled", "resources_sent", "stream_id", "suppressed", "view",
+        "peer", "pending", "push_scheduled", "resources_sent", "revoked", "stream_id", "suppressed", "task",
+        "token_id", "view",
     )  # fmt: skip
 
     def __init__(self, kind: str, stream_id: str, view: KindView, context: grpc.aio.ServicerContext) -> None:
@@ -165,6 +182,9 @@ class Session:
         self.bad_messages = 0
         self.log_budget: _TokenBucket | None = None  # made by the first warning
         self.suppressed = 0
+        self.token_id = ""  # the id (never the secret) of the token that opened it; "" until authenticated
+        self.task: asyncio.Task[Any] | None = None  # the stream's handler, cancelled when its token is revoked
+        self.revoked = False
 
     @property
     def slog(self) -> Any:
@@ -190,13 +210,26 @@ class Session:
 
 
 class XdsHost:
-    def __init__(self, name: str, sources: Iterable[Source], settings: HostSettings | None = None) -> None:
+    """`authenticate` checks the token a stream presents (the runtime's token table): every stream is refused
+    until its first request is authenticated."""
+
+    def __init__(
+        self,
+        name: str,
+        sources: Iterable[Source],
+        settings: HostSettings | None = None,
+        *,
+        authenticate: Authenticate,
+    ) -> None:
         self.name = name
+        self._authenticate = authenticate
         self.settings = settings or HostSettings()
         self.cache = SnapshotCache(sources)
         self.ready = asyncio.Event()
         self.incarnation = secrets.token_hex(6)
         self._sessions: dict[str, Session] = {}
+        # token id -> the open sessions it authenticated: at most one entry per session, removed as they close
+        self._by_token: dict[str, set[Session]] = {}
         self._key_sessions: dict[HeldKey, set[Session]] = {}
         self._idle_since: dict[HeldKey, float] = {}
         self._inflight: dict[HeldKey, asyncio.Future[None]] = {}
@@ -207,6 +240,8 @@ class XdsHost:
         self._ids = itertools.count(1)
         self._tasks = TaskSet()
         self.counters = _Counters()
+        self.converging: ConvergenceTracker[Session, HeldKey] = ConvergenceTracker(self._caught_up)
+        self.fetch_time = Histogram()
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         return ads_generic_handler(self.delta, self.sotw)
@@ -227,8 +262,13 @@ class XdsHost:
     def _session(self, kind: str, context: grpc.aio.ServicerContext) -> Session:
         stream_id = f"{self.name}-{next(self._ids)}"
         session = Session(kind, stream_id, KindView(self.cache), context)
-        machine_class = DeltaStream if kind == "delta" else SotwStream
-        session.machine = machine_class(session.view, self.settings.limits, stream_id, self._validate)
+        if kind == "delta":
+            session.machine = DeltaStream(
+                session.view, self.settings.limits, stream_id, self._validate,
+                companions=self.cache.companions, companion_types=self.cache.companion_types(),
+            )  # fmt: skip
+        else:
+            session.machine = SotwStream(session.view, self.settings.limits, stream_id, self._validate)
         return session
 
     async def delta(self, requests: AsyncIterator[DeltaRequest], context: grpc.aio.ServicerContext) -> None:
@@ -239,21 +279,56 @@ class XdsHost:
         await self._admit(context)
         await self._serve(self._session("sotw", context), requests)
 
-    async def _serve(self, session: Session, requests: AsyncIterator[Any]) -> None:
+    def _authorize(self, session: Session, req: Any) -> None:
+        """Authenticate a stream on its first request; only then is it a session of this host."""
+        try:
+            who = authorize(self._authenticate, session.context.invocation_metadata(), req.node)
+        except Unauthenticated as exc:
+            self.counters.refused_unauthenticated += 1
+            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"xDS: {exc.message}") from exc
+        except PermissionDenied as exc:
+            self.counters.refused_permission += 1
+            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, exc.message) from exc
+        except Unavailable as exc:  # the token table is still loading
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, f"xDS server {self.name}: {exc.message}") from exc
+        session.token_id = who.token_id
+        session.task = asyncio.current_task()
         self._sessions[session.stream_id] = session
+        self._by_token.setdefault(who.token_id, set()).add(session)
+
+    @staticmethod
+    def _opened(session: Session, node: Any) -> None:
+        session.view.set_node(client_kind(node.user_agent_name), node.zone)
+        session.slog.info("stream opened", client_kind=session.view.kind or "default", zone=session.view.zone,
+                          token_id=session.token_id)  # fmt: skip
+
+    async def _serve(self, session: Session, requests: AsyncIterator[Any]) -> None:
         self.counters.streams_opened += 1
         failed: BaseException | None = None
         refused: tuple[grpc.StatusCode, str] | None = None
         try:
             async for req in requests:  # gRPC flow control slows a client that sends faster than we handle
-                if req.node is not None and not session.node_id:
+                if not session.token_id:  # the first request: nothing is served or held before this passes
+                    if req.node is not None:
+                        session.node_id = bounded(req.node.id, MAX_NODE_ID_CHARS)
+                    self._authorize(session, req)
+                    if req.node is not None:
+                        self._opened(session, req.node)
+                elif req.node is not None and not session.node_id:
                     session.node_id = bounded(req.node.id, MAX_NODE_ID_CHARS)
-                    session.view.kind = client_kind(req.node.user_agent_name)
-                    session.slog.info("stream opened", client_kind=session.view.kind or "default")
+                    self._opened(session, req.node)
                 async with session.lock:
                     await session.write(self._on_request(session, req), self.counters.responses_by_type)
+                self.converging.check(session)  # an ACK may have landed
         except asyncio.CancelledError:
-            raise
+            if not session.revoked:
+                raise
+            self.counters.ended_revoked += 1
+            refused = (grpc.StatusCode.UNAUTHENTICATED, "xDS: the token of this stream was revoked")
+            session.slog.info("stream ended: its token was revoked", token_id=session.token_id)
+        except _Refused as exc:
+            refused = (exc.code, exc.message)
+            session.warn("stream refused", code=exc.code.name, reason=bounded(exc.message, 2 * LOG_VALUE_CHARS))
         except _STREAM_GONE as exc:  # a broken stream ends the session like a closed one
             session.slog.debug("stream ended", error=bounded(repr(exc)))
         except CodecError as exc:  # the request deserializer: bytes that are no request end the stream
@@ -270,8 +345,9 @@ class XdsHost:
             session.slog.exception("stream handling failed; ending the stream with INTERNAL", error=bounded(repr(exc)))
         finally:
             session.closed = True
-            self._close(session)
-            session.slog.info("stream closed", resources_sent=session.resources_sent)
+            if session.token_id:
+                self._close(session)
+                session.slog.info("stream closed", resources_sent=session.resources_sent)
         if refused is not None:
             await session.context.abort(*refused)
         if failed is not None:
@@ -409,7 +485,9 @@ class XdsHost:
     async def _fetch_from(self, source_name: str, keys: list[str], fut: asyncio.Future[None]) -> None:
         try:
             source = self.cache.source(source_name)
+            started = time.monotonic()
             got = await asyncio.wait_for(source.fetch(keys), self.settings.fetch_timeout_s)
+            self.fetch_time.observe(time.monotonic() - started)
             self.apply(source_name, got)
         except (MeshError, TimeoutError) as exc:
             self._fetch_failed(source_name, keys)
@@ -455,9 +533,26 @@ class XdsHost:
 
     def _close(self, session: Session) -> None:
         self._sessions.pop(session.stream_id, None)
+        self.converging.closed(session)
+        holders = self._by_token.get(session.token_id)
+        if holders is not None:
+            holders.discard(session)
+            if not holders:
+                del self._by_token[session.token_id]
         for held in list(session.keys):
             for ref in list(session.keys.get(held, ())):
                 self._release(session, held, ref)
+
+    def revoke(self, token_id: str) -> int:
+        """A token went away: every stream it opened ends with UNAUTHENTICATED. Returns how many."""
+        sessions = self._by_token.pop(token_id, set())
+        for session in sessions:
+            session.revoked = True
+            if session.task is not None and not session.task.done():
+                session.task.cancel()
+        if sessions:
+            _log.info("ending the streams of a revoked token", token_id=token_id, streams=len(sessions))
+        return len(sessions)
 
     # ---- pushes from the sources ---------------------------------------------------------------------------
 
@@ -472,12 +567,15 @@ class XdsHost:
                 continue
             changed = self.cache.apply(source_name, snap)
             if changed:
-                for session in self._key_sessions.get(held, ()):
+                holders = self._key_sessions.get(held, ())
+                for session in holders:
                     self.notify(session, changed)
+                self.converging.changed(held, snap.changed_at, holders)
         return unwanted
 
     async def evict_idle(self) -> list[HeldKey]:
         """Forget keys no session has wanted for the grace period; tell their sources."""
+        self.converging.expire()
         now = time.monotonic()
         idle = [h for h, t in self._idle_since.items() if now - t >= self.settings.unsubscribe_grace_s]
         for held in [h for h in idle if h in self._pinned]:  # a pinned key stays held without sessions
@@ -506,6 +604,22 @@ class XdsHost:
 
     # ---- introspection -------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _caught_up(session: Session, held: HeldKey) -> bool:
+        """True when the session has ACKed what the host holds of every name of `held` it subscribed (a name
+        absent at the source: when it ACKed holding none), or holds none of them any more."""
+        names = session.keys.get(held)
+        if not names or session.closed:
+            return True
+        if not session.pending.isdisjoint(names):
+            return False
+        for type_url, name in names:
+            res = session.view.get(type_url, name)
+            expected = res.version if res is not None and res.body is not None else None
+            if session.machine.acked_version(type_url, name) != expected:
+                return False
+        return True
+
     def lagging(self, session: Session) -> bool:
         """True while the session has not ACKed the version this host holds of every name it subscribed."""
         if session.pending:
@@ -533,6 +647,11 @@ class XdsHost:
         )
 
     def statistics(self, sessions: bool = True) -> HostStatistics:
+        held: dict[str, int] = {}
+        for key in self.cache.keys():
+            snap = self.cache.snapshot(key)
+            for res in snap.resources if snap is not None else ():
+                held[res.type_url] = held.get(res.type_url, 0) + 1
         return HostStatistics(
             server=self.name,
             ready=self.ready.is_set(),
@@ -542,7 +661,67 @@ class XdsHost:
             keys_pinned=len(self._pinned),
             **asdict(self.counters),
             streams=tuple(self.session_statistics(s) for s in self._sessions.values()) if sessions else (),
+            resources_held_by_type=held,
+            converging=len(self.converging),
+            convergence_abandoned=self.converging.abandoned,
+            convergence_time=self.converging.histogram.data(),
+            fetch_time=self.fetch_time.data(),
         )
+
+    def client_status(
+        self,
+        match: Callable[[str], bool] | None = None,
+        *,
+        contents: bool = True,
+        max_clients: int = MAX_STATUS_CLIENTS,
+        max_resources: int = MAX_STATUS_RESOURCES,
+        max_content_bytes: int = MAX_STATUS_CONTENT_BYTES,
+    ) -> ClientStatusAnswer:
+        """The sync status of every session whose node id `match`es (all when None), per type URL and resource,
+        with the resources' contents unless `contents` is False; bounded as ClientStatusAnswer says."""
+        served = set(self.cache.type_urls())
+
+        def loaded(type_url: str, name: str) -> bool:
+            return type_url in served and self.cache.locate(type_url, name) in self.cache
+
+        clients: list[ClientSync] = []
+        omitted_clients = omitted_resources = omitted_contents = 0
+        resources_left, bytes_left = max_resources, max_content_bytes
+        for session in sorted(self._sessions.values(), key=lambda s: (s.node_id, s.stream_id)):
+            if match is not None and not match(session.node_id):
+                continue
+            if len(clients) >= max_clients:
+                omitted_clients += 1
+                continue
+            protocol = asdict(session.machine.statistics())
+            resources: list[ResourceSync] = []
+            for t in protocol["types"]:
+                for res in resource_sync(t, session.view.get, loaded, contents=contents):
+                    if resources_left <= 0:
+                        omitted_resources += 1
+                        continue
+                    size = len(res.body or b"") + len(res.nack_body or b"")
+                    if size > bytes_left:
+                        omitted_contents += 1
+                        res = dataclasses.replace(res, body=None, nack_body=None)
+                    else:
+                        bytes_left -= size
+                    resources_left -= 1
+                    resources.append(res)
+            clients.append(
+                ClientSync(
+                    server=self.name,
+                    stream_id=session.stream_id,
+                    node_id=session.node_id,
+                    kind=session.kind,
+                    client_kind=session.view.kind or DEFAULT_KIND,
+                    peer=session.peer,
+                    opened_at=session.opened_at,
+                    types=session_sync(protocol),
+                    resources=tuple(resources),
+                )
+            )
+        return ClientStatusAnswer(tuple(clients), omitted_clients, omitted_resources, omitted_contents)
 
     @staticmethod
     def session_statistics(session: Session) -> SessionStatistics:
@@ -556,4 +735,5 @@ class XdsHost:
             resources_sent=session.resources_sent,
             bad_messages=session.bad_messages,
             protocol=asdict(session.machine.statistics()),
+            zone=session.view.zone,
         )

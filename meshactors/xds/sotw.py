@@ -56,6 +56,7 @@ class SotwTypeStatistics:
     responses: int = 0  # responses sent on this type
     last_ack_at: float | None = None  # the stream clock's time of the last ACK on this type
     last_request_nacked: bool = False  # the last (current-nonce) request of this type was a NACK
+    unacked_since: float | None = None  # when the first response not ACKed since the last ACK/NACK was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class _TypeState:
         "responses",
         "sent",
         "sent_version",
+        "unacked_since",
         "wildcard",
     )
 
@@ -108,6 +110,7 @@ class _TypeState:
         self.responses = 0
         self.last_ack_at: float | None = None
         self.last_request_nacked = False
+        self.unacked_since: float | None = None
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names or name in self.sent
@@ -179,6 +182,7 @@ class SotwStream:
             ack = True
             ts.last_ack_at = self._clock()
             ts.last_request_nacked = False
+        ts.unacked_since = None  # an ACK or a NACK of the latest nonce answers every response sent before
 
         rejected: list[RejectedName] = []
         names: set[str] = set()
@@ -326,6 +330,8 @@ class SotwStream:
             return None
         nonce = self._nonces.next()
         ts.last_nonce = nonce
+        if ts.unacked_since is None:
+            ts.unacked_since = self._clock()
         ts.sent = content
         ts.sent_version = version
         ts.responses += 1
@@ -334,6 +340,12 @@ class SotwStream:
         return SotwResponse(type_url=type_url, version_info=version, nonce=nonce, resources=resources)
 
     # ----------------------------------------------------------------------------------- statistics
+
+    def acked_version(self, type_url: str, name: str) -> str | None:
+        """The version of `name` in the client's last ACKed response (None: not in it, or nothing ACKed)."""
+        ts = self._types.get(type_url)
+        res = ts.acked.get(name) if ts is not None else None
+        return res.version if res is not None else None
 
     def statistics(self) -> SotwStatistics:
         types = []
@@ -354,6 +366,7 @@ class SotwStream:
                     responses=ts.responses,
                     last_ack_at=ts.last_ack_at,
                     last_request_nacked=ts.last_request_nacked,
+                    unacked_since=ts.unacked_since if unacked else None,
                 )
             )
         return SotwStatistics(

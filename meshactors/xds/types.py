@@ -22,12 +22,26 @@ from meshactors.resources.types import (
 
 WILDCARD = "*"
 
+# A node's `locality.zone` is kept when it is at most this long and printable (a registry zone is at most 64
+# letters, digits and `._-`); anything else is dropped, and the node is served as one without a zone.
+MAX_ZONE_CHARS = 64
+
+
+def node_zone(zone: str) -> str:
+    """`zone` when it may be kept, else "" (no zone)."""
+    return zone if len(zone) <= MAX_ZONE_CHARS and zone.isprintable() else ""
+
 
 @dataclass(frozen=True, slots=True)
 class Node:
+    """The node of an ADS request. `token` is the credential from its metadata (`meshactors_token`): it is never
+    shown (repr), kept by a session, or logged; every other metadata field is dropped by the codec."""
+
     id: str
     cluster: str = ""
     user_agent_name: str = ""
+    token: str = field(default="", repr=False, compare=False)
+    zone: str = ""  # `locality.zone`, checked by `node_zone` (locality failover prefers it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +149,9 @@ class Outcome(Generic[ResponseT]):
 
 
 __all__ = [
-    "CLUSTER", "ENDPOINT", "EXTENSION_CONFIG", "LISTENER", "ROUTE", "SECRET", "SEND_ORDER", "TYPE_PREFIX",
-    "VIRTUAL_HOST", "WILDCARD",
+    "CLUSTER", "ENDPOINT", "EXTENSION_CONFIG", "LISTENER", "MAX_ZONE_CHARS", "ROUTE", "SECRET", "SEND_ORDER",
+    "TYPE_PREFIX", "VIRTUAL_HOST", "WILDCARD",
     "DeltaRequest", "DeltaResponse", "ErrorDetail", "Limits", "NackRecord", "Node", "Outcome", "RejectedName",
     "ResponseT", "SotwRequest", "SotwResponse", "VersionedResource", "content_version",
+    "node_zone",
 ]  # fmt: skip

@@ -43,7 +43,8 @@ def main(etcd: str, work: Path) -> dict[str, Any]:
         work / "up",
         args=[
             "--etcd", etcd, "--ray-address", cluster.address, "--namespace", NAMESPACE,
-            "--registry-port", "0", "--eureka-port", "0", "--xds-port", "0", "--actor-resource", "meshactors=1",
+            "--registry-port", "0", "--eureka-port", "0", "--dashboard-port", "0", "--xds-port", "0",
+            "--actor-resource", "meshactors=1",
             "--shards", "1", "--builders", "2", "--xds-servers", "2",
         ],
     )  # fmt: skip
@@ -61,13 +62,15 @@ def main(etcd: str, work: Path) -> dict[str, Any]:
         victim_id = max(by_node, key=lambda n: by_node[n])
         victim = next(w for w in workers if w.node_id == victim_id)
 
-        client = RegistryClient(info["registry"], timeout_s=20)
+        client = RegistryClient(info["registry"], token=info["token"], timeout_s=20)
         vips = ["nl-a", "nl-b"]
         for vip in vips:
             backends.append(Backend(vip))
             client.register(pb.Instance(vip=vip, host="127.0.0.1", port=backends[-1].port))
         listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-        envoy = start_generic_envoy(xds_endpoints(info["xds"]), "nodeloss", work, listen, admin)
+        envoy = start_generic_envoy(
+            xds_endpoints(info["xds"]), "nodeloss", work, listen, admin, token=info["proxy_token"]
+        )
         if not wait_routable(listen, vips, timeout_s=20):
             raise RuntimeError("VIPs never became routable")
 

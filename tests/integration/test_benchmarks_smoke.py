@@ -34,18 +34,24 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     report = json.loads(out.read_text())
     results = _has(report, "results")
-    for name in ("odcds", "propagation", "sessions", "registry", "eureka", "peer"):
+    for name in results:  # progress on stderr: each benchmark says when it starts and when it is done
+        assert f"benchmark {name} (tiny): running" in proc.stderr and f"benchmark {name}: done in" in proc.stderr
+    for name in ("odcds", "propagation", "sessions", "registry", "eureka", "peer", "footprint"):
         assert _has(results, name, "versions", "envoy_binary")
         assert _has(results, name, "seconds") is not None
-    for mode in ("discovery", "discovery_vip_held", "bare_ads_floor", "static", "direct"):
+    for mode in ("discovery", "discovery_routing_policy", "discovery_vip_held", "bare_ads_floor", "static", "direct"):
         for kind in ("first_request", "warm"):
             for key in ("p50_ms", "p95_ms", "p99_ms"):
                 assert isinstance(_has(results, "odcds", "figures", mode, kind, key), float)
     assert isinstance(_has(results, "odcds", "figures", "discovery", "added_cost_first_minus_warm", "p50_ms"), float)
+    assert isinstance(_has(results, "odcds", "figures", "routing_policy_first_request_ratio_p50"), float)
     [row] = _has(results, "propagation", "figures", "by_sessions")
-    for key in ("p50_ms", "p99_ms"):
-        assert isinstance(row["write_to_session_ack"][key], float)
-    assert isinstance(row["cpu_s_per_change"], float) and row["changes"] == 3
+    [policy_row] = _has(results, "propagation", "figures", "policy_change_by_sessions")
+    for r in (row, policy_row):
+        for key in ("p50_ms", "p99_ms"):
+            assert isinstance(r["write_to_session_ack"][key], float)
+        assert isinstance(r["cpu_s_per_change"], float) and r["changes"] == 3
+    assert policy_row["change"] == "policy"
     sess = _has(results, "sessions", "figures")
     assert sess["sessions"] == 50 and sess["bytes_per_session"] > 0 and sess["seconds_to_accept"] > 0
     for op in ("registrations", "heartbeats"):
@@ -59,6 +65,20 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
         assert _has(results, "peer", "figures", side, "latency_s", "median") > 0
         assert _has(results, "peer", "figures", side, "cpu_s", "mean_per_change") >= 0
     assert _has(results, "peer", "figures", "speedup_median_latency") > 0
+    fp = _has(results, "footprint", "figures", "embedded_default")
+    assert fp["seconds_to_ready"] > 0
+    for phase in ("idle", "loaded"):
+        snap = fp[phase]
+        roles = {row["role"] for row in snap["per_process"]}
+        assert {"up (driver)", "etcd", "ray gcs", "ray raylet", "actor"} <= roles, roles
+        # what the local Ray of `up` no longer starts (issue 19): idle prestarted workers, the autoscaler monitor
+        # and the dashboard head
+        assert not roles & {"ray idle worker", "ray autoscaler monitor", "ray dashboard"}, roles
+        assert snap["processes"] == len(snap["per_process"]) and snap["pss_mib"] > 0
+        assert snap["pss_mib"] <= snap["rss_mib"]
+    named = {row["name"] for row in fp["idle"]["per_process"] if row["role"] == "actor"}
+    assert {"controller", "registry-api", "registry-shard-0", "xds-server-0"} <= named, named
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "First request" in md and "Propagation" in md and "Eureka" in md and "sovereign" in md
+    assert "Footprint" in md
     assert (tmp_path / "docs" / "benchmarks.png").stat().st_size > 10_000

@@ -49,3 +49,6 @@ def test_chaos_command_kills_every_kind_and_reports(stack: dict[str, Any], tmp_p
     assert report["registrations_lost"] == []
     assert all(k["converged_s"] is not None and k["converged_s"] <= 5.0 for k in report["kills"]), report["kills"]
     assert "result: OK" in proc.stdout and "registrations lost: 0" in proc.stdout
+    # progress for the person watching: a line per step on stderr, one per kill
+    assert "chaos: registered" in proc.stderr and "chaos: converged in" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count(" killed ") == len(report["kills"]), proc.stderr[-2000:]

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from meshactors.testing.stack import registry_flags
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
@@ -29,23 +31,38 @@ def test_register_once_then_ls_shows_it(stack: dict[str, Any]) -> None:
     out = run("register", "--ready-file", ready, "--vip", vip, "--host", "127.0.0.1", "--port", "8080",
               "--zone", "z1", "--metadata", "team=blue", "--once")  # fmt: skip
     assert f"registered {vip}/127.0.0.1:8080" in out.stdout
-    listed = json.loads(run("ls", "--registry", stack["registry"], "--vip", vip, "--json").stdout)
+    listed = json.loads(run("ls", *registry_flags(stack), "--vip", vip, "--json").stdout)
     assert [(i["vip"], i["host"], i["port"], i["zone"], i["metadata"]) for i in listed["instances"]] == [
         (vip, "127.0.0.1", 8080, "z1", {"team": "blue"})
     ]
-    table = run("ls", "--registry", stack["registry"], "--vip", vip).stdout
+    table = run("ls", *registry_flags(stack), "--vip", vip).stdout
     assert vip in table and "UP" in table and "1 instance(s)" in table
-    run("deregister", "--registry", stack["registry"], "--vip", vip, "--instance-id", "127.0.0.1:8080")
-    assert json.loads(run("ls", "--registry", stack["registry"], "--vip", vip, "--json").stdout)["instances"] == []
+    run(
+        "deregister",
+        *registry_flags(stack),
+        "--vip",
+        vip,
+        "--instance-id",
+        "127.0.0.1:8080",
+    )
+    assert json.loads(run("ls", *registry_flags(stack), "--vip", vip, "--json").stdout)["instances"] == []
 
 
 def test_errors_are_one_clear_line_and_non_zero(stack: dict[str, Any]) -> None:
-    bad = run("register", "--registry", stack["registry"], "--vip", "Bad_Name", "--host", "127.0.0.1",
+    bad = run("register", *registry_flags(stack), "--vip", "Bad_Name", "--host", "127.0.0.1",
               "--port", "80", "--once", check=False)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
     assert "instance.vip" in bad.stderr and "lowercase DNS name" in bad.stderr
-    missing = run("deregister", "--registry", stack["registry"], "--vip", "nobody", "--instance-id", "x", check=False)
+    missing = run(
+        "deregister",
+        *registry_flags(stack),
+        "--vip",
+        "nobody",
+        "--instance-id",
+        "x",
+        check=False,
+    )
     assert missing.returncode == 1 and "not registered" in missing.stderr
     down = run("ls", "--registry", "127.0.0.1:1", check=False, timeout=30)
     assert down.returncode == 1 and "unavailable" in down.stderr
@@ -71,17 +88,17 @@ def test_register_keeps_heartbeating_until_interrupted(stack: dict[str, Any]) ->
 
     vip = f"cli-{uuid.uuid4().hex[:6]}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meshactors.cli", "register", "--registry", stack["registry"], "--vip", vip,
+        [sys.executable, "-m", "meshactors.cli", "register", *registry_flags(stack), "--vip", vip,
          "--host", "127.0.0.1", "--port", "8081", "--lease-renewal", "1", "--lease-duration", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         time.sleep(6)  # twice the lease duration
-        listed = json.loads(run("ls", "--registry", stack["registry"], "--vip", vip, "--json").stdout)
+        listed = json.loads(run("ls", *registry_flags(stack), "--vip", vip, "--json").stdout)
         assert len(listed["instances"]) == 1, "heartbeats kept it alive"
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "deregistered" in out
-    assert json.loads(run("ls", "--registry", stack["registry"], "--vip", vip, "--json").stdout)["instances"] == []
+    assert json.loads(run("ls", *registry_flags(stack), "--vip", vip, "--json").stdout)["instances"] == []

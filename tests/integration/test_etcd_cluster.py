@@ -49,7 +49,8 @@ def stack3(stack: dict[str, Any], etcd3: list[EtcdServer], session_dir: Path) ->
         session_dir / "stack3",
         args=[
             "--etcd", ",".join(m.url for m in etcd3), "--ray-address", stack["ray_address"],
-            "--namespace", "meshtest-etcd3", "--registry-port", "0", "--eureka-port", "0", "--xds-port", "0",
+            "--namespace", "meshtest-etcd3", "--registry-port", "0", "--eureka-port", "0",
+            "--dashboard-port", "0", "--xds-port", "0",
             "--shards", "1", "--builders", "1", "--xds-servers", "1",
         ],
     )  # fmt: skip
@@ -62,10 +63,12 @@ def stack3(stack: dict[str, Any], etcd3: list[EtcdServer], session_dir: Path) ->
 
 def test_losing_one_member_changes_nothing(stack3: dict[str, Any], etcd3: list[EtcdServer], session_dir: Path):
     listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-    envoy = start_generic_envoy(xds_endpoints(stack3["xds"]), "etcd3", session_dir, listen, admin, name="envoy3")
+    envoy = start_generic_envoy(
+        xds_endpoints(stack3["xds"]), "etcd3", session_dir, listen, admin, name="envoy3", token=stack3["proxy_token"]
+    )
     made: list[Backend] = []
     try:
-        client = RegistryClient(stack3["registry"], timeout_s=20)
+        client = RegistryClient(stack3["registry"], token=stack3["token"], timeout_s=20)
         vips = [f"e3-{uuid.uuid4().hex[:6]}" for _ in range(2)]
         for vip in vips:
             made.append(Backend(vip))
@@ -92,7 +95,7 @@ def test_losing_one_member_changes_nothing(stack3: dict[str, Any], etcd3: list[E
                 time.sleep(0.02)
 
         def registrations() -> None:
-            with RegistryClient(stack3["registry"], timeout_s=20) as c:
+            with RegistryClient(stack3["registry"], token=stack3["token"], timeout_s=20) as c:
                 i = 0
                 while not stop.is_set():
                     try:

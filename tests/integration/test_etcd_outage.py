@@ -18,6 +18,7 @@ from meshactors.envoy.process import EnvoyProcess
 from meshactors.errors import MeshError, Unavailable
 from meshactors.registry.client import RegistryClient
 from meshactors.testing.backends import get
+from meshactors.testing.stack import bearer
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
@@ -53,7 +54,7 @@ def test_etcd_stopped_for_10s(stack: dict[str, Any], registry: RegistryClient, e
             time.sleep(0.02)
 
     def heartbeats() -> None:  # the instances keep heartbeating through the outage, as real clients do
-        with RegistryClient(stack["registry"], timeout_s=15) as client:
+        with RegistryClient(stack["registry"], token=stack["token"], timeout_s=15) as client:
             while not stop.wait(2.0):
                 for ref in refs:
                     try:
@@ -75,6 +76,7 @@ def test_etcd_stopped_for_10s(stack: dict[str, Any], registry: RegistryClient, e
                 pb_grpc.RegistryStub(ch).Register(
                     pb.RegisterRequest(instance=pb.Instance(vip="during-outage", host="127.0.0.1", port=b3.port)),
                     timeout=20,
+                    metadata=bearer(stack),
                 )
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
         assert "etcd" in err.value.details(), err.value.details()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,11 +28,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 CHILD = Path(__file__).with_name("eureka_client_child.py")
 
 
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def url_with_token(url: str, token: str, user: str = "app") -> str:
+    """A Eureka server URL carrying the token as its basic-auth password: http://user:TOKEN@host:port/eureka."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{user}:{token}@{rest}"
+
+
 @dataclass
 class Reply:
     status: int
     body: bytes
     content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -41,20 +53,29 @@ class Reply:
 
 
 class Eureka:
-    """Plain HTTP requests to the Eureka API, shaped as the Java client sends them."""
+    """Plain HTTP requests to the Eureka API, shaped as the Java client sends them: with `token` as the basic-auth
+    password (the user name is free), as a client given `http://app:TOKEN@host:port/eureka/` sends it; no
+    credentials at all without a token."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str = "", user: str = "app") -> None:
         parts = urlsplit(url)
+        self.url, self.token, self.user = url, token, user
         self.host, self.port, self.base = parts.hostname or "127.0.0.1", parts.port or 80, parts.path.rstrip("/")
+
+    def with_token(self, token: str, user: str = "app") -> Eureka:
+        return Eureka(self.url, token, user)
 
     def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Reply:
         import http.client
 
+        sent = dict(headers or {})
+        if self.token and "Authorization" not in sent:
+            sent["Authorization"] = basic_auth(self.user, self.token)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         try:
-            conn.request(method, self.base + path, body=body or None, headers=headers or {})
+            conn.request(method, self.base + path, body=body or None, headers=sent)
             resp = conn.getresponse()
-            return Reply(resp.status, resp.read(), resp.getheader("Content-Type", ""))
+            return Reply(resp.status, resp.read(), resp.getheader("Content-Type", ""), dict(resp.getheaders()))
         finally:
             conn.close()
 
@@ -64,8 +85,9 @@ class Eureka:
 
 @pytest.fixture(scope="module")
 def eureka(stack: dict[str, Any]) -> Eureka:
+    """The Eureka API with the stack's admin token."""
     assert stack["eureka"].startswith("http://127.0.0.1:") and stack["eureka"].endswith("/eureka")
-    return Eureka(stack["eureka"])
+    return Eureka(stack["eureka"], stack["token"])
 
 
 def _tag() -> str:
@@ -126,7 +148,9 @@ JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 XML = {"Content-Type": "application/xml"}
 
 
-def test_java_json_requests_register_renew_override_and_cancel(eureka: Eureka, registry: RegistryClient) -> None:
+def test_java_json_requests_register_renew_override_and_cancel(
+    eureka: Eureka, registry: RegistryClient, stack: dict[str, Any]
+) -> None:
     app, vip = f"ORDERS-{_tag()}".upper(), f"orders-{_tag()}"
     iid = f"127.0.0.1:{app.lower()}:8080"
     r = eureka.request("POST", f"/v2/apps/{app}", java_json(app, iid, 8080, vip), JSON)
@@ -137,7 +161,8 @@ def test_java_json_requests_register_renew_override_and_cancel(eureka: Eureka, r
     assert (inst.app, inst.instance_id, inst.host, inst.port) == (app, iid, "127.0.0.1", 8080)
     assert (inst.lease.renewal_interval_seconds, inst.lease.duration_seconds) == (30, 90)
     ls = subprocess.run(
-        [sys.executable, "-m", "meshactors.cli", "ls", "--registry", registry.target, "--vip", vip],
+        [sys.executable, "-m", "meshactors.cli", "ls", "--registry", registry.target, "--token", stack["token"],
+         "--vip", vip],
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     assert iid in ls.stdout and "1 instance(s)" in ls.stdout, ls.stdout
@@ -259,13 +284,14 @@ def test_eureka_client_registers_heartbeats_discovers_and_stops(
     peer_ref, _ = registry.register(Instance(app="", instance_id="", host="127.0.0.1", vip=peer_vip, port=b.port))
     app = f"pyclient-{_tag()}"
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), "--server", stack["eureka"] + "/", "--app", app, "--port", str(b.port),
+        [sys.executable, str(CHILD), "--server", url_with_token(stack["eureka"], stack["token"], app) + "/",
+         "--app", app, "--port", str(b.port),
          "--renewal", "1", "--duration", "3"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:
-        assert json.loads(_line(child, 30)) == {"started": True}, child.stderr
+        assert json.loads(_line(child, 30)) == {"started": True, "failures": []}, child.stderr
         [inst] = registry.list(vip=app)[0]  # the client's default VIP is its app name in lower case
         assert inst.app == app.upper() and inst.port == b.port and dict(inst.metadata)["team"] == "payments"
         assert (inst.lease.renewal_interval_seconds, inst.lease.duration_seconds) == (1, 3)  # its leaseInfo, honoured

@@ -23,7 +23,7 @@ from meshactors.testing.stack import UpProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-PORTS = ["--registry-port", "0", "--eureka-port", "0", "--xds-port", "0"]
+PORTS = ["--registry-port", "0", "--eureka-port", "0", "--dashboard-port", "0", "--xds-port", "0"]
 START_S = 120.0  # how long an `up` may take to start on the 2-core machine
 
 
@@ -211,6 +211,8 @@ def test_up_on_a_terminal_shows_progress_and_a_summary_and_no_records(session_di
     for step in ("etcd started", "Ray started", "registry shards ready", "xDS servers ready", "registry API ready"):
         assert step in screen, screen
     assert "meshactors is up in " in screen and "meshactors ls --state-dir" in screen
+    password = json.loads((state_dir / "etcd" / "credentials").read_text())["password"]
+    assert password not in screen and "etcd          http://root:***@127.0.0.1:" in screen, screen
     assert screen.rstrip().endswith("stopped."), screen
     assert not (state_dir / "ready.json").exists()
     assert (state_dir / "logs" / "registry-shard-0.log").stat().st_size > 0, "the records went to the files"

@@ -17,14 +17,14 @@ import pytest
 from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
+from meshactors.runtime.builder_links import BuilderLinks
 from meshactors.runtime.topology import observe
-from meshactors.runtime.xds_actors import BuilderLinks
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.builder import KNOWN_VIPS_KEY
 from meshactors.snapshot.source import VIP_SOURCE, VipSource, VipSourceSettings
 from meshactors.store.server import free_port
 from meshactors.testing.backends import get
-from meshactors.testing.xds_client import DeltaAdsClient
+from meshactors.testing.xds_client import DeltaAdsClient, StaticTokens
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.xds.host import XdsHost
 from meshactors.xds.types import CLUSTER, ENDPOINT, Node
@@ -82,7 +82,14 @@ def _xds_stats(ray: Any, namespace: str) -> dict[str, Any]:
 @pytest.fixture
 def own_envoy(stack: dict[str, Any], tmp_path: Path) -> Any:
     listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
-    proc = start_generic_envoy(xds_endpoints(stack["xds"]), f"guard-{uuid.uuid4().hex[:6]}", tmp_path, listen, admin)
+    proc = start_generic_envoy(
+        xds_endpoints(stack["xds"]),
+        f"guard-{uuid.uuid4().hex[:6]}",
+        tmp_path,
+        listen,
+        admin,
+        token=stack["proxy_token"],
+    )
     try:
         yield proc
     finally:
@@ -180,10 +187,12 @@ async def test_ten_raw_streams_of_junk_meet_the_budget_and_a_real_update_is_not_
 ) -> None:
     """An xDS server in this process (its own budget), on the stack's real builders: 10 raw delta streams
     subscribe 500 junk VIPs each at once, while an 11th session waits for a real VIP's update."""
-    settings = MeshSettings(etcd=stack["etcd"], namespace=stack["namespace"])
+    settings = MeshSettings(etcd=stack["etcd"], namespace=stack["namespace"], cluster_secret=stack["_cluster_secret"])
     links = BuilderLinks(settings, f"guard-test-{uuid.uuid4().hex[:6]}")
     source = VipSource(links, VipSourceSettings(max_unknown_vips=BUDGET))
-    host = XdsHost(links.host_name, [source])
+    tokens = StaticTokens()
+    token, _ = tokens.mint()
+    host = XdsHost(links.host_name, [source], authenticate=tokens)
     links.host = host
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((host.generic_handler(),))
@@ -197,14 +206,14 @@ async def test_ten_raw_streams_of_junk_meet_the_budget_and_a_real_update_is_not_
         _register(registry, real, 9001)
         await _async_until(lambda: source.statistics().known_names > 0 and real in (source._known or ()), 5.0)
         target = f"127.0.0.1:{port}"
-        async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("watcher")) as watcher:
+        async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("watcher"), token=token) as watcher:
             await watcher.subscribe(CLUSTER, [real])
             await watcher.subscribe(ENDPOINT, [real])
             await watcher.wait_for(ENDPOINT, real, lambda r: len(_ports(r.body)) == 1, timeout=5)
 
             rng = random.Random(10)
             channels = [grpc.aio.insecure_channel(target) for _ in range(STREAMS)]
-            clients = [DeltaAdsClient(c, Node(f"junk-{i}")) for i, c in enumerate(channels)]
+            clients = [DeltaAdsClient(c, Node(f"junk-{i}"), token=token) for i, c in enumerate(channels)]
             try:
                 for c in clients:
                     await c.__aenter__()

@@ -23,6 +23,7 @@ from meshactors.registry.policy_client import ACTION_NAMES, PolicyClient, docume
 from meshactors.store.base import Txn
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.keys import KeySchema
+from meshactors.testing.stack import bearer
 from meshactors.v1 import policy_pb2, policy_pb2_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def policies(stack: dict[str, Any]) -> Iterator[PolicyClient]:
-    with PolicyClient(stack["registry"]) as client:
+    with PolicyClient(stack["registry"], token=stack["token"]) as client:
         yield client
 
 
@@ -138,7 +139,7 @@ async def test_bad_documents_are_refused_with_their_field_path_and_nothing_is_st
     with grpc.insecure_channel(stack["registry"]) as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            stub.Apply(policy_pb2.ApplyRequest(text=text), timeout=10)
+            stub.Apply(policy_pb2.ApplyRequest(text=text), timeout=10, metadata=bearer(stack))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in info.value.details(), info.value.details()
     assert await _stored(store, keys, vip) == {}
@@ -233,7 +234,7 @@ async def test_cli_apply_get_ls_delete_end_to_end(
 ) -> None:
     vip = _vip("cli")
     ready = str(Path(stack["state_dir"]) / "ready.json")
-    reg = ["--registry", stack["registry"]]
+    reg = ["--registry", stack["registry"], "--token", stack["token"]]
     file = tmp_path / "policy.yaml"
     file.write_text(f"vip: {vip}\nrouting:\n  timeout: 2s\n  retries: {{attempts: 3, perTryTimeout: 500ms}}\n")
 

@@ -4,7 +4,6 @@ flows, it takes effect without a restart; a VIP without a policy keeps today's b
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 import uuid
@@ -18,6 +17,8 @@ import pytest
 from meshactors.envoy.process import EnvoyProcess
 from meshactors.registry.client import RegistryClient
 from meshactors.registry.policy_client import PolicyClient
+from meshactors.testing.backends import get, guard_knows
+from meshactors.testing.waits import until
 from meshactors.v1 import registry_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -56,14 +57,8 @@ def slow_backend() -> Iterator[int]:
 
 
 def _get(proxy: tuple[str, int], host: str) -> tuple[int, dict[str, str]]:
-    conn = http.client.HTTPConnection(proxy[0], proxy[1], timeout=10)
-    try:
-        conn.request("GET", "/", headers={"Host": host})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
+    reply = get(proxy, host, timeout_s=10)
+    return reply.status, reply.headers
 
 
 def _burst(proxy: tuple[str, int], host: str) -> list[tuple[int, dict[str, str]]]:
@@ -79,7 +74,7 @@ def test_a_circuit_breaker_holds_from_the_first_request_and_changes_live(
     stack: dict[str, Any], registry: RegistryClient, envoy: EnvoyProcess, slow_backend: int
 ) -> None:
     vip, plain = f"cb-{uuid.uuid4().hex[:6]}", f"nocb-{uuid.uuid4().hex[:6]}"
-    with PolicyClient(stack["registry"]) as policies:
+    with PolicyClient(stack["registry"], token=stack["token"]) as policies:
         policies.apply(
             f"vip: {vip}\ndestination:\n"
             "  circuitBreaker: {maxConnections: 1, maxPendingRequests: 1, maxRequests: 1}\n"
@@ -89,6 +84,8 @@ def test_a_circuit_breaker_holds_from_the_first_request_and_changes_live(
             for name in (vip, plain)
         ]
         try:
+            for name in (vip, plain):  # routable once the names reached the known-VIPs guard
+                until(lambda name=name: guard_knows(envoy, name), 10, f"{name} did not reach the guard")
             # the very first requests to the VIP already meet the breaker: never seen by this Envoy before
             first = _burst(envoy.listen, vip)
             assert _overloaded(first) >= 1, first

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshactors.envoy.process import EnvoyProcess
 from meshactors.registry.client import RegistryClient
+from meshactors.runtime.topology import kind_of
 from meshactors.testing.backends import get
 from meshactors.testing.xds_client import DeltaAdsClient
 from meshactors.v1 import registry_pb2 as pb
@@ -117,8 +119,8 @@ async def test_a_nacking_client_shows_error_and_a_silent_one_stale(
     async with (
         grpc.aio.insecure_channel(target) as ch1,
         grpc.aio.insecure_channel(target) as ch2,
-        DeltaAdsClient(ch1, Node(nacker), nack_when=refuse, strict=False) as bad,
-        SilentDeltaClient(ch2, Node(silent), strict=False) as quiet,
+        DeltaAdsClient(ch1, Node(nacker), nack_when=refuse, strict=False, token=stack["proxy_token"]) as bad,
+        SilentDeltaClient(ch2, Node(silent, token=stack["proxy_token"]), strict=False) as quiet,  # node metadata
     ):
         await bad.subscribe(CLUSTER, [vip])
         await quiet.subscribe(CLUSTER, [vip])
@@ -129,6 +131,9 @@ async def test_a_nacking_client_shows_error_and_a_silent_one_stale(
         assert row["types"][CLUSTER]["last_nack_at"] is not None
         row = await _until_status(stack, silent, lambda t: _status(t, CLUSTER) == "STALE")
         assert row["types"][CLUSTER]["last_ack_at"] is None
+        secret = stack["proxy_token"].rsplit(".", 1)[1]
+        shown = json.dumps(await asyncio.to_thread(_proxy_status, stack))
+        assert secret not in shown and secret not in await asyncio.to_thread(_proxy_status, stack, False)
 
         metrics = await asyncio.to_thread(_scrape_all, stack)
         nacks = sum(v for (name, labels), v in metrics.items()
@@ -141,8 +146,11 @@ async def test_a_nacking_client_shows_error_and_a_silent_one_stale(
         assert states["ERROR"] >= 1 and states["STALE"] >= 1
 
 
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def _scrape(url: str, token: str) -> str:
+    """One scrape, checked for its status and content type (meshactors.testing.stack.scrape reads only the text)."""
+    with urllib.request.urlopen(
+        urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}), timeout=10
+    ) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         return resp.read().decode()
@@ -150,18 +158,20 @@ def _scrape(url: str) -> str:
 
 def _scrape_all(stack: dict[str, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
-    for actor, url in stack["metrics"].items():
-        for fam in text_string_to_metric_families(_scrape(url)):
-            for s in fam.samples:
-                assert s.labels.get("actor") == actor
+    urls = stack["metrics"]
+    for actor, url in urls.items():
+        for fam in text_string_to_metric_families(_scrape(url, stack["token"])):
+            for s in fam.samples:  # the controller labels the actors it supervises (each one of ours)
+                assert s.labels.get("actor") == actor or (actor == "controller" and s.labels.get("actor") in urls)
                 out[s.name, tuple(sorted(s.labels.items()))] = s.value
     return out
 
 
 def test_metrics_of_every_actor_over_http(stack: dict[str, Any], registry: RegistryClient) -> None:
     urls = stack["metrics"]
-    kinds = {name.rsplit("-", 1)[0] for name in urls}
-    assert kinds == {"registry-shard", "snapshot-builder", "xds-server"}, urls
+    kinds = {kind_of(name) for name in urls}
+    assert kinds == {"controller", "registry-api", "eureka-api", "registry-shard", "snapshot-builder",
+                     "xds-server", "dashboard"}, urls  # fmt: skip
     _register(registry, 9)
     got = _scrape_all(stack)
 
@@ -183,4 +193,11 @@ def test_metrics_of_every_actor_over_http(stack: dict[str, Any], registry: Regis
     lags = [v for (n, _), v in got.items() if n == "meshactors_watch_lag_revisions"]
     assert lags and all(0 <= v < 10_000 for v in lags)
     labels = {k for _, lab in got for k, _ in lab}
-    assert labels <= {"actor", "type_url", "status", "stream", "reason"}, labels
+    # per VIP only the golden signals, whose VIPs and callers are bounded by --telemetry-max-vips (never per proxy)
+    golden = {"vip", "caller", "class", "le"}
+    assert labels <= {"actor", "type_url", "status", "stream", "client_kind", "reason"} | golden, labels
+    for actor, url in urls.items():  # every /metrics wants an API token: none, or a bad one, gets 401
+        for headers in ({}, {"Authorization": "Bearer ma1.0123456789abcdef." + "A" * 43}):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+            assert err.value.code == 401, (actor, headers)

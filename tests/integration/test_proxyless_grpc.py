@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import pytest
 
+from meshactors.envoy.bootstrap import NODE_TOKEN_KEY
 from meshactors.registry.client import RegistryClient
 from meshactors.v1 import registry_pb2 as pb
 
@@ -131,6 +132,8 @@ def grpc_bootstrap(stack: dict[str, Any], session_dir: Path) -> Iterator[Path]:
     doc = json.loads(out.stdout)
     assert doc["xds_servers"][0]["server_features"] == ["xds_v3"]
     assert doc["node"]["locality"] == {}  # grpc-js rejects a bootstrap without it
+    # the proxy token is the stream's credential: grpcio and grpc-js send the bootstrap's node metadata as is
+    assert doc["node"]["metadata"] == {NODE_TOKEN_KEY: stack["proxy_token"]}
     yield path
 
 
@@ -231,7 +234,7 @@ def test_proxyless_client_honours_a_policy_split_and_fault(
     vip = f"split-{uuid.uuid4().hex[:6]}"
     target = f"xds:///{vip}"
     servers = {version: _echo_server(version) for version in ("v1", "v2")}
-    with PolicyClient(stack["registry"]) as policies:
+    with PolicyClient(stack["registry"], token=stack["token"]) as policies:
         try:
             for version, (_server, port) in servers.items():
                 registry.register(pb.Instance(vip=vip, host="127.0.0.1", port=port, zone="zone-0",
@@ -269,5 +272,52 @@ def test_proxyless_client_honours_a_policy_split_and_fault(
             else:
                 pytest.fail(f"{xds_client.kind}: deleting the policy never restored plain routing: {results[:3]}")
         finally:
+            for server, _ in servers.values():
+                server.stop(0)
+
+
+@pytest.fixture(params=["grpcio", "grpc-js"])
+def zoned_client(request: pytest.FixtureRequest, stack: dict[str, Any], session_dir: Path) -> Iterator[XdsClient]:
+    """A proxyless client whose bootstrap (`meshactors bootstrap --grpc --zone z1`) puts it in zone z1."""
+    kind = request.param
+    ready = Path(stack["state_dir"]) / "ready.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "meshactors.cli", "bootstrap", "--grpc", "--ready-file", str(ready),
+         "--node-id", f"proxyless-z1-{kind}", "--zone", "z1"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    path = session_dir / f"grpc-bootstrap-z1-{kind}.json"
+    path.write_text(out.stdout)
+    client = XdsClient(kind, path, session_dir / f"{kind}-z1-{uuid.uuid4().hex[:6]}.stderr")
+    yield client
+    client.close()
+
+
+def test_proxyless_client_prefers_its_zone_with_locality_failover(
+    registry: RegistryClient, zoned_client: XdsClient, stack: dict[str, Any]
+) -> None:
+    """With `localityFailover` a client in z1 calls only z1's instance, and z2's once z1's is OUT_OF_SERVICE, with
+    no failed call (gRPC reads the same per-zone priorities as Envoy)."""
+    from meshactors.model import Status
+    from meshactors.registry.policy_client import PolicyClient
+
+    vip = f"failover-{uuid.uuid4().hex[:6]}"
+    target = f"xds:///{vip}"
+    servers = {zone: _echo_server(zone) for zone in ("z1", "z2")}
+    refs = []
+    with PolicyClient(stack["registry"], token=stack["token"]) as policies:
+        try:
+            policies.apply(f"vip: {vip}\ndestination: {{localityFailover: true}}\n")
+            for zone, (_server, port) in servers.items():
+                refs.append(registry.register(pb.Instance(vip=vip, host="127.0.0.1", port=port, zone=zone,
+                                                          instance_id=f"{vip}-{zone}"))[0])  # fmt: skip
+            assert set(_replies(zoned_client.calls(target, 40))) == {"z1:hello"}
+            registry.set_status(refs[0], Status.OUT_OF_SERVICE)
+            _until(zoned_client, target, lambda r: set(r) == {"z2:hello"}, "z2 taking over")
+            assert set(_replies(zoned_client.calls(target, 20))) == {"z2:hello"}
+        finally:
+            policies.delete(vip)
+            for ref in refs:
+                registry.deregister(ref)
             for server, _ in servers.values():
                 server.stop(0)

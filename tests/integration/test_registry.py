@@ -17,6 +17,7 @@ from meshactors.registry.client import RegistryClient
 from meshactors.store import codec
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.keys import KeySchema
+from meshactors.testing.stack import bearer, registry_flags
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
 
@@ -178,7 +179,7 @@ async def test_bad_registrations_are_rejected_naming_the_field_and_write_nothing
     before = await store.revision()
     with grpc.insecure_channel(stack["registry"]) as channel:
         with pytest.raises(grpc.RpcError) as err:
-            pb_grpc.RegistryStub(channel).Register(pb.RegisterRequest(instance=msg), timeout=10)
+            pb_grpc.RegistryStub(channel).Register(pb.RegisterRequest(instance=msg), timeout=10, metadata=bearer(stack))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"{field}: ")
     assert reason in err.value.details()
@@ -206,7 +207,7 @@ async def test_bad_refs_and_unknown_instances(stack: dict[str, Any], store: Etcd
         ]  # fmt: skip
         for method, request, code, text in cases:
             with pytest.raises(grpc.RpcError) as err:
-                method(request, timeout=10)
+                method(request, timeout=10, metadata=bearer(stack))
             assert err.value.code() == code, (request, err.value.details())
             assert text in err.value.details()
     assert await store.revision() == before
@@ -252,16 +253,16 @@ def test_concurrent_heartbeats_are_batched_to_the_shard_and_answered_each(stack:
     import asyncio
 
     vip = _vip()
-    with RegistryClient(stack["registry"]) as client:
+    with RegistryClient(stack["registry"], token=stack["token"]) as client:
         refs = [client.register(_instance(vip, 9600 + i))[0] for i in range(30)]
 
         async def burst() -> list[Any]:
             async with grpc.aio.insecure_channel(stack["registry"]) as ch:
                 stub = pb_grpc.RegistryStub(ch)
                 calls = [stub.Heartbeat(pb.HeartbeatRequest(ref=pb.InstanceRef(vip=r.vip, instance_id=r.instance_id)),
-                                        timeout=10) for r in refs]  # fmt: skip
+                                        timeout=10, metadata=bearer(stack)) for r in refs]  # fmt: skip
                 calls.append(stub.Heartbeat(pb.HeartbeatRequest(ref=pb.InstanceRef(vip=vip, instance_id="ghost")),
-                                            timeout=10))  # fmt: skip
+                                            timeout=10, metadata=bearer(stack)))  # fmt: skip
                 return await asyncio.gather(*calls, return_exceptions=True)
 
         out = asyncio.run(burst())
@@ -325,15 +326,19 @@ async def test_ls_pages_a_registry_past_the_4mb_message_bound(
     metadata = {f"k{i:02d}": "v" * 120 for i in range(30)}
     lease = await store.grant_lease(60)
     try:
-        for start in range(0, 3_000, 200):
+        # 20 puts in flight at a time: 200 at once (13 MB queued behind etcd's fsyncs) ran past the store's 2 s
+        # deadline on a loaded 2-core machine.
+        for start in range(0, 3_000, 20):
             await asyncio.gather(*(
                 store.put(KEYS.instance(InstanceRef(vip, f"i-{n:05d}")), codec.encode_instance(Instance(
                     app=vip, instance_id=f"i-{n:05d}", host="127.0.0.1", vip=vip, port=1000 + n, metadata=metadata,
                     lease=LeaseSettings(30, 90), registered_at_ms=1)), lease)
-                for n in range(start, start + 200)
+                for n in range(start, start + 20)
             ))  # fmt: skip
         with pytest.raises(grpc.RpcError) as err:  # what `ls` hit before: one response for everything
-            pb_grpc.RegistryStub(grpc.insecure_channel(stack["registry"])).List(pb.ListRequest(vip=vip), timeout=30)
+            pb_grpc.RegistryStub(grpc.insecure_channel(stack["registry"])).List(
+                pb.ListRequest(vip=vip), timeout=30, metadata=bearer(stack)
+            )
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         listed, revision = registry.list(vip=vip)
         assert [i.instance_id for i in listed] == [f"i-{n:05d}" for n in range(3_000)] and revision > 0
@@ -341,7 +346,7 @@ async def test_ls_pages_a_registry_past_the_4mb_message_bound(
         assert len(page.instances) == 500 and page.next_page_token, "the server caps a page at 500"
         proc = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "meshactors.cli", "ls", "--registry", stack["registry"], "--vip", vip],
+            [sys.executable, "-m", "meshactors.cli", "ls", *registry_flags(stack), "--vip", vip],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr

@@ -59,7 +59,7 @@ async def test_killing_a_shard_mid_stream_loses_no_registration(
 
     def writer() -> None:
         try:
-            with RegistryClient(stack["registry"], timeout_s=20) as client:
+            with RegistryClient(stack["registry"], token=stack["token"], timeout_s=20) as client:
                 deadline = time.monotonic() + 90
                 for i in range(total):
                     vip = vips[i % len(vips)]
@@ -93,7 +93,7 @@ async def test_killing_a_shard_mid_stream_loses_no_registration(
     assert all(inst.port == 10000 + int(inst.instance_id[2:]) for inst in stored.values())
 
     # the restarted shard reloaded its state from etcd and answers again
-    with RegistryClient(stack["registry"]) as client:
+    with RegistryClient(stack["registry"], token=stack["token"]) as client:
         some = acked[0].split("/")
         deadline = killed_at + 15
         while True:

@@ -6,6 +6,7 @@ Every response the clients receive is run through the invariant checker of mesha
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
@@ -18,11 +19,15 @@ from meshactors.model import Instance
 from meshactors.resources.snapshot import Snapshot
 from meshactors.snapshot.builder import build_vip
 from meshactors.snapshot.source import VIP_SOURCE, VipSource
-from meshactors.testing.xds_client import DeltaAdsClient, SotwAdsClient
+from meshactors.testing.xds_client import DeltaAdsClient, SotwAdsClient, StaticTokens
 from meshactors.xds.host import HostSettings, XdsHost
 from meshactors.xds.types import CLUSTER, ENDPOINT, LISTENER, Node
 
 pytestmark = [pytest.mark.timeout(60)]
+
+TOKENS = StaticTokens()  # the hosts' token check: every stream here presents TOKEN
+TOKEN, _ = TOKENS.mint()
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
 class ScriptedSource:
@@ -51,7 +56,7 @@ class ScriptedSource:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[XdsHost, ScriptedSource, str]]:
     source = ScriptedSource()
-    host = XdsHost("test-host", [VipSource(source)], HostSettings(max_new_streams_per_s=50))
+    host = XdsHost("test-host", [VipSource(source)], HostSettings(max_new_streams_per_s=50), authenticate=TOKENS)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((host.generic_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -73,7 +78,7 @@ def _cla_ports(body: bytes | None) -> set[int]:
 async def test_on_demand_cds_then_eds_and_pushes(served: Any) -> None:
     host, source, target = served
     source.set("shop", 9001)
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n1")) as client:
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n1"), token=TOKEN) as client:
         await client.subscribe(CLUSTER, ["shop"])
         await client.wait_for(CLUSTER, "shop")
         await client.subscribe(ENDPOINT, ["shop"])
@@ -89,7 +94,7 @@ async def test_on_demand_cds_then_eds_and_pushes(served: Any) -> None:
 
 async def test_unknown_vip_gets_an_endpointless_cluster_then_the_real_one(served: Any) -> None:
     host, source, target = served
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n2")) as client:
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n2"), token=TOKEN) as client:
         await client.subscribe(CLUSTER, ["ghost"])
         await client.wait_for(CLUSTER, "ghost")
         await client.subscribe(ENDPOINT, ["ghost"])
@@ -104,7 +109,7 @@ async def test_reconnect_with_initial_versions_resends_only_what_changed(served:
     host, source, target = served
     source.set("a", 1001)
     source.set("b", 1002)
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n3")) as client:
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n3"), token=TOKEN) as client:
         await client.subscribe(CLUSTER, ["a", "b"])
         await client.subscribe(ENDPOINT, ["a", "b"])
         await client.wait_for(ENDPOINT, "a")
@@ -133,7 +138,10 @@ async def test_nack_keeps_last_good_and_is_reported(served: Any) -> None:
             return "rejected by test"
         return None
 
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n4"), nack_when=nack) as client:
+    async with (
+        grpc.aio.insecure_channel(target) as ch,
+        DeltaAdsClient(ch, Node("n4"), token=TOKEN, nack_when=nack) as client,
+    ):
         await client.subscribe(CLUSTER, ["n"])
         await client.subscribe(ENDPOINT, ["n"])
         await client.wait_for(ENDPOINT, "n")
@@ -153,7 +161,7 @@ async def test_nack_keeps_last_good_and_is_reported(served: Any) -> None:
 async def test_proxyless_sotw_lds_cds_eds(served: Any) -> None:
     _host, source, target = served
     source.set("greeter", 50051)
-    async with grpc.aio.insecure_channel(target) as ch, SotwAdsClient(ch, Node("g1")) as client:
+    async with grpc.aio.insecure_channel(target) as ch, SotwAdsClient(ch, Node("g1"), token=TOKEN) as client:
         await client.subscribe(LISTENER, ["greeter:50051"])
         await client.wait_for(LISTENER, "greeter:50051")
         await client.subscribe(CLUSTER, ["greeter"])
@@ -168,7 +176,7 @@ async def test_proxyless_sotw_lds_cds_eds(served: Any) -> None:
 async def test_invalid_names_are_refused_without_ending_the_stream(served: Any) -> None:
     _host, source, target = served
     source.set("ok", 3001)
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n5")) as client:
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n5"), token=TOKEN) as client:
         await client.subscribe(CLUSTER, ["Not_A_VIP", "x" * 300])
         await client.subscribe(CLUSTER, ["ok"])
         await client.wait_for(CLUSTER, "ok")
@@ -180,7 +188,7 @@ async def test_streams_are_refused_until_loaded_and_beyond_the_rate(served: Any)
     host, _source, target = served
     host.ready.clear()
     async with grpc.aio.insecure_channel(target) as ch:
-        client = DeltaAdsClient(ch, Node("early"))
+        client = DeltaAdsClient(ch, Node("early"), token=TOKEN)
         with pytest.raises(Unavailable):
             await client.connect()
             await client.subscribe(CLUSTER, ["x"])
@@ -194,7 +202,7 @@ async def test_streams_are_refused_until_loaded_and_beyond_the_rate(served: Any)
         from meshactors.xds.types import DeltaRequest
 
         async def one() -> grpc.StatusCode:
-            call = delta_ads_stream(ch)(iter([DeltaRequest(type_url=CLUSTER, node=Node("burst"))]))
+            call = delta_ads_stream(ch)(iter([DeltaRequest(type_url=CLUSTER, node=Node("burst"))]), metadata=AUTH)
             try:
                 async for _ in call:
                     break
@@ -213,7 +221,7 @@ async def test_a_failed_fetch_is_retried(served: Any) -> None:
     _host, source, target = served
     source.set("flaky", 4001)
     source.fail = True
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n6")) as client:
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("n6"), token=TOKEN) as client:
         await client.subscribe(CLUSTER, ["flaky"])
         await client.wait_for(CLUSTER, "flaky")  # the Cluster needs no fetch: it is answered at once
         await client.subscribe(ENDPOINT, ["flaky"])
@@ -249,8 +257,13 @@ class ThingSource:
         body = scoped_route_pb2.ScopedRouteConfiguration(name=key, route_configuration_name=self.route_of[key])
         return Snapshot.of(key, [VersionedResource.of(THING, key, body.SerializeToString())])
 
+    companion_types: dict[str, str] = {}
+
     def validate(self, type_url: str, name: str) -> str | None:
         return None if name.startswith("thing-") else "not a thing"
+
+    def companions(self, type_url: str, name: str) -> tuple[tuple[str, str], ...]:
+        return ()
 
     def key_of(self, type_url: str, name: str) -> str:
         return name
@@ -287,7 +300,7 @@ def _route_name(body: bytes | None) -> str:
 @pytest.fixture
 async def served_things() -> AsyncIterator[tuple[XdsHost, ThingSource, ScriptedSource, str]]:
     things, vips = ThingSource(), ScriptedSource()
-    host = XdsHost("thing-host", [VipSource(vips), things])
+    host = XdsHost("thing-host", [VipSource(vips), things], authenticate=TOKENS)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((host.generic_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -303,7 +316,7 @@ async def test_a_source_for_a_new_type_url_is_served_over_delta_and_sotw(served_
     host, things, vips, target = served_things
     things.route_of["thing-a"] = "rc-1"
     vips.set("shop", 9300)
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("d-thing")) as delta:
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("d-thing"), token=TOKEN) as delta:
         await delta.subscribe(THING, ["thing-a"])
         got = await delta.wait_for(THING, "thing-a")
         assert _route_name(got.body) == "rc-1"
@@ -313,7 +326,7 @@ async def test_a_source_for_a_new_type_url_is_served_over_delta_and_sotw(served_
         host.apply("things", [things.snapshot("thing-a")])  # a push from the new source
         await delta.wait_for(THING, "thing-a", lambda r: _route_name(r.body) == "rc-2")
         assert delta.violations == []
-    async with grpc.aio.insecure_channel(target) as ch, SotwAdsClient(ch, Node("s-thing")) as sotw:
+    async with grpc.aio.insecure_channel(target) as ch, SotwAdsClient(ch, Node("s-thing"), token=TOKEN) as sotw:
         await sotw.subscribe(THING, ["thing-a"])
         got = await sotw.wait_for(THING, "thing-a")
         assert _route_name(got.body) == "rc-2"
@@ -343,7 +356,9 @@ class _BrokenTransport:
 @pytest.mark.parametrize("mode", ["raise", "hang"])
 async def test_a_fetch_failing_in_any_way_resolves_every_waiter_within_the_fetch_timeout(mode: str) -> None:
     transport = _BrokenTransport(mode)
-    host = XdsHost("broken-host", [VipSource(transport)], HostSettings(fetch_timeout_s=0.5, fetch_retry_s=60))
+    host = XdsHost(
+        "broken-host", [VipSource(transport)], HostSettings(fetch_timeout_s=0.5, fetch_retry_s=60), authenticate=TOKENS
+    )
     held = (VIP_SOURCE, "shop")
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -367,7 +382,8 @@ async def test_an_unexpected_error_in_a_stream_ends_that_stream_with_internal(se
     from meshactors.xds.types import DeltaRequest
 
     async with grpc.aio.insecure_channel(target) as ch:
-        call = delta_ads_stream(ch)(iter([DeltaRequest(type_url=THING, node=Node("boom"), subscribe=("thing-x",))]))
+        boom = DeltaRequest(type_url=THING, node=Node("boom"), subscribe=("thing-x",))
+        call = delta_ads_stream(ch)(iter([boom]), metadata=AUTH)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in call:
                 pass
@@ -376,7 +392,7 @@ async def test_an_unexpected_error_in_a_stream_ends_that_stream_with_internal(se
     # the host goes on serving other streams
     things.validate = ThingSource.validate.__get__(things)  # type: ignore[method-assign]
     things.route_of["thing-b"] = "rc-b"
-    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("after")) as delta:
+    async with grpc.aio.insecure_channel(target) as ch, DeltaAdsClient(ch, Node("after"), token=TOKEN) as delta:
         await delta.subscribe(THING, ["thing-b"])
         assert _route_name((await delta.wait_for(THING, "thing-b")).body) == "rc-b"
 
@@ -400,10 +416,10 @@ async def test_each_client_kind_gets_its_own_variant_over_a_real_stream(served_t
     things.route_of["thing-v"] = "unused"
     things.snapshot = lambda key: snap  # type: ignore[method-assign]
     async with grpc.aio.insecure_channel(target) as ch:
-        async with DeltaAdsClient(ch, Node("an-envoy", user_agent_name="envoy")) as envoy_client:
+        async with DeltaAdsClient(ch, Node("an-envoy", user_agent_name="envoy"), token=TOKEN) as envoy_client:
             await envoy_client.subscribe(THING, ["thing-v"])
             assert _route_name((await envoy_client.wait_for(THING, "thing-v")).body) == "for-all"
-        async with SotwAdsClient(ch, Node("a-grpc-client", user_agent_name="gRPC C-core")) as grpc_client:
+        async with SotwAdsClient(ch, Node("a-grpc-client", user_agent_name="gRPC C-core"), token=TOKEN) as grpc_client:
             await grpc_client.subscribe(THING, ["thing-v"])
             assert _route_name((await grpc_client.wait_for(THING, "thing-v")).body) == "for-grpc"
             kinds = {s.node_id: s.client_kind for s in host.statistics().streams}
@@ -443,7 +459,7 @@ async def test_undecodable_bytes_end_the_stream_with_invalid_argument(served: An
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         for item in (first, b"\xff\xff\xff\xff not a protobuf message"):
             queue.put_nowait(item)  # the stream stays open: only the junk can end it
-        err = await asyncio.wait_for(_final_error(raw(_queued(queue))), 10)
+        err = await asyncio.wait_for(_final_error(raw(_queued(queue), metadata=AUTH)), 10)
     assert err is not None, "the stream must not end with OK"
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
     assert (err.details() or "").startswith("request: not a valid envoy.service.discovery.v3."), err.details()
@@ -463,7 +479,7 @@ async def test_type_urls_over_the_bound_end_a_sotw_stream_visibly(served: Any) -
         queue.put_nowait(SotwRequest(type_url=f"type.googleapis.com/junk.T{i}"))
     queue.put_nowait(SotwRequest(type_url=CLUSTER, resource_names=("ok",)))
     async with grpc.aio.insecure_channel(target) as ch:
-        err = await asyncio.wait_for(_final_error(sotw_ads_stream(ch)(_queued(queue))), 10)
+        err = await asyncio.wait_for(_final_error(sotw_ads_stream(ch)(_queued(queue), metadata=AUTH)), 10)
     assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
     assert f"limit {bound}" in (err.details() or "") and CLUSTER in (err.details() or ""), err.details()
 
@@ -484,7 +500,7 @@ async def test_what_a_hostile_client_sends_is_logged_and_kept_bounded(served: An
     with capture_logs() as logs:
         async with grpc.aio.insecure_channel(target) as ch:
             queue: asyncio.Queue[DeltaRequest | None] = asyncio.Queue()
-            call = delta_ads_stream(ch)(_queued(queue))
+            call = delta_ads_stream(ch)(_queued(queue), metadata=AUTH)
             queue.put_nowait(DeltaRequest(type_url=CLUSTER, node=Node(huge_id), subscribe=("ok",)))
             first = await asyncio.wait_for(call.read(), 10)
             stats = host.statistics().streams[0]
@@ -512,3 +528,106 @@ async def test_what_a_hostile_client_sends_is_logged_and_kept_bounded(served: An
     assert refused and refused[0]["count"] == len(bad_names) and len(refused[0]["names"]) <= 5
     assert len(logs) <= 30, [e["event"] for e in logs]
     assert any(e.get("suppressed") for e in logs) or len(refused) + sum(e["event"] == "NACK" for e in logs) <= 25
+
+
+# ---- authentication (issue 11): nothing is fetched, held or sent before a stream is authenticated -------------
+
+
+async def test_an_unauthenticated_stream_holds_nothing_and_fetches_nothing(served: Any) -> None:
+    from meshactors.envoy.codec import delta_ads_stream
+    from meshactors.xds.types import DeltaRequest
+
+    host, source, target = served
+    source.set("secret-vip", 3201)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue.put_nowait(DeltaRequest(type_url=ENDPOINT, node=Node("anon"), subscribe=("secret-vip",)))
+    async with grpc.aio.insecure_channel(target) as ch:
+        err = await asyncio.wait_for(_final_error(delta_ads_stream(ch)(_queued(queue))), 10)
+    assert err is not None and err.code() == grpc.StatusCode.UNAUTHENTICATED, err
+    assert source.asked == [] and len(host.cache) == 0
+    stats = host.statistics()
+    assert stats.sessions == 0 and stats.refused_unauthenticated == 1 and host._by_token == {}
+
+
+async def test_revoking_a_token_ends_only_its_streams_and_forgets_them(served: Any) -> None:
+    host, source, target = served
+    source.set("shop", 3202)
+    token, record = TOKENS.mint()
+    TOKENS.on_revoked = host.revoke
+    try:
+        async with (
+            grpc.aio.insecure_channel(target) as ch,
+            DeltaAdsClient(ch, Node("doomed-1"), token=token) as d1,
+            SotwAdsClient(ch, Node("doomed-2", token=token)) as d2,
+            DeltaAdsClient(ch, Node("other"), token=TOKEN) as other,
+        ):
+            for c in (d1, d2, other):
+                await c.subscribe(CLUSTER, ["shop"])
+                await c.wait_for(CLUSTER, "shop")
+            assert len(host._by_token[record.id]) == 2
+            TOKENS.revoke(record.id)
+            assert await d1.wait_ended(timeout=5) == grpc.StatusCode.UNAUTHENTICATED
+            assert await d2.wait_ended(timeout=5) == grpc.StatusCode.UNAUTHENTICATED
+            assert record.id not in host._by_token
+            assert {s.node_id for s in host.statistics().streams} == {"other"}
+            assert host.counters.ended_revoked == 2
+            await other.subscribe(ENDPOINT, ["shop"])
+            await other.wait_for(ENDPOINT, "shop")  # the other token's stream goes on
+    finally:
+        TOKENS.on_revoked = None
+
+
+async def _until_true(predicate: Any, what: str, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_convergence_is_one_sample_from_the_change_to_the_last_ack_of_every_holder(served: Any) -> None:
+    host, source, target = served
+    source.set("conv", 3001)
+    async with (
+        grpc.aio.insecure_channel(target) as ch,
+        DeltaAdsClient(ch, Node("d1"), token=TOKEN) as delta,
+        SotwAdsClient(ch, Node("s1"), token=TOKEN) as sotw,
+    ):
+        for client in (delta, sotw):
+            await client.subscribe(CLUSTER, ["conv"])
+            await client.wait_for(CLUSTER, "conv")
+            await client.subscribe(ENDPOINT, ["conv"])
+            await client.wait_for(ENDPOINT, "conv")
+        fetches = host.fetch_time.count
+        assert fetches == 1  # the first request's on-demand fetch, shared by both
+        assert host.converging.histogram.count == 0  # a fetch answer is no change
+        changed_at = time.time() - 0.25  # as if the builder saw the change 250 ms ago
+        host.apply(VIP_SOURCE, [source.set("conv", 3001, 3002).stamped(changed_at)])
+        for client in (delta, sotw):
+            await client.wait_for(ENDPOINT, "conv", lambda r: _cla_ports(r.body) == {3001, 3002})
+        await _until_true(lambda: host.converging.histogram.count == 1, "one convergence sample")
+        data = host.statistics().convergence_time
+        assert data is not None and 0.25 <= data.sum < 5.0
+        assert host.statistics().converging == 0 and host.statistics().fetch_time.count == fetches  # type: ignore[union-attr]
+
+
+async def test_a_nacked_change_never_converges_and_is_abandoned_when_its_session_goes(served: Any) -> None:
+    host, source, target = served
+    source.set("bad", 4001)
+
+    def nack(resp: Any) -> str | None:
+        bad = resp.type_url == ENDPOINT and any(_cla_ports(r.body) == {4001, 4002} for r in resp.resources)
+        return "rejected by test" if bad else None
+
+    async with grpc.aio.insecure_channel(target) as ch:
+        client = DeltaAdsClient(ch, Node("nk"), token=TOKEN, nack_when=nack)
+        async with client:
+            await client.subscribe(CLUSTER, ["bad"])
+            await client.subscribe(ENDPOINT, ["bad"])
+            await client.wait_for(ENDPOINT, "bad")
+            host.apply(VIP_SOURCE, [source.set("bad", 4001, 4002).stamped(time.time())])
+            await _until_true(lambda: host.counters.nacks == 1, "the NACK")
+            assert len(host.converging) == 1 and host.converging.histogram.count == 0
+        await _until_true(lambda: host.statistics().sessions == 0, "the session to close")
+        assert len(host.converging) == 0 and host.converging.abandoned == 1
+        assert host.converging.histogram.count == 0

@@ -124,12 +124,22 @@ def test_generic_bootstrap_shape() -> None:
     (hcm,) = listener["filter_chains"][0]["filters"]
     manager = hcm["typed_config"]
     assert manager["strip_any_host_port"] is True
-    (vhost,) = manager["route_config"]["virtual_hosts"]
+    # the route table comes over RDS: a catch-all by authority, VIPs with route policy over VHDS
+    assert manager["rds"] == {
+        "route_config_name": "meshactors_outbound", "config_source": {"ads": {}, "resource_api_version": "V3"}
+    }  # fmt: skip
+    table = bootstrap.outbound_route_config()
+    (vhost,) = table["virtual_hosts"]
     assert vhost["domains"] == ["*"]
     (route,) = vhost["routes"]
     assert route == {"match": {"prefix": "/"}, "route": {"cluster_header": ":authority"}}
-    assert "retry_policy" not in json.dumps(manager)  # Envoy retries stay off
-    guard, on_demand, router = manager["http_filters"]
+    assert table["vhds"] == {"config_source": {"ads": {}, "resource_api_version": "V3"}}
+    assert "retry_policy" not in json.dumps(manager) + json.dumps(table)  # Envoy retries stay off
+    # the first request of a VIP re-resolves its route once the Cluster is there (its virtual host came first)
+    (layer,) = config["layered_runtime"]["layers"]
+    assert layer["static_layer"] == {"envoy.reloadable_features.on_demand_cluster_no_recreate_stream": False}
+    guard, on_demand, fault, chain, router = manager["http_filters"]
+    assert fault["name"] == "envoy.filters.http.fault" and chain["name"] == "envoy.filters.http.filter_chain"
     assert guard == {
         "name": "meshactors_known_vips",
         "config_discovery": {
@@ -317,3 +327,140 @@ def test_grpc_bootstrap_from_the_cli() -> None:
 
 def test_grpc_bootstrap_golden() -> None:
     check_golden("grpc_bootstrap.json", as_json(grpc_bootstrap([("127.0.0.1", 18000)], "grpc-client-1")))
+
+
+# --- inbound listener and OpenTelemetry tracing (opt-in: without them the bootstrap is the one above) -----------
+
+_INBOUND = bootstrap.Inbound(listen=("127.0.0.1", 16002), app=("127.0.0.1", 8080))
+_TRACING = bootstrap.Tracing(collector=("127.0.0.1", 4317), service_name="orders")
+
+
+def test_real_envoy_validates_inbound_and_tracing(tmp_path: Path) -> None:
+    for kwargs in ({"inbound": _INBOUND}, {"tracing": _TRACING}, {"inbound": _INBOUND, "tracing": _TRACING}):
+        config = envoy_bootstrap([("127.0.0.1", 18000)], "sidecar-1", **kwargs)
+        proc = envoy_validate(config, tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    named = bootstrap.Tracing(collector=("otel-collector", 4317), service_name="orders", sampling=0.5)
+    proc = envoy_validate(envoy_bootstrap([("127.0.0.1", 18000)], "sidecar-1", tracing=named), tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_inbound_and_tracing_goldens() -> None:
+    xds = [("127.0.0.1", 18000)]
+    check_golden("envoy_bootstrap_inbound.json", as_json(envoy_bootstrap(xds, "sidecar-1", inbound=_INBOUND)))
+    both = envoy_bootstrap(xds, "sidecar-1", inbound=_INBOUND, tracing=_TRACING)
+    check_golden("envoy_bootstrap_inbound_tracing.json", as_json(both))
+
+
+def test_without_inbound_or_tracing_the_bootstrap_is_unchanged() -> None:
+    plain = envoy_bootstrap([("127.0.0.1", 18000)], "sidecar-1")
+    assert envoy_bootstrap([("127.0.0.1", 18000)], "sidecar-1", inbound=None, tracing=None) == plain
+    assert "tracing" not in json.dumps(plain) and "traffic_direction" not in json.dumps(plain)
+
+
+def test_inbound_listener_forwards_everything_to_the_local_app() -> None:
+    config = envoy_bootstrap([("127.0.0.1", 18000)], "sidecar-1", inbound=_INBOUND)
+    outbound, inbound = config["static_resources"]["listeners"]
+    assert outbound["name"] == bootstrap.OUTBOUND_LISTENER and "traffic_direction" not in outbound
+    assert inbound["name"] == bootstrap.INBOUND_LISTENER
+    assert inbound["traffic_direction"] == "INBOUND"
+    assert inbound["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 16002}
+    (chain,) = inbound["filter_chains"]
+    assert "transport_socket" not in chain
+    manager = chain["filters"][0]["typed_config"]
+    assert "tracing" not in manager
+    (vhost,) = manager["route_config"]["virtual_hosts"]
+    assert vhost["routes"] == [
+        {"match": {"prefix": "/"}, "route": {"cluster": bootstrap.INBOUND_CLUSTER, "timeout": "0s"}}
+    ]
+    app = config["static_resources"]["clusters"][1]
+    assert app["name"] == bootstrap.INBOUND_CLUSTER and app["type"] == "STATIC"
+    (locality,) = app["load_assignment"]["endpoints"]
+    assert locality["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 8080,
+    }
+
+
+def test_inbound_listener_takes_a_transport_socket() -> None:
+    """The hook for an mTLS inbound listener: the socket goes on its one filter chain."""
+    socket = {"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "x"}}
+    listener = bootstrap.inbound_listener(("127.0.0.1", 16003), name="secure", transport_socket=socket)
+    assert listener["filter_chains"][0]["transport_socket"] == socket
+    assert listener["name"] == "secure"
+
+
+def test_tracing_puts_the_opentelemetry_tracer_on_every_listener() -> None:
+    config = envoy_bootstrap([("127.0.0.1", 18000)], "sidecar-1", inbound=_INBOUND, tracing=_TRACING)
+    outbound, inbound = config["static_resources"]["listeners"]
+    # Envoy's OpenTelemetry tracer makes an OUTBOUND listener's spans CLIENT spans, an INBOUND one's SERVER spans
+    assert (outbound["traffic_direction"], inbound["traffic_direction"]) == ("OUTBOUND", "INBOUND")
+    for listener in (outbound, inbound):
+        tracing = listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+        assert tracing["random_sampling"] == {"value": 100.0}
+        assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+        otel = tracing["provider"]["typed_config"]
+        assert otel["service_name"] == "orders"
+        assert otel["grpc_service"]["envoy_grpc"] == {"cluster_name": bootstrap.OTLP_CLUSTER}
+    otlp = config["static_resources"]["clusters"][-1]
+    assert otlp["name"] == bootstrap.OTLP_CLUSTER
+    options = otlp["typed_extension_protocol_options"][bootstrap.HTTP_PROTOCOL_OPTIONS]
+    assert "http2_protocol_options" in options["explicit_http_config"]  # OTLP gRPC
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: bootstrap.Tracing(("127.0.0.1", 4317), "s", sampling=101), "percentage"),
+        (lambda: bootstrap.Tracing(("127.0.0.1", 4317), "s", sampling=-1), "percentage"),
+        (lambda: bootstrap.Tracing(("127.0.0.1", 4317), "s", sampling=float("nan")), "percentage"),
+        (lambda: bootstrap.Tracing(("127.0.0.1", 4317), "s", sampling=True), "number"),
+        (lambda: bootstrap.Tracing(("127.0.0.1", 4317), ""), "service name"),
+        (lambda: bootstrap.Tracing(("127.0.0.1", 0), "s"), "tracing collector"),
+        (lambda: bootstrap.Tracing(("", 4317), "s"), "tracing collector"),
+        (lambda: bootstrap.Inbound(("127.0.0.1", 8080), ("127.0.0.1", 8080)), "inbound"),
+        (lambda: bootstrap.Inbound(("127.0.0.1", 70000), ("127.0.0.1", 8080)), "inbound listen"),
+        (
+            lambda: envoy_bootstrap([("127.0.0.1", 18000)], "s1", listen=("127.0.0.1", 16002), inbound=_INBOUND),
+            "taken",
+        ),
+    ],
+)
+def test_bad_inbound_or_tracing_is_a_config_error(make: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_tracing_and_inbound_from_the_cli(tmp_path: Path) -> None:
+    """`bootstrap --tracing-otlp` names the spans after the node id (or --tracing-service); flag errors name the
+    flag; `sidecar --inbound-port` needs a plain VIP and port."""
+    from meshactors.cli import _sidecar_inbound, bootstrap_text, build_parser
+
+    base = ["bootstrap", "--xds", "127.0.0.1:18000", "--node-id", "c1"]
+    args = build_parser().parse_args([*base, "--tracing-otlp", "127.0.0.1:4317", "--tracing-sampling", "2.5"])
+    expected = bootstrap.Tracing(("127.0.0.1", 4317), "c1", 2.5)
+    assert yaml.safe_load(bootstrap_text(args)) == envoy_bootstrap(
+        [("127.0.0.1", 18000)], "c1", tracing=expected, stats_flush_s=bootstrap.DEFAULT_STATS_FLUSH_S
+    )  # the CLI's bootstraps report golden signals by default
+    args = build_parser().parse_args([*base, "--tracing-otlp", "127.0.0.1:4317", "--tracing-service", "orders"])
+    assert "service_name: orders" in bootstrap_text(args)
+    for bad, flag in (
+        (["--tracing-sampling", "5"], "--tracing-sampling"),
+        (["--tracing-service", "x"], "--tracing-service"),
+        (["--tracing-otlp", "127.0.0.1:4317", "--tracing-sampling", "150"], "--tracing-sampling"),
+        (["--tracing-otlp", "nowhere"], "--tracing-otlp"),
+    ):
+        with pytest.raises(ConfigError, match=flag):
+            bootstrap_text(build_parser().parse_args([*base, *bad]))
+
+    car = ["sidecar", "--xds", "127.0.0.1:18000"]
+    args = build_parser().parse_args([*car, "--vip", "orders", "--port", "8080", "--inbound-port", "15006"])
+    assert _sidecar_inbound(args) == bootstrap.Inbound(("127.0.0.1", 15006), ("127.0.0.1", 8080))
+    assert _sidecar_inbound(build_parser().parse_args([*car, "--vip", "orders", "--port", "8080"])) is None
+    for bad in (
+        ["--svip", "orders-secure", "--secure-port", "8443", "--inbound-port", "15006"],
+        ["--vip", "orders", "--port", "8080", "--inbound-port", "8080"],
+        ["--vip", "orders", "--port", "8080", "--inbound-port", "0"],
+    ):
+        with pytest.raises(ConfigError, match="--inbound-port"):
+            _sidecar_inbound(build_parser().parse_args([*car, *bad]))

@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 
+from meshactors.auth.model import Identity, Role
 from meshactors.errors import InvalidArgument, NotFound
 from meshactors.eureka import codec
 from meshactors.eureka.service import EurekaRegistry
 from meshactors.eureka.view import ADDED, DELETED, MODIFIED, EurekaView
 from meshactors.model import Instance, InstanceRef, Status
 from meshactors.registry.shardmap import ShardMap
+
+ADMIN = Identity("0123456789abcdef", Role.ADMIN)
 
 JAVA_JSON: dict[str, Any] = {
     "instance": {
@@ -233,26 +236,26 @@ async def test_status_override_is_sticky_and_removing_it_asks_for_a_new_registra
     view.replace_all([], 0)
     reg = EurekaRegistry(shards, ShardMap.of_size(2), view)
     info = json.loads(json.dumps(JAVA_JSON))["instance"]
-    await reg.register("orders", info)
-    await reg.override_status("orders", "10.0.0.5:orders:8080", "OUT_OF_SERVICE")
-    await reg.register("ORDERS", info)  # the client re-registers as UP: the override stays
+    await reg.register(ADMIN, "orders", info)
+    await reg.override_status(ADMIN, "orders", "10.0.0.5:orders:8080", "OUT_OF_SERVICE")
+    await reg.register(ADMIN, "ORDERS", info)  # the client re-registers as UP: the override stays
     [rec] = view.find("orders", "10.0.0.5:orders:8080")
     assert rec.status is Status.OUT_OF_SERVICE and codec.instance_info([rec])["overriddenstatus"] == "OUT_OF_SERVICE"
-    await reg.renew("orders", "10.0.0.5:orders:8080")
-    await reg.delete_override("orders", "10.0.0.5:orders:8080", "")
+    await reg.renew(ADMIN, "orders", "10.0.0.5:orders:8080")
+    await reg.delete_override(ADMIN, "orders", "10.0.0.5:orders:8080", "")
     with pytest.raises(NotFound):
-        await reg.renew("orders", "10.0.0.5:orders:8080")  # -> the client registers again with its own status
-    await reg.register("orders", info)
+        await reg.renew(ADMIN, "orders", "10.0.0.5:orders:8080")  # -> the client registers again with its own status
+    await reg.register(ADMIN, "orders", info)
     [rec] = view.find("orders", "10.0.0.5:orders:8080")
     assert rec.status is Status.UP and codec.OVERRIDE_KEY not in rec.metadata
-    await reg.update_metadata("orders", "10.0.0.5:orders:8080", {"canary": "true"})
+    await reg.update_metadata(ADMIN, "orders", "10.0.0.5:orders:8080", {"canary": "true"})
     assert codec.client_metadata(view.find("orders", "10.0.0.5:orders:8080")[0])["canary"] == "true"
     with pytest.raises(InvalidArgument):
-        await reg.update_metadata("orders", "10.0.0.5:orders:8080", {"eureka/hostName": "x"})
-    await reg.cancel("orders", "10.0.0.5:orders:8080")
+        await reg.update_metadata(ADMIN, "orders", "10.0.0.5:orders:8080", {"eureka/hostName": "x"})
+    await reg.cancel(ADMIN, "orders", "10.0.0.5:orders:8080")
     assert view.find("orders", "10.0.0.5:orders:8080") == [] and shards.records == {}
     with pytest.raises(NotFound):
-        await reg.renew("orders", "10.0.0.5:orders:8080")
+        await reg.renew(ADMIN, "orders", "10.0.0.5:orders:8080")
 
 
 async def test_re_registering_with_fewer_vips_removes_the_dropped_ones() -> None:
@@ -260,9 +263,9 @@ async def test_re_registering_with_fewer_vips_removes_the_dropped_ones() -> None
     view.replace_all([], 0)
     reg = EurekaRegistry(shards, ShardMap.of_size(2), view)
     info = {"app": "A", "instanceId": "i1", "hostName": "10.0.0.9", "port": 80, "vipAddress": "a,a-v2"}
-    await reg.register("a", info)
+    await reg.register(ADMIN, "a", info)
     assert sorted(r.vip for r in shards.records.values()) == ["a", "a-v2"]
-    await reg.register("a", {**info, "vipAddress": "a"})
+    await reg.register(ADMIN, "a", {**info, "vipAddress": "a"})
     assert [r.vip for r in shards.records.values()] == ["a"] and len(view.find("a", "i1")) == 1
 
 

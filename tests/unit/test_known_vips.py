@@ -15,6 +15,7 @@ from meshactors.snapshot.mesh import NameIndex
 from meshactors.snapshot.publisher import BuilderSettings, SnapshotBuilderCore, builder_map
 from meshactors.snapshot.source import VIP_SOURCE, VipSource, VipSourceSettings
 from meshactors.store import codec
+from meshactors.testing.xds_client import StaticTokens
 from meshactors.xds.cache import SnapshotCache
 from meshactors.xds.host import HostSettings, XdsHost
 from tests.unit.test_registry_feed import KEYS, FakeStore
@@ -144,7 +145,7 @@ class _Transport:
 def test_the_guard_config_is_one_name_with_its_own_key_and_no_provisional_answer() -> None:
     source = VipSource(_Transport())
     assert source.validate(EXTENSION_CONFIG, KNOWN_VIPS_FILTER) is None
-    assert "only extension config" in (source.validate(EXTENSION_CONFIG, "other") or "")
+    assert "the extension configs are" in (source.validate(EXTENSION_CONFIG, "other") or "")
     assert source.key_of(EXTENSION_CONFIG, KNOWN_VIPS_FILTER) == KNOWN_VIPS_KEY
     assert source.provisional(KNOWN_VIPS_KEY) is None
     assert EXTENSION_CONFIG in source.type_urls
@@ -194,7 +195,7 @@ async def test_a_pinned_key_is_fetched_once_and_never_evicted() -> None:
     transport = _Transport()
     transport.names = ["shop"]
     source = VipSource(transport)
-    host = XdsHost("h", [source], HostSettings(unsubscribe_grace_s=0))
+    host = XdsHost("h", [source], HostSettings(unsubscribe_grace_s=0), authenticate=StaticTokens())
     await host.pin(VIP_SOURCE, [KNOWN_VIPS_KEY])
     assert (VIP_SOURCE, KNOWN_VIPS_KEY) in host.cache
     assert source.statistics().known_names == 1

@@ -8,7 +8,7 @@ from meshactors.snapshot.builder import build_vip
 from meshactors.snapshot.mesh import MeshView
 from meshactors.snapshot.source import VIP_SOURCE, VipSource, validate_name, vip_of
 from meshactors.xds.cache import SnapshotCache
-from meshactors.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshactors.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 
 class _NoTransport:
@@ -95,6 +95,7 @@ def test_name_validation_bounds_what_clients_can_subscribe() -> None:
     assert "not a VIP name" in (validate_name(CLUSTER, "Shop_1") or "")
     assert "not a VIP name" in (validate_name(CLUSTER, "shop:8080") or "")
     assert "port" in (validate_name(LISTENER, "shop:99999") or "")
-    assert "not served" in (validate_name(ROUTE, "shop") or "")
+    assert "not served" in (validate_name(SECRET, "shop") or "")
+    assert "only route config" in (validate_name(ROUTE, "shop") or "")
     cache = SnapshotCache([VipSource(_NoTransport())])
-    assert "not served by meshactors" in (cache.validate(ROUTE, "shop") or "")
+    assert "not served by meshactors" in (cache.validate(SECRET, "shop") or "")

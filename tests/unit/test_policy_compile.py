@@ -23,7 +23,7 @@ from xds.type.v3 import typed_struct_pb2  # noqa: F401
 
 from meshactors.envoy import policy as compiler
 from meshactors.envoy import resources
-from meshactors.envoy.bootstrap import envoy_bootstrap
+from meshactors.envoy.bootstrap import envoy_bootstrap, outbound_route_config
 from meshactors.envoy.resources import Endpoint
 from meshactors.policy.load import load, merge
 from meshactors.policy.model import Policy, version_cluster
@@ -340,10 +340,12 @@ def _mirror_cluster(policy: Policy) -> list[dict[str, Any]]:
 def test_real_envoy_accepts_the_envoy_variant(tmp_path: Path) -> None:
     """Every feature at once, each VIP under its own name: the policy Clusters as static clusters (EDS over
     ADS), every VirtualHost in the outbound listener's static route config, with the listener filters the
-    policy needs (fault, filter_chain) before the router."""
+    generic bootstrap has for them (fault, filter_chain) before the router."""
     config = envoy_bootstrap([("127.0.0.1", 18000)], "validate-policy")
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    manager["http_filters"][-1:-1] = compiler.listener_http_filters()
+    # the virtual hosts go into a static copy of the outbound route table (VHDS needs an RDS one)
+    del manager["rds"]
+    manager["route_config"] = outbound_route_config(vhds=False)
     hosts = manager["route_config"]["virtual_hosts"]
     clusters = config["static_resources"]["clusters"]
     mirrors: dict[str, dict[str, Any]] = {}

@@ -9,9 +9,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from meshactors.model import Instance
 from meshactors.policy.load import load
 from meshactors.resources.snapshot import Snapshot
-from meshactors.resources.types import CLUSTER, ENDPOINT, ENVOY_KIND, GRPC_KIND, LISTENER, VIRTUAL_HOST
-from meshactors.snapshot.builder import NOTE_ENVOY_ROUTES, build_vip
-from meshactors.snapshot.source import VipSource, validate_name, vip_of
+from meshactors.resources.types import CLUSTER, ENDPOINT, ENVOY_KIND, GRPC_KIND, LISTENER, ROUTE, VIRTUAL_HOST
+from meshactors.snapshot.builder import build_vip
+from meshactors.snapshot.source import VipSource, from_builders, validate_name, vip_of
 
 FLEET = [
     Instance(app="reviews", instance_id="a", host="10.0.0.1", vip="reviews", port=80, version_label="v1"),
@@ -61,8 +61,10 @@ def test_destination_policy_reaches_envoy_and_grpc_gets_its_subset() -> None:
     assert not grpc.circuit_breakers.thresholds[0].HasField("max_connections")
     fields = dict(snap.notes)
     assert "grpc: destination.loadBalancer" in fields
-    assert fields.get("routing") == NOTE_ENVOY_ROUTES  # said, not silently dropped
-    assert snap.get(VIRTUAL_HOST, "meshactors_outbound/reviews") is None
+    assert "routing" not in fields  # routes reach Envoy over VHDS now
+    vhost = snap.get(VIRTUAL_HOST, "meshactors_outbound/reviews")
+    assert vhost is not None and snap.get(VIRTUAL_HOST, "meshactors_outbound/reviews", GRPC_KIND) is vhost
+    assert b"reviews~v1" in (vhost.body or b"")
 
 
 def test_split_adds_version_clusters_with_their_own_endpoints() -> None:
@@ -101,3 +103,19 @@ def test_a_grpc_client_asking_for_vip_port_gets_the_policy_routes_under_its_name
     plain = source.resolve(snap, LISTENER, "reviews:9000", ENVOY_KIND)
     assert plain is not None and plain.variant == "" and b"reviews~v1" not in (plain.body or b"")
     assert source.derived_names(snap, LISTENER) == ["reviews:9000"]
+
+
+def test_the_vip_source_serves_the_route_table_and_brings_a_vips_virtual_host_with_its_cluster() -> None:
+    source = VipSource(_NoTransport())
+    assert source.validate(ROUTE, "meshactors_outbound") is None
+    assert "only route config" in (source.validate(ROUTE, "other") or "")
+    assert "virtual host is" in (source.validate(VIRTUAL_HOST, "reviews") or "")
+    assert "not a VIP name" in (source.validate(VIRTUAL_HOST, "meshactors_outbound/Bad_Name") or "")
+    assert source.key_of(VIRTUAL_HOST, "meshactors_outbound/reviews") == "reviews"
+    routes = source.provisional(source.key_of(ROUTE, "meshactors_outbound"))
+    assert routes is not None and routes.get(ROUTE, "meshactors_outbound") is not None
+    assert source.statistics().vip_keys_held == 0  # the route table is no VIP
+    assert source.companions(CLUSTER, "reviews") == ((VIRTUAL_HOST, "meshactors_outbound/reviews"),)
+    assert source.companions(CLUSTER, "reviews~v1") == () and source.companions(ENDPOINT, "reviews") == ()
+    # the route table never goes to (or comes from) a builder: one would build it as an unknown VIP
+    assert not from_builders(source.key_of(ROUTE, "meshactors_outbound")) and from_builders("reviews")

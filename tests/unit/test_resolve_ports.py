@@ -19,7 +19,8 @@ def test_every_resolved_port_is_distinct_even_when_free_ports_repeat(monkeypatch
         MeshSettings(etcd="http://127.0.0.1:2379", registry_port=0, eureka_port=0, xds_ports=(0, 0))
     )
     ports = [settings.registry_port, settings.eureka_port, *settings.xds_ports, *(p for _, p in settings.metrics_ports)]
-    assert len(settings.metrics_ports) == settings.shards + settings.builders + 2  # shards, builders, xDS servers
+    # the controller, shards, builders, xDS servers, the registry API, the Eureka API and the dashboard
+    assert len(settings.metrics_ports) == 1 + settings.shards + settings.builders + 2 + 2 + 1
     assert len(ports) == len(set(ports)), ports
     assert all(ports)
 

@@ -48,7 +48,15 @@ def test_xds_server_families_are_labelled_by_actor_and_type_only() -> None:
     assert got["meshactors_xds_session_types", (*a, ("status", "SYNCED"), ("type_url", CLUSTER))] == 0
     assert got["meshactors_xds_refused_total", (*a, ("reason", "not_ready"))] == 1
     assert got["meshactors_xds_ready", a] == 1
-    assert {k for _, labels in got for k, _ in labels} <= {"actor", "type_url", "status", "stream", "reason"}
+    assert {k for _, labels in got for k, _ in labels} <= {
+        "actor",
+        "type_url",
+        "status",
+        "stream",
+        "client_kind",
+        "reason",
+        "le",
+    }
 
 
 def test_builder_and_shard_families_with_watch_lag() -> None:
@@ -70,9 +78,9 @@ def test_builder_and_shard_families_with_watch_lag() -> None:
     )
 
 
-def _get(url: str) -> tuple[int, bytes]:
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, b""
@@ -104,3 +112,27 @@ def test_format_proxy_status() -> None:
     ]  # fmt: skip
     text = format_proxy_status(rows, now=100.0)
     assert "sidecar-1" in text and "Cluster=SYNCED(5s)" in text and "error: timed out" in text
+
+
+@pytest.mark.asyncio
+async def test_metrics_server_with_a_check_answers_401_without_an_accepted_token() -> None:
+    async def render() -> bytes:
+        return b"meshactors_up 1\n"
+
+    seen: list[str | None] = []
+
+    def authorize(header: str | None) -> bool:
+        seen.append(header)
+        return header == "Bearer good"
+
+    server, port = await metrics_http.serve("127.0.0.1", 0, render, authorize)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        assert (await asyncio.to_thread(_get, url))[0] == 401
+        assert (await asyncio.to_thread(_get, url, {"Authorization": "Bearer bad"}))[0] == 401
+        status, body = await asyncio.to_thread(_get, url, {"authorization": "Bearer good"})
+        assert status == 200 and body == b"meshactors_up 1\n"
+        assert seen == [None, "Bearer bad", "Bearer good"]
+    finally:
+        server.close()
+        await server.wait_closed()

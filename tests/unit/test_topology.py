@@ -50,7 +50,7 @@ def test_deployment_names_cover_every_kind_but_the_controller() -> None:
     names = t.deployment_names(settings)
     assert names == [
         "registry-shard-0", "registry-shard-1", "registry-shard-2", "snapshot-builder-0", "snapshot-builder-1",
-        "xds-server-0", "xds-server-1", "registry-api", "eureka-api",
+        "xds-server-0", "xds-server-1", "registry-api", "eureka-api", "dashboard",
     ]  # fmt: skip
     assert {t.kind_of(n) for n in names} == set(t.KINDS) - {t.CONTROLLER}
     assert t.names_of_kind(names, t.XDS_SERVER) == ["xds-server-0", "xds-server-1"]

@@ -136,3 +136,42 @@ def test_every_flag_help_says_its_default_and_unit() -> None:
     assert (
         "(default 1 ms)" in flags.UP_FLAGS[[f.flag for f in flags.UP_FLAGS].index("--builder-coalesce-ms")].help_text()
     )
+
+
+def test_every_settings_field_has_a_flag_or_says_how_it_is_set() -> None:
+    fields = {f.name for f in dataclasses.fields(MeshSettings)}
+    by_flag = {p.split(".")[0] for flag in flags.UP_FLAGS for p in flag.paths}
+    assert fields - by_flag == set(flags.SET_ELSEWHERE), sorted(fields - by_flag ^ set(flags.SET_ELSEWHERE))
+    # the secret is the one field that must not come from a command line: only a file's path does
+    assert "cluster_secret" not in by_flag
+    assert cli.build_parser().parse_args(["up", "--cluster-secret-file", "f"]).up_cluster_secret_file == "f"
+
+
+def test_ca_flags_land_in_the_ca_and_builder_settings(tmp_path: Path) -> None:
+    s = settings_of("--trust-domain", "prod.example", "--cert-ttl", "3600", "--ca-key-file", "rel/ca.key")
+    assert (s.trust_domain, s.builder.trust_domain, s.cert_ttl_s) == ("prod.example", "prod.example", 3600)
+    assert Path(s.ca_key_file).is_absolute() and s.ca_key_file.endswith("rel/ca.key")
+    base = settings_of()
+    assert (base.trust_domain, base.cert_ttl_s, base.ca_key_file) == (defaults.TRUST_DOMAIN, defaults.CERT_TTL_S, "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (("--trust-domain", "Not_A.Domain"), "--trust-domain"),
+        (("--trust-domain", "x" * 300), "--trust-domain"),
+        (("--cert-ttl", "5"), "--cert-ttl"),
+        (("--cert-ttl", str(31 * 86400)), "--cert-ttl"),
+        (("--cert-ttl", "1.5"), "--cert-ttl"),
+    ],
+)
+def test_bad_ca_flags_name_the_flag(argv: tuple[str, ...], flag: str) -> None:
+    with pytest.raises(ConfigError, match=flag):
+        settings_of(*argv)
+
+
+def test_settings_refuse_a_bad_trust_domain_or_cert_ttl() -> None:
+    with pytest.raises(ConfigError, match=r"builder\.trust_domain"):
+        MeshSettings(etcd="", builder=BuilderSettings(trust_domain="UPPER"))
+    with pytest.raises(ConfigError, match="cert_ttl_s"):
+        MeshSettings(etcd="", cert_ttl_s=0)

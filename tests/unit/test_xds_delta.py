@@ -118,7 +118,7 @@ def test_ack_moves_versions_from_unacked_to_acked(view: DictView) -> None:
 
 
 def test_nack_keeps_last_good_and_never_resends_the_rejected_version() -> None:
-    times = iter([100.0, 200.0, 300.0])  # the ACK, then the NACK read the clock
+    times = iter([10.0, 100.0, 150.0, 200.0, 300.0])  # the push, its ACK, the next push, its NACK, the fix
     view = DictView([res(CLUSTER, "a", b"good")])
     stream = DeltaStream(view, clock=lambda: next(times))
     [first] = stream.on_request(sub(CLUSTER, "a")).responses
@@ -395,3 +395,98 @@ def test_an_overlong_type_url_is_refused_before_the_stream_keeps_it(view: DictVi
     with pytest.raises(InvalidArgument, match="at most 256"):
         stream.on_request(sub("type.googleapis.com/" + "x" * 1_000_000, "a"))
     assert stream.statistics().types == ()
+
+
+def test_statistics_tell_new_changed_and_unchanged_sends_apart(view: DictView) -> None:
+    """A reconnect's sends, by what the client reported holding: the e2e test tells a resend of what the proxy
+    already had from a resource that changed while it was away."""
+    stream = DeltaStream(view)
+    a = view.get(CLUSTER, "a")
+    assert a is not None
+    [cds] = stream.on_request(
+        DeltaRequest(type_url=CLUSTER, subscribe=("a", "b"), initial_resource_versions={"a": a.version, "b": "old"})
+    ).responses
+    assert names(cds) == ["b"]  # "a" the client has: not sent
+    ea = view.get(ENDPOINT, "a")
+    assert ea is not None
+    [eds] = stream.on_request(
+        DeltaRequest(type_url=ENDPOINT, subscribe=("a", "b"), initial_resource_versions={"a": ea.version})
+    ).responses
+    assert names(eds) == ["b"]
+    c = stream.statistics().for_type(CLUSTER)
+    e = stream.statistics().for_type(ENDPOINT)
+    assert c is not None and (c.sent_new, c.sent_changed, c.sent_unchanged) == (0, 1, 0)
+    assert e is not None and (e.sent_new, e.sent_changed, e.sent_unchanged) == (1, 0, 0)
+    assert c.last_sent == ("b", view.get(CLUSTER, "b").version)  # type: ignore[union-attr]
+    ack(stream, cds)
+    ack(stream, eds)
+    # a changed cluster brings its unchanged assignment again: the one unchanged send there is
+    stream.on_update(view.put(res(CLUSTER, "a", b"v2")))
+    e = stream.statistics().for_type(ENDPOINT)
+    assert e is not None and (e.sent_new, e.sent_changed, e.sent_unchanged) == (1, 0, 1)
+
+
+# --- companions: a VIP's virtual host goes to the proxies that asked for its Cluster, ahead of it -------------
+
+
+UNSERVED = "routes/-"
+
+
+def _vhost(cluster: str) -> tuple[tuple[str, str], ...]:
+    return ((VIRTUAL_HOST, f"routes/{cluster}"),)
+
+
+def _companions(type_url: str, name: str) -> tuple[tuple[str, str], ...]:
+    return _vhost(name) if type_url == CLUSTER else ()
+
+
+def _vhds_stream(view: DictView) -> DeltaStream:
+    stream = DeltaStream(view, companions=_companions, companion_types={VIRTUAL_HOST: UNSERVED})
+    out = stream.on_request(DeltaRequest(type_url=VIRTUAL_HOST))  # Envoy's VHDS opens as a legacy wildcard
+    # nothing is brought yet, whatever the view holds; the answer removes only the placeholder (a name in the
+    # namespace Envoy's VHDS watches), which lets Envoy's listener start serving
+    [empty] = out.responses
+    assert empty.type_url == VIRTUAL_HOST and empty.resources == () and empty.removed == (UNSERVED,)
+    ack(stream, empty)
+    return stream
+
+
+def test_a_companion_goes_ahead_of_the_cluster_that_brings_it_and_only_to_that_stream(view: DictView) -> None:
+    view.put(res(VIRTUAL_HOST, "routes/a"), res(VIRTUAL_HOST, "routes/b"))
+    stream = _vhds_stream(view)
+    out = stream.on_request(sub(CLUSTER, "a"))
+    assert [(r.type_url, names(r)) for r in out.responses] == [(VIRTUAL_HOST, ["routes/a"]), (CLUSTER, ["a"])]
+    for resp in out.responses:
+        ack(stream, resp)
+    # another stream's VIP changing reaches nobody here; this stream's does
+    assert stream.on_update(view.put(res(VIRTUAL_HOST, "routes/b", b"v2"))) == []
+    [resp] = stream.on_update(view.put(res(VIRTUAL_HOST, "routes/a", b"v2")))
+    assert names(resp) == ["routes/a"]
+    ack(stream, resp)
+    # the policy goes away: removed from the client (an update knows it is gone)
+    [gone] = stream.on_update(view.delete(VIRTUAL_HOST, "routes/a"))
+    assert gone.removed == ("routes/a",) and gone.type_url == VIRTUAL_HOST
+
+
+def test_a_companion_is_not_removed_because_the_host_has_not_loaded_it_yet(view: DictView) -> None:
+    stream = DeltaStream(view, companions=_companions, companion_types={VIRTUAL_HOST: UNSERVED})
+    # reconnect: the client holds a virtual host the host does not hold (yet)
+    out = stream.on_request(DeltaRequest(type_url=VIRTUAL_HOST, initial_resource_versions={"routes/later": "x"}))
+    [empty] = out.responses  # answered, and nothing the client holds is removed
+    assert empty.resources == () and empty.removed == (UNSERVED,)
+    ack(stream, empty)
+    out = stream.on_request(sub(CLUSTER, "later"))
+    assert out.responses == ()  # absence seen on a request removes nothing
+    vhost_and_cluster = stream.on_update(
+        [*view.put(res(VIRTUAL_HOST, "routes/later")), *view.put(res(CLUSTER, "later"))]
+    )
+    assert [(r.type_url, names(r)) for r in vhost_and_cluster] == [
+        (VIRTUAL_HOST, ["routes/later"]), (CLUSTER, ["later"]),
+    ]  # fmt: skip
+
+
+def test_without_a_vhds_stream_a_cluster_brings_nothing(view: DictView) -> None:
+    view.put(res(VIRTUAL_HOST, "routes/a"))
+    stream = DeltaStream(view, companions=_companions, companion_types={VIRTUAL_HOST: UNSERVED})
+    out = stream.on_request(sub(CLUSTER, "a"))
+    assert [r.type_url for r in out.responses] == [CLUSTER]

@@ -51,16 +51,19 @@ def test_delta_not_sent_stale_synced_error_then_synced_again() -> None:
     stream = DeltaStream(v, clock=clock)
     assert stream.on_request(DeltaRequest(type_url=ENDPOINT, subscribe=("missing",))).responses == ()
     assert statuses(stream) == {ENDPOINT: SyncStatus.NOT_SENT}
-    (resp,) = stream.on_request(DeltaRequest(type_url=CLUSTER, subscribe=("a",))).responses
-    assert statuses(stream)[CLUSTER] is SyncStatus.STALE
+    (resp,) = stream.on_request(DeltaRequest(type_url=CLUSTER, subscribe=("a",))).responses  # sent at 101
+    (stale,) = session_sync(dataclasses.asdict(stream.statistics()))[:1]
+    assert stale.status is SyncStatus.STALE and stale.since == 101.0
     stream.on_request(DeltaRequest(type_url=CLUSTER, response_nonce=resp.nonce))
     (synced,) = session_sync(dataclasses.asdict(stream.statistics()))[:1]
-    assert synced.status is SyncStatus.SYNCED and synced.last_ack_at == 101.0 and synced.responses == 1
+    assert synced.status is SyncStatus.SYNCED and synced.last_ack_at == 102.0 and synced.responses == 1
+    assert synced.since == 102.0
     v.put(VersionedResource.of(CLUSTER, "a", b"v2"))
     (resp2,) = stream.on_update([(CLUSTER, "a")])
     stream.on_request(DeltaRequest(type_url=CLUSTER, response_nonce=resp2.nonce, error_detail=ErrorDetail(3, "no")))
     cluster = session_sync(dataclasses.asdict(stream.statistics()))[0]
-    assert cluster.status is SyncStatus.ERROR and cluster.last_nack == "no" and cluster.last_nack_at == 102.0
+    assert cluster.status is SyncStatus.ERROR and cluster.last_nack == "no" and cluster.last_nack_at == 104.0
+    assert cluster.since == 104.0
     v.put(VersionedResource.of(CLUSTER, "a", b"v3"))
     (resp3,) = stream.on_update([(CLUSTER, "a")])
     stream.on_request(DeltaRequest(type_url=CLUSTER, response_nonce=resp3.nonce))

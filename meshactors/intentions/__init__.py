@@ -1,0 +1,1 @@
+"""Intentions: which mesh identities may call which destination (pure model, validation and RBAC compilation)."""
