@@ -302,6 +302,7 @@ def _sidecar_identity(args: argparse.Namespace, work: Path, stop: threading.Even
     """The sidecar's certificate of its service's identity, when its token is a service token: written under
     `work` for Envoy and renewed by a thread until `stop`. None for another token (the sidecar then cannot call
     SVIPs); an SVIP sidecar refuses to start without one."""
+    from meshactors.ca.authority import MAX_LEAF_TTL_S, MIN_LEAF_TTL_S
     from meshactors.envoy.sds import IDENTITY_DIR
     from meshactors.identity_agent import CHECK_S, IdentityAgent
     from meshactors.registry.cert_client import CertificateClient
@@ -309,8 +310,12 @@ def _sidecar_identity(args: argparse.Namespace, work: Path, stop: threading.Even
     check_s = CHECK_S if args.bundle_check_interval is None else args.bundle_check_interval
     if not 0.5 <= check_s <= 3600:
         raise ConfigError(f"--bundle-check-interval: {check_s:g} is out of range 0.5 .. 3600 seconds")
+    ttl_s = args.cert_ttl or 0
+    if ttl_s and not MIN_LEAF_TTL_S <= ttl_s <= MAX_LEAF_TTL_S:
+        raise ConfigError(f"--cert-ttl: {ttl_s} is out of range {MIN_LEAF_TTL_S} .. {MAX_LEAF_TTL_S} seconds")
     client = CertificateClient(**_registry_conn(args))
-    agent = IdentityAgent(client.sign, work / IDENTITY_DIR, check=lambda: client.bundle(check_s), check_s=check_s)
+    agent = IdentityAgent(lambda csr: client.sign(csr, ttl_s), work / IDENTITY_DIR,
+                          check=lambda: client.bundle(check_s), check_s=check_s)  # fmt: skip
     try:
         issued = agent.refresh()
     except PermissionDenied as exc:
@@ -1108,6 +1113,9 @@ def build_parser() -> argparse.ArgumentParser:
     car.add_argument("--bundle-check-interval", type=float, default=None, metavar="SECONDS", help="how often the "
                      "identity agent asks the CA whether its roots moved (a rotation step), renewing at once if they "
                      "did (default 10; 0.5 .. 3600)")  # fmt: skip
+    car.add_argument("--cert-ttl", type=int, default=None, metavar="SECONDS", help="ask the CA for identity "
+                     "certificates this short-lived (at least 10 s, at most the CA's `up --cert-ttl`; default: the "
+                     "CA's); renewed at 50-80 %% of it")  # fmt: skip
     car.set_defaults(func=cmd_sidecar)
 
     dereg = sub.add_parser("deregister", help="remove a registration")

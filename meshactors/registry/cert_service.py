@@ -179,7 +179,7 @@ class CertificateService(pb_grpc.CertificateServiceServicer):
             self.liveness.saw(spiffe.uri)
             self.limiter.take(spiffe.uri, time.monotonic())
             state = await self._ca()
-            leaf = authority.issue(state.ca, request.csr_pem, spiffe, self.ttl_s)
+            leaf = authority.issue(state.ca, request.csr_pem, spiffe, self._lifetime(request.ttl_seconds))
             nb, na = leaf.not_valid_before_utc, leaf.not_valid_after_utc
             renew = authority.renew_at(max(nb, datetime.now(UTC)), na, self._rng)
             self.issued += 1
@@ -196,6 +196,16 @@ class CertificateService(pb_grpc.CertificateServiceServicer):
         except Exception as exc:
             await _abort(context, exc, "Sign")
             raise
+
+    def _lifetime(self, asked_s: int) -> int:
+        """The lifetime of a leaf: the CA's, or a shorter one the caller asked for (never a longer one)."""
+        if asked_s == 0:
+            return self.ttl_s
+        if not authority.MIN_LEAF_TTL_S <= asked_s <= self.ttl_s:
+            raise InvalidArgument(
+                "ttl_seconds", f"{asked_s} is out of range {authority.MIN_LEAF_TTL_S}-{self.ttl_s} (the CA's) seconds"
+            )
+        return asked_s
 
     async def _record(self, rec: IssuedRecord) -> None:
         """Best effort: a leaf is not refused because its record could not be written (etcd briefly away); `ca

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmeshactors/v1/certificate.proto\x12\rmeshactors.v1\"\x1e\n\x0bSignRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\t\"\xa8\x01\n\x0cSignResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12\x12\n\nbundle_pem\x18\x02 \x01(\t\x12\x11\n\tspiffe_id\x18\x03 \x01(\t\x12\x15\n\rnot_before_ms\x18\x04 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x05 \x01(\x03\x12\x13\n\x0brenew_at_ms\x18\x06 \x01(\x03\x12\x16\n\x0esigning_serial\x18\x07 \x01(\t\"/\n\rBundleRequest\x12\x1e\n\x16\x63heck_interval_seconds\x18\x01 \x01(\x01\"R\n\x0e\x42undleResponse\x12\x12\n\nbundle_pem\x18\x01 \x01(\t\x12\x14\n\x0ctrust_domain\x18\x02 \x01(\t\x12\x16\n\x0esigning_serial\x18\x03 \x01(\t\"\r\n\x0bShowRequest\"r\n\x06\x43\x61Root\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x1a\n\x12\x66ingerprint_sha256\x18\x02 \x01(\t\x12\x15\n\rnot_before_ms\x18\x03 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x04 \x01(\x03\x12\x0f\n\x07signing\x18\x05 \x01(\x08\"\x9a\x01\n\x0eIssuedIdentity\x12\x11\n\tspiffe_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x15\n\rnot_before_ms\x18\x03 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x04 \x01(\x03\x12\x11\n\tissued_ms\x18\x05 \x01(\x03\x12\x15\n\rissuer_serial\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\"\xa7\x01\n\x0cShowResponse\x12\x14\n\x0ctrust_domain\x18\x01 \x01(\t\x12\x18\n\x10leaf_ttl_seconds\x18\x02 \x01(\x03\x12$\n\x05roots\x18\x03 \x03(\x0b\x32\x15.meshactors.v1.CaRoot\x12\x31\n\nidentities\x18\x04 \x03(\x0b\x32\x1d.meshactors.v1.IssuedIdentity\x12\x0e\n\x06now_ms\x18\x05 \x01(\x03\",\n\rRotateRequest\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"^\n\x0eRotateResponse\x12$\n\x05roots\x18\x01 \x03(\x0b\x32\x15.meshactors.v1.CaRoot\x12\x16\n\x0esigning_serial\x18\x02 \x01(\t\x12\x0e\n\x06now_ms\x18\x03 \x01(\x03\x32\xa4\x02\n\x12\x43\x65rtificateService\x12?\n\x04Sign\x12\x1a.meshactors.v1.SignRequest\x1a\x1b.meshactors.v1.SignResponse\x12\x45\n\x06\x42undle\x12\x1c.meshactors.v1.BundleRequest\x1a\x1d.meshactors.v1.BundleResponse\x12?\n\x04Show\x12\x1a.meshactors.v1.ShowRequest\x1a\x1b.meshactors.v1.ShowResponse\x12\x45\n\x06Rotate\x12\x1c.meshactors.v1.RotateRequest\x1a\x1d.meshactors.v1.RotateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmeshactors/v1/certificate.proto\x12\rmeshactors.v1\"3\n\x0bSignRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\"\xa8\x01\n\x0cSignResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12\x12\n\nbundle_pem\x18\x02 \x01(\t\x12\x11\n\tspiffe_id\x18\x03 \x01(\t\x12\x15\n\rnot_before_ms\x18\x04 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x05 \x01(\x03\x12\x13\n\x0brenew_at_ms\x18\x06 \x01(\x03\x12\x16\n\x0esigning_serial\x18\x07 \x01(\t\"/\n\rBundleRequest\x12\x1e\n\x16\x63heck_interval_seconds\x18\x01 \x01(\x01\"R\n\x0e\x42undleResponse\x12\x12\n\nbundle_pem\x18\x01 \x01(\t\x12\x14\n\x0ctrust_domain\x18\x02 \x01(\t\x12\x16\n\x0esigning_serial\x18\x03 \x01(\t\"\r\n\x0bShowRequest\"r\n\x06\x43\x61Root\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x1a\n\x12\x66ingerprint_sha256\x18\x02 \x01(\t\x12\x15\n\rnot_before_ms\x18\x03 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x04 \x01(\x03\x12\x0f\n\x07signing\x18\x05 \x01(\x08\"\x9a\x01\n\x0eIssuedIdentity\x12\x11\n\tspiffe_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x15\n\rnot_before_ms\x18\x03 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x04 \x01(\x03\x12\x11\n\tissued_ms\x18\x05 \x01(\x03\x12\x15\n\rissuer_serial\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\"\xa7\x01\n\x0cShowResponse\x12\x14\n\x0ctrust_domain\x18\x01 \x01(\t\x12\x18\n\x10leaf_ttl_seconds\x18\x02 \x01(\x03\x12$\n\x05roots\x18\x03 \x03(\x0b\x32\x15.meshactors.v1.CaRoot\x12\x31\n\nidentities\x18\x04 \x03(\x0b\x32\x1d.meshactors.v1.IssuedIdentity\x12\x0e\n\x06now_ms\x18\x05 \x01(\x03\",\n\rRotateRequest\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"^\n\x0eRotateResponse\x12$\n\x05roots\x18\x01 \x03(\x0b\x32\x15.meshactors.v1.CaRoot\x12\x16\n\x0esigning_serial\x18\x02 \x01(\t\x12\x0e\n\x06now_ms\x18\x03 \x01(\x03\x32\xa4\x02\n\x12\x43\x65rtificateService\x12?\n\x04Sign\x12\x1a.meshactors.v1.SignRequest\x1a\x1b.meshactors.v1.SignResponse\x12\x45\n\x06\x42undle\x12\x1c.meshactors.v1.BundleRequest\x1a\x1d.meshactors.v1.BundleResponse\x12?\n\x04Show\x12\x1a.meshactors.v1.ShowRequest\x1a\x1b.meshactors.v1.ShowResponse\x12\x45\n\x06Rotate\x12\x1c.meshactors.v1.RotateRequest\x1a\x1d.meshactors.v1.RotateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,25 +32,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meshactors.v1.certificate_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNREQUEST']._serialized_start=50
-  _globals['_SIGNREQUEST']._serialized_end=80
-  _globals['_SIGNRESPONSE']._serialized_start=83
-  _globals['_SIGNRESPONSE']._serialized_end=251
-  _globals['_BUNDLEREQUEST']._serialized_start=253
-  _globals['_BUNDLEREQUEST']._serialized_end=300
-  _globals['_BUNDLERESPONSE']._serialized_start=302
-  _globals['_BUNDLERESPONSE']._serialized_end=384
-  _globals['_SHOWREQUEST']._serialized_start=386
-  _globals['_SHOWREQUEST']._serialized_end=399
-  _globals['_CAROOT']._serialized_start=401
-  _globals['_CAROOT']._serialized_end=515
-  _globals['_ISSUEDIDENTITY']._serialized_start=518
-  _globals['_ISSUEDIDENTITY']._serialized_end=672
-  _globals['_SHOWRESPONSE']._serialized_start=675
-  _globals['_SHOWRESPONSE']._serialized_end=842
-  _globals['_ROTATEREQUEST']._serialized_start=844
-  _globals['_ROTATEREQUEST']._serialized_end=888
-  _globals['_ROTATERESPONSE']._serialized_start=890
-  _globals['_ROTATERESPONSE']._serialized_end=984
-  _globals['_CERTIFICATESERVICE']._serialized_start=987
-  _globals['_CERTIFICATESERVICE']._serialized_end=1279
+  _globals['_SIGNREQUEST']._serialized_end=101
+  _globals['_SIGNRESPONSE']._serialized_start=104
+  _globals['_SIGNRESPONSE']._serialized_end=272
+  _globals['_BUNDLEREQUEST']._serialized_start=274
+  _globals['_BUNDLEREQUEST']._serialized_end=321
+  _globals['_BUNDLERESPONSE']._serialized_start=323
+  _globals['_BUNDLERESPONSE']._serialized_end=405
+  _globals['_SHOWREQUEST']._serialized_start=407
+  _globals['_SHOWREQUEST']._serialized_end=420
+  _globals['_CAROOT']._serialized_start=422
+  _globals['_CAROOT']._serialized_end=536
+  _globals['_ISSUEDIDENTITY']._serialized_start=539
+  _globals['_ISSUEDIDENTITY']._serialized_end=693
+  _globals['_SHOWRESPONSE']._serialized_start=696
+  _globals['_SHOWRESPONSE']._serialized_end=863
+  _globals['_ROTATEREQUEST']._serialized_start=865
+  _globals['_ROTATEREQUEST']._serialized_end=909
+  _globals['_ROTATERESPONSE']._serialized_start=911
+  _globals['_ROTATERESPONSE']._serialized_end=1005
+  _globals['_CERTIFICATESERVICE']._serialized_start=1008
+  _globals['_CERTIFICATESERVICE']._serialized_end=1300
 # @@protoc_insertion_point(module_scope)

@@ -7,10 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignRequest(_message.Message):
-    __slots__ = ("csr_pem",)
+    __slots__ = ("csr_pem", "ttl_seconds")
     CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     csr_pem: str
-    def __init__(self, csr_pem: _Optional[str] = ...) -> None: ...
+    ttl_seconds: int
+    def __init__(self, csr_pem: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class SignResponse(_message.Message):
     __slots__ = ("certificate_pem", "bundle_pem", "spiffe_id", "not_before_ms", "not_after_ms", "renew_at_ms", "signing_serial")

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshactors.auth.model import Identity, Role
-from meshactors.ca import SpiffeId, TrustBundle, verify_leaf, write_key_file
+from meshactors.ca import SpiffeId, TrustBundle, authority, verify_leaf, write_key_file
 from meshactors.ca.limits import CsrRateLimiter
 from meshactors.identity_agent import new_key_and_csr
 from meshactors.registry import cert_service
@@ -88,6 +88,20 @@ async def test_sign_issues_the_callers_own_identity_whatever_the_csr_asks(tmp_pa
     assert resp.not_after_ms - now_ms == pytest.approx(3600_000, abs=5000)
     lifetime = resp.not_after_ms - now_ms
     assert now_ms + 0.49 * lifetime <= resp.renew_at_ms <= now_ms + 0.81 * lifetime  # from issuance, not backdating
+
+
+async def test_a_caller_may_ask_for_a_shorter_lifetime_never_a_longer_one(tmp_path: Path) -> None:
+    write_key_file(tmp_path / "ca.key")
+    svc = await started(service(TxnStore(), tmp_path / "ca.key", ttl_s=3600))
+    _, csr = new_key_and_csr()
+    resp = await svc.Sign(pb.SignRequest(csr_pem=csr, ttl_seconds=20), Context())
+    assert resp.not_after_ms - resp.not_before_ms == pytest.approx(20_000 + authority.LEAF_BACKDATE_S * 1000, abs=2000)
+    assert resp.renew_at_ms - datetime.now(UTC).timestamp() * 1000 <= 0.81 * 20_000
+    for asked in (3601, 9, -1):
+        with pytest.raises(Aborted) as err:
+            await svc.Sign(pb.SignRequest(csr_pem=csr, ttl_seconds=asked), Context())
+        assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT, asked
+        assert "ttl_seconds" in err.value.details and str(asked) in err.value.details
 
 
 async def test_tokens_without_a_service_identity_get_no_certificate_but_the_bundle(tmp_path: Path) -> None:
