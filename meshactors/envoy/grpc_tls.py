@@ -7,8 +7,10 @@ agent keeps (meshactors.identity_agent: `cert.pem`, `key.pem`, `bundle.pem`). Th
 (`tls_certificate_provider_instance`) and the roots (`validation_context.ca_certificate_provider_instance`), so
 every resource here names only the instance: byte-identical for every client, each reading its own files.
 
-What gRPC accepts (measured against grpcio 1.85 and read from C-core's, grpc-go's, grpc-java's and grpc-js's
-parsers): `tls_params` is NACKed ("feature unsupported"), as are SDS secret configs; SAN checks are read from
+What gRPC accepts (read from C-core's, grpc-go's, grpc-java's and grpc-js's parsers; these resources measured
+with grpcio 1.85 in tests/integration/test_proxyless_mtls.py): `tls_params` is NACKed ("feature unsupported"), as
+are SDS secret configs, so the handshake is whatever the implementation defaults to (TLS 1.3 with grpcio); SAN
+checks are read from
 `match_subject_alt_names` only (not the `match_typed_subject_alt_names` Envoy's contexts use) and are NACKed on
 the server side ("match_subject_alt_names not supported on servers"). So the client checks the server's SPIFFE ID
 exactly, and the server requires a client certificate chaining to the mesh's roots (every leaf of that CA is a
