@@ -4,7 +4,8 @@ Each side runs `meshactors identity --dir D` (its key, its leaf for its service 
 `meshactors bootstrap --grpc --identity-dir D`: the server (`grpc.server(..., xds=True)` with
 `grpc.xds_server_credentials`) gets its mTLS Listener for its listening address, the client (`xds:///<svip>` with
 `grpc.xds_channel_credentials`) the SVIP's gRPC Cluster with its UpstreamTlsContext. The call succeeds and the
-server sees the caller's SPIFFE ID; plain text and a TLS client without a certificate fail at the secure port.
+server sees the caller's SPIFFE ID; the client refuses a server of another identity; plain text and a TLS client
+without a certificate fail at the secure port.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def mtls(stack: dict[str, Any], session_dir: Path) -> Iterator[dict[str, Any]]:
             yield {
                 "svip": svip, "server_svc": server_svc, "client_svc": client_svc, "port": port, "client": client,
                 "client_id_dir": work / "client-id", "td": stack["trust_domain"], "server": server,
+                "registry": stack["registry"], "admin_token": stack["token"],
             }  # fmt: skip
         finally:
             if client is not None:
@@ -193,6 +195,25 @@ def test_a_proxyless_grpc_client_calls_a_proxyless_grpc_server_over_mtls_through
         with pytest.raises(grpc.RpcError) as failed:
             channel.unary_unary(METHOD)(b"hello", timeout=5)
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
+
+    # the client checks the server's identity: an SVIP whose registered server is someone else is refused, though
+    # the same orders server answers on that address
+    impostor = f"impostor-{uuid.uuid4().hex[:6]}"
+    with RegistryClient(mtls["registry"], token=mtls["admin_token"]) as admin:
+        ref, _ = admin.register(pb.Instance(app=impostor, svip=impostor, host="127.0.0.1", secure_port=mtls["port"],
+                                            instance_id=f"{impostor}-1"))  # fmt: skip
+        seen: list[dict[str, Any]] = []
+
+        def handshake_refused() -> bool:  # past "no UP instances" (the endpoint not learned yet): the SAN check
+            seen.extend(client.calls(f"xds:///{impostor}", 1, timeout_ms=5_000, xds_creds=True))
+            return "no UP instances" not in seen[-1].get("details", "")
+
+        try:
+            until(handshake_refused, FOLLOW_S, f"{impostor}'s endpoint never reached the client", every_s=0.2)
+        finally:
+            admin.deregister(ref)
+    assert not any(r["ok"] for r in seen), seen
+    assert seen[-1]["code_name"] == "UNAVAILABLE", seen[-1]
 
     # TLS without a client certificate is refused; the control, the client's mesh certificate, is served
     ids = mtls["client_id_dir"]
