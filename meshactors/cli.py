@@ -302,17 +302,11 @@ def _sidecar_identity(args: argparse.Namespace, work: Path, stop: threading.Even
     """The sidecar's certificate of its service's identity, when its token is a service token: written under
     `work` for Envoy and renewed by a thread until `stop`. None for another token (the sidecar then cannot call
     SVIPs); an SVIP sidecar refuses to start without one."""
-    from meshactors.ca.authority import MAX_LEAF_TTL_S, MIN_LEAF_TTL_S
     from meshactors.envoy.sds import IDENTITY_DIR
-    from meshactors.identity_agent import CHECK_S, IdentityAgent
+    from meshactors.identity_agent import IdentityAgent
     from meshactors.registry.cert_client import CertificateClient
 
-    check_s = CHECK_S if args.bundle_check_interval is None else args.bundle_check_interval
-    if not 0.5 <= check_s <= 3600:
-        raise ConfigError(f"--bundle-check-interval: {check_s:g} is out of range 0.5 .. 3600 seconds")
-    ttl_s = args.cert_ttl or 0
-    if ttl_s and not MIN_LEAF_TTL_S <= ttl_s <= MAX_LEAF_TTL_S:
-        raise ConfigError(f"--cert-ttl: {ttl_s} is out of range {MIN_LEAF_TTL_S} .. {MAX_LEAF_TTL_S} seconds")
+    check_s, ttl_s = _bundle_check_s(args), _cert_ttl_s(args)
     client = CertificateClient(**_registry_conn(args))
     agent = IdentityAgent(lambda csr: client.sign(csr, ttl_s), work / IDENTITY_DIR,
                           check=lambda: client.bundle(check_s), check_s=check_s)  # fmt: skip
@@ -336,6 +330,61 @@ def _sidecar_identity(args: argparse.Namespace, work: Path, stop: threading.Even
         print(f"identity {issued.spiffe_id}: certificate in {agent.directory}, renewed at "
               f"{time.strftime('%H:%M:%S', time.localtime(issued.renew_at_s))}", flush=True)  # fmt: skip
     return issued
+
+
+def _bundle_check_s(args: argparse.Namespace) -> float:
+    """--bundle-check-interval in seconds (default the agent's), checked."""
+    from meshactors.identity_agent import CHECK_S
+
+    check_s = CHECK_S if args.bundle_check_interval is None else float(args.bundle_check_interval)
+    if not 0.5 <= check_s <= 3600:
+        raise ConfigError(f"--bundle-check-interval: {check_s:g} is out of range 0.5 .. 3600 seconds")
+    return check_s
+
+
+def _cert_ttl_s(args: argparse.Namespace) -> int:
+    """--cert-ttl in seconds (0: the CA's lifetime), checked; the CA also refuses one longer than its own."""
+    from meshactors.ca.authority import MAX_LEAF_TTL_S, MIN_LEAF_TTL_S
+
+    ttl_s = int(args.cert_ttl or 0)
+    if ttl_s and not MIN_LEAF_TTL_S <= ttl_s <= MAX_LEAF_TTL_S:
+        raise ConfigError(f"--cert-ttl: {ttl_s} is out of range {MIN_LEAF_TTL_S} .. {MAX_LEAF_TTL_S} seconds")
+    return ttl_s
+
+
+def _cert_ttl_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cert-ttl", type=int, default=None, metavar="SECONDS", help="ask the CA for identity "
+                        "certificates this short-lived (at least 10 s, at most the CA's `up --cert-ttl`; default: "
+                        "the CA's); renewed at 50-80 %% of it")  # fmt: skip
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    """Keep a proxyless app's identity in --dir (the key made here, the leaf from the CA for the service of --token,
+    the mesh's roots), renewed until SIGINT/SIGTERM: the files `bootstrap --grpc --identity-dir` points gRPC at."""
+    from meshactors.identity_agent import IdentityAgent
+    from meshactors.registry.cert_client import CertificateClient
+
+    if not args.dir:
+        raise ConfigError("--dir: must not be empty")
+    check_s, ttl_s = _bundle_check_s(args), _cert_ttl_s(args)
+    directory = Path(args.dir).expanduser().resolve()
+    stop = _stop_on_signals()
+    client = CertificateClient(**_registry_conn(args))
+    try:
+        agent = IdentityAgent(lambda csr: client.sign(csr, ttl_s), directory, check=lambda: client.bundle(check_s),
+                              check_s=check_s)  # fmt: skip
+        try:
+            issued = agent.refresh()
+        except PermissionDenied as exc:
+            raise ConfigError(f"--token: an identity needs a service token (`meshactors token create --service "
+                              f"NAME`): {exc.message}") from exc  # fmt: skip
+        print(f"identity {issued.spiffe_id}: {directory}/{{cert,key,bundle}}.pem, renewed at "
+              f"{time.strftime('%H:%M:%S', time.localtime(issued.renew_at_s))}", flush=True)  # fmt: skip
+        if not args.once:
+            agent.run(stop)
+    finally:
+        client.close()
+    return 0
 
 
 def _sidecar_inbound(args: argparse.Namespace) -> Any:
@@ -899,11 +948,19 @@ def bootstrap_text(args: argparse.Namespace) -> str:
 
     xds, tls_ca = _xds_conn(args)
     token = _token(args, "proxy_token")
+    identity_dir = getattr(args, "identity_dir", None)
     if args.grpc:
         zone = getattr(args, "zone", None)
         locality = {"zone": zone} if zone else None
-        doc = grpc_bootstrap(xds, args.node_id, locality=locality, token=token, tls_ca=tls_ca)
+        if identity_dir is not None:
+            if not identity_dir:
+                raise ConfigError("--identity-dir: must not be empty")
+            identity_dir = str(Path(identity_dir).expanduser().resolve())
+        doc = grpc_bootstrap(xds, args.node_id, locality=locality, token=token, tls_ca=tls_ca,
+                             identity_dir=identity_dir)  # fmt: skip
         return json.dumps(doc, indent=2) + "\n"
+    if identity_dir is not None:
+        raise ConfigError("--identity-dir: only with --grpc (a sidecar's Envoy gets its identity from `sidecar`)")
     if args.tracing_service is not None and not args.tracing_otlp:
         raise ConfigError("--tracing-service: needs --tracing-otlp HOST:PORT (tracing is off without it)")
     doc = envoy_bootstrap(
@@ -1113,10 +1170,19 @@ def build_parser() -> argparse.ArgumentParser:
     car.add_argument("--bundle-check-interval", type=float, default=None, metavar="SECONDS", help="how often the "
                      "identity agent asks the CA whether its roots moved (a rotation step), renewing at once if they "
                      "did (default 10; 0.5 .. 3600)")  # fmt: skip
-    car.add_argument("--cert-ttl", type=int, default=None, metavar="SECONDS", help="ask the CA for identity "
-                     "certificates this short-lived (at least 10 s, at most the CA's `up --cert-ttl`; default: the "
-                     "CA's); renewed at 50-80 %% of it")  # fmt: skip
+    _cert_ttl_arg(car)
     car.set_defaults(func=cmd_sidecar)
+
+    ident = sub.add_parser("identity", help="keep a proxyless app's certificate, key and trust bundle in a directory "
+                           "(for `bootstrap --grpc --identity-dir`), renewed until stopped")  # fmt: skip
+    _registry_args(ident)
+    ident.add_argument("--dir", required=True, help="where cert.pem, key.pem and bundle.pem go (made 0700)")
+    ident.add_argument("--once", action="store_true", help="write the files once and exit (no renewal)")
+    ident.add_argument("--bundle-check-interval", type=float, default=None, metavar="SECONDS", help="how often to "
+                       "ask the CA whether its roots moved, renewing at once if they did (default 10; 0.5 .. "
+                       "3600)")  # fmt: skip
+    _cert_ttl_arg(ident)
+    ident.set_defaults(func=cmd_identity)
 
     dereg = sub.add_parser("deregister", help="remove a registration")
     _registry_args(dereg)
@@ -1141,6 +1207,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin", default=defaults.ENVOY_ADMIN, help=f"Envoy admin address (default {defaults.ENVOY_ADMIN})"
     )
     bs.add_argument("--grpc", action="store_true", help="print a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
+    bs.add_argument("--identity-dir", metavar="DIR", help="with --grpc: the directory `meshactors identity --dir` "
+                    "keeps (certificate_providers over its PEM files, and the server listener template), for SVIP "
+                    "mTLS and xDS-enabled servers")  # fmt: skip
     bs.add_argument("--zone", help="the proxy's or gRPC client's zone (node.locality.zone; locality failover "
                     "prefers instances there; default: unknown)")  # fmt: skip
     bs.add_argument("--node-cluster", help="node.cluster: the VIP of the app this proxy serves, named as the caller "

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from meshactors.envoy.grpc_tls import DEFAULT_REFRESH_S, certificate_providers, server_listener_template
 from meshactors.envoy.resources import (
     FAULT_FILTER,
     FAULT_TYPE,
@@ -673,6 +674,7 @@ def _server_uri(addr: tuple[str, int]) -> str:
 GRPC_CHANNEL_CREDS = "insecure"  # the one channel credential type all four implementations support
 GRPC_SERVER_FEATURES = ("xds_v3",)
 LOCALITY_KEYS = ("region", "zone", "sub_zone")
+DEFAULT_IDENTITY_REFRESH_S = DEFAULT_REFRESH_S
 
 
 def grpc_channel_creds(tls_ca: str | None = None) -> list[dict[str, Any]]:
@@ -719,6 +721,8 @@ def grpc_bootstrap(
     locality: Mapping[str, str] | None = None,
     token: str = "",
     tls_ca: str | None = None,
+    identity_dir: str | None = None,
+    identity_refresh_s: int = DEFAULT_IDENTITY_REFRESH_S,
 ) -> dict[str, Any]:
     """The JSON a proxyless gRPC client reads from `GRPC_XDS_BOOTSTRAP` (SotW ADS, `xds:///<vip>`).
 
@@ -746,10 +750,24 @@ def grpc_bootstrap(
       - `metadata`: only `meshactors_token` (NODE_TOKEN_KEY), the client's token, when one is given: no
         bootstrap field of any implementation adds metadata to the ADS stream itself. Client-set fields
         (`user_agent_name`, `client_features`) are not written: older grpc-go parsed `node` strictly.
+    - With `identity_dir` (a directory the identity agent keeps, `meshactors identity --dir D`; SVIP mTLS):
+      - `certificate_providers` (A29; C-core, Java, Go and grpc-js read it): one instance, `meshactors`, that
+        every TLS context the control plane sends names (meshactors.envoy.grpc_tls.CERT_PROVIDER), with
+        - `plugin_name`: `file_watcher`, the one provider plugin all four implement;
+        - `config.certificate_file`, `config.private_key_file`: `D/cert.pem` and `D/key.pem`, the leaf and its
+          key (absolute paths: a relative one is resolved against the app's working directory);
+        - `config.ca_certificate_file`: `D/bundle.pem`, the mesh's roots a peer's certificate must chain to;
+        - `config.refresh_interval`: how often the files are re-read (`identity_refresh_s`, default 10 s; the
+          implementations' own default is 10 min), so a renewed leaf or a rotated bundle is used within it.
+        A channel or server uses them only with xDS credentials (`grpc.xds_channel_credentials`,
+        `grpc.xds_server_credentials`); with insecure credentials the TLS contexts are ignored.
+      - `server_listener_resource_name_template` (A36; required for `grpc.server(..., xds=True)`, which refuses
+        to start without it): `grpc/server?xds.resource.listening_address=%s`, `%s` the address the server
+        listens on (`127.0.0.1:50051`); the control plane answers that name with an mTLS Listener of that address.
     - Not written, on purpose: `client_default_listener_resource_name_template` (A47; every implementation
       defaults it to `%s`, so `xds:///myservice` asks for Listener `myservice`), `authorities` (A47;
-      federation is unused), `certificate_providers` (A29; no xDS-managed TLS yet) and
-      `server_listener_resource_name_template` (A36; for xDS-enabled servers, not clients).
+      federation is unused), and without `identity_dir` `certificate_providers` and
+      `server_listener_resource_name_template` (no identity, so no SVIP mTLS and no xDS-enabled server).
     """
     if not xds:
         raise ConfigError("at least one xDS server address is needed")
@@ -759,4 +777,8 @@ def grpc_bootstrap(
     node_doc = grpc_node(node_id, node_cluster, locality)
     if token:
         node_doc["metadata"] = {NODE_TOKEN_KEY: token}
-    return {"xds_servers": [grpc_xds_server(addr, tls_ca) for addr in addrs], "node": node_doc}
+    doc: dict[str, Any] = {"xds_servers": [grpc_xds_server(addr, tls_ca) for addr in addrs], "node": node_doc}
+    if identity_dir is not None:
+        doc["certificate_providers"] = certificate_providers(identity_dir, identity_refresh_s)
+        doc["server_listener_resource_name_template"] = server_listener_template()
+    return doc

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from meshactors import defaults
+from meshactors.envoy.grpc_tls import with_grpc_upstream_tls
 from meshactors.envoy.policy import compile_envoy, compile_grpc, load_assignments
 from meshactors.envoy.resources import (
     KNOWN_VIPS_FILTER,
@@ -36,6 +37,7 @@ from meshactors.resources.types import (
     DEFAULT_KIND,
     ENDPOINT,
     EXTENSION_CONFIG,
+    GRPC_KIND,
     LISTENER,
     VersionedResource,
     zone_variant,
@@ -150,18 +152,24 @@ def server_identities(vip: str, instances: Iterable[Instance], trust_domain: str
 
 
 def _secured(snapshot: Snapshot, ids: tuple[str, ...] | None) -> Snapshot:
-    """`snapshot` with an UpstreamTlsContext on its Envoy clusters when it is an SVIP's with known servers."""
+    """`snapshot` with an UpstreamTlsContext on its clusters when it is an SVIP's with known servers: Envoy's
+    (file-based SDS, meshactors.envoy.sds) on the default variant, gRPC's (certificate provider instances,
+    meshactors.envoy.grpc_tls) on the gRPC variant, made from the default one when the snapshot has none."""
     if not ids:
         return snapshot
-    resources = tuple(
-        VersionedResource.of(
-            r.type_url, r.name, with_upstream_tls(r.body, ids), r.aliases, variant=r.variant, refs=r.refs
-        )
-        if r.type_url == CLUSTER and r.variant == DEFAULT_KIND and r.body is not None
-        else r
-        for r in snapshot.resources
-    )
-    return Snapshot.of(snapshot.key, resources, notes=snapshot.notes)
+    grpc_names = {r.name for r in snapshot.resources if r.type_url == CLUSTER and r.variant == GRPC_KIND}
+    resources: list[VersionedResource] = []
+    for r in snapshot.resources:
+        if r.type_url != CLUSTER or r.body is None or r.variant not in (DEFAULT_KIND, GRPC_KIND):
+            resources.append(r)
+            continue
+        if r.variant == GRPC_KIND or r.name not in grpc_names:
+            body = with_grpc_upstream_tls(r.body, ids)
+            resources.append(VersionedResource.of(CLUSTER, r.name, body, r.aliases, variant=GRPC_KIND, refs=r.refs))
+        if r.variant == DEFAULT_KIND:
+            body = with_upstream_tls(r.body, ids)
+            resources.append(VersionedResource.of(CLUSTER, r.name, body, r.aliases, variant=DEFAULT_KIND, refs=r.refs))
+    return Snapshot.of(snapshot.key, tuple(resources), notes=snapshot.notes)
 
 
 def build_vip(

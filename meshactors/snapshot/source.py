@@ -11,6 +11,11 @@ warms until the real answer) and learns the known names from it (`observe`): a V
 registration counts against a budget per xDS server, so clients that are not Envoy cannot make it hold
 unbounded junk either. An SVIP's intentions (ECDS `meshactors_intentions/<svip>`, key `@intentions/<svip>`) are
 never provisional either: the secure listener warms until the real RBAC config.
+
+An xDS-enabled gRPC server's Listener (`grpc/server?xds.resource.listening_address=IP:PORT`, gRFC A36) depends
+only on its name: this source answers it itself (key `@grpc-server/IP:PORT`, like the route table), with the
+mTLS Listener of meshactors.envoy.grpc_tls; a malformed name is refused with the reason
+(meshactors.resources.server_listener).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Protocol
 
 from meshactors import log
 from meshactors.envoy.bootstrap import OUTBOUND_ROUTE_CONFIG
+from meshactors.envoy.grpc_tls import grpc_server_listener
 from meshactors.envoy.policy import UNSERVED_VIRTUAL_HOST, outbound_route_configuration, virtual_host_name
 from meshactors.envoy.resources import (
     INTENTIONS_FILTER_PREFIX,
@@ -30,6 +36,12 @@ from meshactors.envoy.resources import (
     renamed_grpc_listener,
 )
 from meshactors.model.validate import is_valid_vip_name
+from meshactors.resources.server_listener import (
+    is_server_listener,
+    parse_server_listener,
+    server_key,
+    server_key_name,
+)
 from meshactors.resources.snapshot import Snapshot
 from meshactors.resources.types import (
     CLUSTER,
@@ -76,6 +88,8 @@ class BuilderTransport(Protocol):
 def vip_of(type_url: str, name: str) -> str:
     """The VIP a resource name belongs to: listeners may be named `vip:port` (gRPC's `xds:///vip:port`), clusters
     and their assignments `vip~version` (a traffic policy's per-version cluster)."""
+    if type_url == LISTENER and is_server_listener(name):
+        return name
     if type_url == LISTENER and ":" in name:
         return name.rsplit(":", 1)[0]
     if type_url in (CLUSTER, ENDPOINT) and "~" in name:
@@ -105,6 +119,12 @@ def validate_name(type_url: str, name: str) -> str | None:
         return f"{name[:100]!r}: a virtual host is {_VHOST_PREFIX}<vip>"
     if type_url not in (*VIP_TYPES, VIRTUAL_HOST):
         return f"type {type_url} is not served by the VIP source"
+    if type_url == LISTENER and is_server_listener(name):
+        try:
+            parse_server_listener(name)
+        except ValueError as exc:
+            return str(exc)
+        return None
     vip = vip_of(type_url, name)
     if not is_valid_vip_name(vip):
         return f"{vip[:100]!r} is not a VIP name (lowercase DNS name)"
@@ -153,6 +173,8 @@ class VipSource:
         reason = validate_name(type_url, name)
         if reason is not None or type_url == ROUTE or (type_url == EXTENSION_CONFIG and name == KNOWN_VIPS_FILTER):
             return reason
+        if type_url == LISTENER and is_server_listener(name):
+            return None  # answered from the name alone: nothing held for it but the one Listener
         vip = vip_of(type_url, name)  # an SVIP's intentions count as its key does
         key = self.key_of(type_url, name) if type_url == EXTENSION_CONFIG else vip
         if key in self._held or self._is_known(vip) or len(self._unknown) < self.settings.max_unknown_vips:
@@ -173,6 +195,8 @@ class VipSource:
             return KNOWN_VIPS_KEY
         if type_url == ROUTE:
             return ROUTES_KEY
+        if type_url == LISTENER and is_server_listener(name):
+            return server_key(name)
         return vip_of(type_url, name)
 
     def companions(self, type_url: str, name: str) -> tuple[Ref, ...]:
@@ -188,6 +212,8 @@ class VipSource:
             self._unknown.add(key)
 
     def provisional(self, key: str) -> Snapshot | None:
+        if server_key_name(key) is not None:
+            return _server_snapshot(key)  # None for a malformed one (validate refused its name)
         if key.startswith("@") and key != ROUTES_KEY:
             # the guard waits for the real names, an SVIP's RBAC for its real intentions: a wrong first config
             # would cost every request (or open an SVIP its intentions close)
@@ -222,7 +248,7 @@ class VipSource:
         )
 
     def resolve(self, snapshot: Snapshot, type_url: str, name: str, kind: str) -> VersionedResource | None:
-        if type_url == LISTENER and name != snapshot.key:
+        if type_url == LISTENER and name != snapshot.key and not is_server_listener(name):
             base = snapshot.get(LISTENER, snapshot.key, kind)
             if base is None:
                 return None
@@ -252,6 +278,7 @@ class VipSource:
 
     async def fetch(self, keys: list[str]) -> list[Snapshot]:
         local = [_routes_snapshot()] if ROUTES_KEY in keys else []
+        local += [s for s in map(_server_snapshot, keys) if s is not None]
         keys = [k for k in keys if from_builders(k)]
         for key in keys:
             self._hold(key)
@@ -270,12 +297,24 @@ def _name_of(key: str) -> str:
 
 
 def from_builders(key: str) -> bool:
-    """True for a key whose snapshots come from the snapshot builders; False for the route table, which this
-    source answers itself (a builder would build it as an unknown VIP and replace the RouteConfiguration)."""
-    return key != ROUTES_KEY
+    """True for a key whose snapshots come from the snapshot builders; False for the route table and the gRPC
+    servers' Listeners, which this source answers itself (a builder would build them as unknown VIPs)."""
+    return key != ROUTES_KEY and server_key_name(key) is None
 
 
 @functools.cache
 def _routes_snapshot() -> Snapshot:
     """The route table's snapshot: the same bytes forever, so built once per process."""
     return Snapshot.of(ROUTES_KEY, (outbound_route_configuration(),))
+
+
+def _server_snapshot(key: str) -> Snapshot | None:
+    """The snapshot of a gRPC server's Listener key (None: `key` is none, or its name is malformed)."""
+    name = server_key_name(key)
+    if name is None:
+        return None
+    try:
+        host, port = parse_server_listener(name)
+    except ValueError:  # validate refused the name: no key is held for it
+        return None
+    return Snapshot.of(key, (VersionedResource.of(LISTENER, name, grpc_server_listener(host, port)),))

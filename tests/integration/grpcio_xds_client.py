@@ -1,6 +1,7 @@
 """A proxyless grpcio client child for tests: the same stdin/stdout JSON line protocol as tests/node/xds_client.js.
 
-Each stdin line is a command `{"target": "xds:///vip", "calls": n, "timeout_ms": ms}`; each call of
+Each stdin line is a command `{"target": "xds:///vip", "calls": n, "timeout_ms": ms}` (with `"xds_creds": true`
+the channel uses `grpc.xds_channel_credentials`, so the TLS the control plane sends is used); each call of
 /meshtest.Echo/Say prints `{"ok": true, "reply": ..., "ms": ...}` or `{"ok": false, "code": 14,
 "code_name": "UNAVAILABLE", "details": ..., "ms": ...}`, and the command ends with `{"done": true, "calls": n}`.
 Channels are kept per target, so later commands see what the live channel learned from xDS pushes. Run as a
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 import grpc
+import grpc.experimental
 
 METHOD = "/meshtest.Echo/Say"
 # grpc.StatusCode values are (int, name) tuples.
@@ -43,15 +45,21 @@ def _call(say: Any, timeout_ms: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    channels: dict[str, grpc.Channel] = {}
+    channels: dict[tuple[str, bool], grpc.Channel] = {}
     for line in sys.stdin:
         if not line.strip():
             continue
         command = json.loads(line)
-        target = command["target"]
-        if target not in channels:
-            channels[target] = grpc.insecure_channel(target)
-        say = channels[target].unary_unary(METHOD)
+        target, xds_creds = command["target"], bool(command.get("xds_creds"))
+        if (target, xds_creds) not in channels:
+            channels[(target, xds_creds)] = (
+                grpc.secure_channel(
+                    target, grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+                )
+                if xds_creds
+                else grpc.insecure_channel(target)
+            )
+        say = channels[(target, xds_creds)].unary_unary(METHOD)
         calls = int(command.get("calls", 1))
         for _ in range(calls):
             _emit(_call(say, int(command.get("timeout_ms", 10_000))))

@@ -86,9 +86,11 @@ class XdsClient:
             self.lines.put(line)
         self.lines.put(None)
 
-    def calls(self, target: str, n: int, timeout_ms: int = 20_000) -> list[dict[str, Any]]:
+    def calls(self, target: str, n: int, timeout_ms: int = 20_000, *, xds_creds: bool = False) -> list[dict[str, Any]]:
+        """`n` calls to `target`; `xds_creds` (grpcio only): over xDS credentials (the TLS of the xDS resources)."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"target": target, "calls": n, "timeout_ms": timeout_ms}) + "\n")
+        command = {"target": target, "calls": n, "timeout_ms": timeout_ms, **({"xds_creds": True} if xds_creds else {})}
+        self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
         deadline = time.monotonic() + n * timeout_ms / 1000 + 30
         results: list[dict[str, Any]] = []

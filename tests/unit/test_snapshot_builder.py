@@ -55,7 +55,8 @@ def res(vr: Snapshot, type_url: str) -> VersionedResource:
 
 
 def render(vr: Snapshot) -> str:
-    """All of a VIP's resources, decoded, with their versions (pinned: Envoy re-sends them on reconnect)."""
+    """All of a VIP's resources, decoded, with their versions (pinned: Envoy re-sends them on reconnect); a variant
+    for a client kind is keyed `<type URL>#<kind>`."""
     decoders = {
         types.CLUSTER: cluster_pb2.Cluster,
         types.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
@@ -65,7 +66,8 @@ def render(vr: Snapshot) -> str:
     for one in vr.resources:
         assert one.body is not None
         msg = decoders[one.type_url].FromString(one.body)
-        out[one.type_url] = {
+        key = f"{one.type_url}#{one.variant}" if one.variant else one.type_url  # an SVIP's gRPC Cluster variant
+        out[key] = {
             "name": one.name,
             "version": one.version,
             "resource": json.loads(json_format.MessageToJson(msg, sort_keys=True)),
