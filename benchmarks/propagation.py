@@ -3,12 +3,23 @@ session's ACK of it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks.adsclients import ClientFleet
-from benchmarks.common import Deadline, Stack, control_plane_pids, cpu_seconds, summary_ms, table, work_dir
+from benchmarks.common import (
+    Deadline,
+    Stack,
+    control_plane_pids,
+    cpu_seconds,
+    free_port,
+    summary_ms,
+    table,
+    work_dir,
+)
 from meshactors.registry.client import RegistryClient
 from meshactors.registry.policy_client import PolicyClient
 from meshactors.v1 import registry_pb2 as pb
@@ -37,20 +48,22 @@ def policy_change(policies: PolicyClient) -> Callable[[int], None]:
     return change
 
 
-def measure(
-    stack: Stack, sessions: int, changes: int, processes: int, deadline: Deadline, kind: str = "registry"
+def _rounds(
+    fleet: ClientFleet,
+    sessions: int,
+    changes: int,
+    change: Callable[[int], None],
+    pids: Callable[[], list[int]],
+    deadline: Deadline,
 ) -> dict[str, Any]:
-    work = stack.up.state_dir
-    fleet = ClientFleet(sessions, processes, stack.info["xds"], VIP, work, token=stack.info["proxy_token"])
-    fleet.start()
-    client = RegistryClient(stack.info["registry"], token=stack.info["token"])
-    policies = PolicyClient(stack.info["registry"], token=stack.info["token"])
-    change = registry_change(client) if kind == "registry" else policy_change(policies)
+    """Connect the fleet, then `changes` changes one after the other, each waited for at every session: the same
+    loop, CPU accounting and percentiles for the control plane and for its floor."""
     writes: list[float] = []
+    fleet.start()
     try:
         connect_s = fleet.wait(lambda: fleet.connected() >= sessions, max(30.0, sessions / 50), "sessions connecting")
-        pids = list(control_plane_pids(stack.info).values())
-        cpu0 = cpu_seconds(pids)
+        measured = pids()
+        cpu0 = cpu_seconds(measured)
         done = 0
         for k in range(changes):
             if deadline.left() < 5:
@@ -60,13 +73,9 @@ def measure(
             change(k)
             fleet.wait(lambda k=k: fleet.updates() >= (k + 1) * sessions, 30.0, f"change {k} reaching every session")
             done += 1
-        cpu = cpu_seconds(pids) - cpu0
+        cpu = cpu_seconds(measured) - cpu0
     finally:
         result = fleet.stop()
-        client.close()
-        if kind == "policy":
-            policies.delete(VIP)
-        policies.close()
     latencies: list[float] = []
     all_acked: list[float] = [0.0] * len(writes)
     for times in result["times"].values():
@@ -75,14 +84,69 @@ def measure(
             all_acked[k] = max(all_acked[k], t - writes[k])
     return {
         "sessions": sessions,
-        "change": kind,
         "changes": done,
-        "client_processes": processes,
         "connect_s": round(connect_s, 3),
         "write_to_session_ack": summary_ms(latencies),
         "write_to_last_session_ack": summary_ms(all_acked),
         "cpu_s_per_change": round(cpu / max(done, 1), 4),
         "client_errors": result["errors"],
+    }
+
+
+def measure(
+    stack: Stack, sessions: int, changes: int, processes: int, deadline: Deadline, kind: str = "registry"
+) -> dict[str, Any]:
+    work = stack.up.state_dir
+    fleet = ClientFleet(sessions, processes, stack.info["xds"], VIP, work, token=stack.info["proxy_token"])
+    client = RegistryClient(stack.info["registry"], token=stack.info["token"])
+    policies = PolicyClient(stack.info["registry"], token=stack.info["token"])
+    change = registry_change(client) if kind == "registry" else policy_change(policies)
+    try:
+        row = _rounds(fleet, sessions, changes, change, lambda: list(control_plane_pids(stack.info).values()),
+                      deadline)  # fmt: skip
+    finally:
+        client.close()
+        if kind == "policy":
+            policies.delete(VIP)
+        policies.close()
+    return {**row, "change": kind, "client_processes": processes}
+
+
+def measure_floor(sessions: int, changes: int, processes: int, deadline: Deadline) -> dict[str, Any]:
+    """The same fleet and loop against `benchmarks.bare_fanout`: one pre-encoded assignment per change written to
+    every stream from one loop; its CPU per change and times are the floor of the row measured beside it."""
+    work = work_dir(f"fanout{sessions}")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_fanout", str(port), VIP], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        if proc.stdout.readline().strip() != "READY":
+            raise RuntimeError(f"bare fan-out server did not start (exit {proc.poll()})")
+        stdin = proc.stdin
+
+        def change(k: int) -> None:
+            stdin.write(f"push {k}\n")
+            stdin.flush()
+
+        fleet = ClientFleet(sessions, processes, [f"127.0.0.1:{port}"], VIP, work)
+        row = _rounds(fleet, sessions, changes, change, lambda: [proc.pid], deadline)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    return {**row, "change": "bare fan-out floor", "client_processes": processes}
+
+
+def _ratios(row: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    last, last_floor = row["write_to_last_session_ack"], floor["write_to_last_session_ack"]
+    return {
+        "cpu_s_per_change": ratio(row["cpu_s_per_change"], floor["cpu_s_per_change"]),
+        "p50_ms": ratio(row["write_to_session_ack"].get("p50_ms"), floor["write_to_session_ack"].get("p50_ms")),
+        "p99_ms": ratio(row["write_to_session_ack"].get("p99_ms"), floor["write_to_session_ack"].get("p99_ms")),
+        "last_ack_p50_ms": ratio(last.get("p50_ms"), last_floor.get("p50_ms")),
     }
 
 
@@ -94,20 +158,30 @@ def run(
     policy_changes: int = 30,
 ) -> dict[str, Any]:
     deadline = Deadline(time_bound_s, "propagation")
-    rows, policy_rows = [], []
+    rows: list[dict[str, Any]] = []
+    policy_rows: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
     for n in sizes:
         work = work_dir(f"prop{n}")
         stack = Stack.start(work, "--max-new-streams-per-s", "100000")
         try:
             with RegistryClient(stack.info["registry"], token=stack.info["token"]) as client:
                 client.register(pb.Instance(vip=VIP, host="127.0.0.1", port=19500, instance_id="p", lease=LEASE))
-            rows.append(measure(stack, n, changes, processes=2 if n <= 1000 else 4, deadline=deadline))
+            row = measure(stack, n, changes, processes=2 if n <= 1000 else 4, deadline=deadline)
+            rows.append(row)
             if n in policy_sizes:
                 policy_rows.append(
                     measure(stack, n, policy_changes, processes=2 if n <= 1000 else 4, deadline=deadline, kind="policy")
                 )
         finally:
             stack.stop()
+        floor = measure_floor(n, changes, processes=2 if n <= 1000 else 4, deadline=deadline)
+        floors.append(floor)
+        row["floor"] = floor
+        row["ratio_to_floor"] = _ratios(row, floor)
+        for policy_row in policy_rows:
+            if policy_row["sessions"] == n:
+                policy_row["ratio_to_floor"] = _ratios(policy_row, floor)
     return {
         "benchmark": "propagation",
         "settings": {
@@ -117,14 +191,20 @@ def run(
             "change": "re-register one instance with a new weight (one ClusterLoadAssignment version per change)",
             "policy_change": "apply the VIP's policy with a new circuit breaker bound (a new Cluster version)",
             "ack_time": "when the client received the new version and queued its ACK",
+            "cpu": "utime + stime of the control plane's actor processes (the floor: the bare server's process)",
+            "floor": "benchmarks.bare_fanout: the same client fleet and loop against a bare grpc.aio server writing "
+            "one pre-encoded assignment per change to every stream from one loop",
         },
-        "figures": {"by_sessions": rows, "policy_change_by_sessions": policy_rows},
+        "figures": {"by_sessions": rows, "policy_change_by_sessions": policy_rows, "floor_by_sessions": floors},
     }
 
 
 def render(result: dict[str, Any]) -> str:
     rows = []
-    for r in [*result["figures"]["by_sessions"], *result["figures"].get("policy_change_by_sessions", [])]:
+    figures = result["figures"]
+    for r in [*figures["by_sessions"], *figures.get("policy_change_by_sessions", []),
+              *figures.get("floor_by_sessions", [])]:  # fmt: skip
+        ratio = r.get("ratio_to_floor") or {}
         rows.append(
             {
                 "change": r.get("change", "registry"),
@@ -134,6 +214,8 @@ def render(result: dict[str, Any]) -> str:
                 "p99_ms": r["write_to_session_ack"].get("p99_ms"),
                 "last_ack_p50_ms": r["write_to_last_session_ack"].get("p50_ms"),
                 "cpu_s_per_change": r["cpu_s_per_change"],
+                "cpu_x_floor": ratio.get("cpu_s_per_change", ""),
+                "p99_x_floor": ratio.get("p99_ms", ""),
             }
         )
     return table(rows, list(rows[0])) if rows else "(no sizes run)"

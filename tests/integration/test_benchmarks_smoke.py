@@ -52,6 +52,13 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
             assert isinstance(r["write_to_session_ack"][key], float)
         assert isinstance(r["cpu_s_per_change"], float) and r["changes"] == 3
     assert policy_row["change"] == "policy"
+    floor = row["floor"]
+    assert floor["change"] == "bare fan-out floor" and floor["changes"] == 3 and floor["sessions"] == row["sessions"]
+    assert isinstance(floor["cpu_s_per_change"], float) and isinstance(floor["write_to_session_ack"]["p99_ms"], float)
+    for r in (row, policy_row):
+        assert r["ratio_to_floor"]["p99_ms"] == round(
+            r["write_to_session_ack"]["p99_ms"] / floor["write_to_session_ack"]["p99_ms"], 2
+        )
     sess = _has(results, "sessions", "figures")
     assert sess["sessions"] == 50 and sess["bytes_per_session"] > 0 and sess["seconds_to_accept"] > 0
     for op in ("registrations", "heartbeats"):
