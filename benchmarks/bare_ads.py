@@ -2,7 +2,8 @@
 
 Run as its own process: python -m benchmarks.bare_ads PORT BACKEND_PORT [NAMES_FILE] -> prints READY. Every VIP
 maps to the same backend; the resources are built by the same pure builder the control plane uses, and the
-generic bootstrap's route table and known-VIPs guard (the names in NAMES_FILE, one per line) are served too.
+generic bootstrap's route table and known-VIPs guard (the names in NAMES_FILE, one per line) are served too, and its
+wildcard CDS subscription is answered with nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ async def main(port: int, backend_port: int, names: list[str]) -> None:
             if req.type_url == VIRTUAL_HOST and not req.response_nonce:  # VHDS: nothing, but answered (as the host)
                 unserved = (UNSERVED_VIRTUAL_HOST,)
                 yield DeltaResponse(type_url=VIRTUAL_HOST, nonce=f"bare-{next(nonces)}", removed=unserved)
+                continue
+            if req.type_url == CLUSTER and not req.response_nonce and not req.subscribe:  # the bootstrap's CDS wildcard
+                yield DeltaResponse(type_url=CLUSTER, nonce=f"bare-{next(nonces)}")  # answered (as the host): nothing
                 continue
             if req.type_url == EXTENSION_CONFIG and not req.response_nonce and guard is not None:
                 yield DeltaResponse(type_url=EXTENSION_CONFIG, nonce=f"bare-{next(nonces)}", resources=(guard,))

@@ -651,7 +651,9 @@ def envoy_bootstrap(
     doc: dict[str, Any] = {
         "node": node(node_id, node_cluster, zone),
         "admin": admin_config(admin),
-        "dynamic_resources": {"ads_config": ads_config(XDS_CLUSTER, token)},
+        # `cds_config`: a wildcard CDS subscription next to the on-demand one, on which the control plane pushes the
+        # clusters Envoy never asks for (a route's mirror cluster); it answers it at once (startup waits for that)
+        "dynamic_resources": {"ads_config": ads_config(XDS_CLUSTER, token), "cds_config": ads_source()},
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "layered_runtime": runtime_layers(),
     }

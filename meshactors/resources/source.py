@@ -41,6 +41,18 @@ class Source(Protocol):
         that has nothing else (Envoy's VHDS ends its initial fetch only on an answer naming something in it)."""
         ...
 
+    @property
+    def pushed_types(self) -> Mapping[str, str]:
+        """Type URLs of this source whose resources reach a delta client when a resource it holds pushes them (see
+        `pushed_refs`): a wildcard subscription of one covers only those. Each maps to its placeholder, as
+        `companion_types` ("": a first answer with nothing else is empty)."""
+        ...
+
+    def pushed_refs(self, resource: VersionedResource) -> tuple[Ref, ...]:
+        """What `resource` (of any source) needs that a client never asks for itself, on this source's pushed types:
+        sent to a delta client ahead of it, unasked (a VHDS virtual host's mirror cluster). Must be cheap."""
+        ...
+
     def validate(self, type_url: str, name: str) -> str | None:
         """Why a subscribed name cannot be served (None: it can). Bounds what a client makes us hold."""
         ...

@@ -150,6 +150,10 @@ class VipSource:
     # A VIP's virtual host reaches an Envoy with the VIP's Cluster (its route table's catch-all means Envoy
     # never asks VHDS for a name itself), and only the Envoys that asked for that Cluster.
     companion_types = MappingProxyType({VIRTUAL_HOST: UNSERVED_VIRTUAL_HOST})
+    # A route's mirror cluster is never discovered on demand: it reaches an Envoy on its bootstrap's wildcard CDS
+    # subscription, ahead of the virtual host that names it, and only the Envoys holding that virtual host. The
+    # wildcard's first answer is empty (measured with Envoy 1.40: /ready in 0.16 s; unanswered, 15.2 s).
+    pushed_types = MappingProxyType({CLUSTER: ""})
 
     def __init__(self, transport: BuilderTransport, settings: VipSourceSettings | None = None) -> None:
         self.transport = transport
@@ -203,6 +207,14 @@ class VipSource:
         if type_url == CLUSTER and "~" not in name:
             return ((VIRTUAL_HOST, virtual_host_name(name)),)
         return ()
+
+    def pushed_refs(self, resource: VersionedResource) -> tuple[Ref, ...]:
+        """A VIP's virtual host pushes the clusters of other VIPs it names (its mirror); its own (`vip`, `vip~v1`)
+        Envoy asks for on demand when a route picks them."""
+        if resource.type_url != VIRTUAL_HOST:
+            return ()
+        vip = vip_of(VIRTUAL_HOST, resource.name)
+        return tuple(ref for ref in resource.refs if ref[0] == CLUSTER and vip_of(CLUSTER, ref[1]) != vip)
 
     def _hold(self, key: str) -> None:
         if key in (KNOWN_VIPS_KEY, ROUTES_KEY):

@@ -65,6 +65,18 @@ class SnapshotCache:
         source = self._by_type.get(type_url)
         return source.companions(type_url, name) if source is not None else ()
 
+    def pushed_types(self) -> dict[str, str]:
+        """Every source's pushed types, with their placeholders (see Source.pushed_types)."""
+        return {t: p for source in self._by_name.values() for t, p in source.pushed_types.items()}
+
+    def pushed_refs(self, resource: VersionedResource) -> tuple[Ref, ...]:
+        """What `resource` pushes, on the types of the sources that push (see Source.pushed_refs)."""
+        out: tuple[Ref, ...] = ()
+        for source in self._by_name.values():
+            if source.pushed_types:
+                out += source.pushed_refs(resource)
+        return out
+
     def locate(self, type_url: str, name: str) -> HeldKey:
         """The held key of a name `validate` accepted."""
         source = self._by_type[type_url]

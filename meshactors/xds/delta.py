@@ -127,6 +127,13 @@ class DeltaStream:
       subscriptions: one proxy never receives what another proxy's subscriptions brought.
     - A first wildcard request with nothing to send is still answered, on a companion type by removing the
       type's placeholder (`companion_types[type URL]`, a name in the client's namespace that is never served).
+    - Pushed refs (`pushed_refs(resource)`, given by the host's sources): resources a resource needs that the client
+      never asks for itself (Envoy never discovers a route's mirror cluster on demand). On a pushed type
+      (`pushed_types`, each with its placeholder) the client's wildcard covers only what the resources it holds push;
+      a resource is sent only after every ref it pushes (sent ahead, unasked, on that wildcard) and held back while
+      one is not in the view yet; a ref no resource pushes any more is removed after what stopped pushing it (cluster
+      removals last). Without a wildcard subscription of the pushed type nothing is pushed, and nothing held back.
+      The names that become, or stop being, of interest this way are reported by `take_pushed`.
     """
 
     def __init__(
@@ -138,12 +145,26 @@ class DeltaStream:
         clock: Callable[[], float] = time.time,
         companions: Callable[[str, str], tuple[Ref, ...]] | None = None,
         companion_types: Mapping[str, str] | None = None,
+        pushed_refs: Callable[[VersionedResource], tuple[Ref, ...]] | None = None,
+        pushed_types: Mapping[str, str] | None = None,
     ) -> None:
         self._view = view
         self._companions = companions
         # companion type URL -> the names the stream's subscriptions bring (shared with that type's state)
         self._implied: dict[str, set[str]] = {t: set() for t in companion_types or {}}
+        self._first = frozenset(companion_types or {})  # companions go ahead of the types that bring them
         self._placeholders = dict(companion_types or {})
+        self._pushed_refs = pushed_refs if pushed_types else None
+        self._pushed_types = frozenset(pushed_types or {})
+        for type_url in self._pushed_types:
+            self._implied.setdefault(type_url, set())  # a pushed type's wildcard covers what is pushed
+        self._placeholders.update(pushed_types or {})
+        self._pushes: dict[Ref, tuple[Ref, ...]] = {}  # a resource the client has or is sent -> the refs it pushes
+        self._pushers: dict[Ref, set[Ref]] = {}  # a pushed ref -> the resources pushing it
+        self._waiting: dict[Ref, set[Ref]] = {}  # a pushed ref not in the view yet -> the resources held back for it
+        self._late: dict[str, set[str]] = {}  # refs no longer pushed, to remove from the client in the next response
+        self._pushed_added: list[Ref] = []
+        self._pushed_removed: list[Ref] = []
         self._limits = limits or Limits()
         self.stream_id = stream_id
         self._validator = name_validator
@@ -233,15 +254,16 @@ class DeltaStream:
                     dropped.append((type_url, WILDCARD))
                     for held in [*ts.sent, *ts.rejected]:
                         if held not in ts.subscribed:
-                            ts.forget(held)
+                            self._forget(ts, type_url, held)
                             candidates.discard(held)
                 continue
             if name in ts.subscribed:
                 ts.subscribed.discard(name)
-                dropped.append((type_url, name))
+                if not self._pushers.get((type_url, name)):
+                    dropped.append((type_url, name))  # still of interest while something pushes it
                 self._imply(type_url, name, False)
-                if not ts.wildcard:
-                    ts.forget(name)
+                if not ts.covers(name):
+                    self._forget(ts, type_url, name)
                     candidates.discard(name)
 
         if first:
@@ -294,7 +316,74 @@ class DeltaStream:
             implied.discard(companion)
             cts = self._types.get(companion_type)
             if cts is not None and not cts.covers(companion):
-                cts.forget(companion)
+                self._forget(cts, companion_type, companion)
+
+    def _forget(self, ts: _TypeState, type_url: str, name: str) -> None:
+        """The client is no longer told about `name`: what it pushed stops being pushed by it."""
+        ts.forget(name)
+        self._push_refs((type_url, name), ())
+
+    # ------------------------------------------------------------------------------------- pushed refs
+
+    def take_pushed(self) -> tuple[list[Ref], list[Ref]]:
+        """The refs that became of interest to this stream by being pushed, and those that stopped, since the last
+        call (the host fetches and releases what holds them as for subscriptions)."""
+        added, removed = self._pushed_added, self._pushed_removed
+        self._pushed_added, self._pushed_removed = [], []
+        return added, removed
+
+    def _push_refs(self, pusher: Ref, refs: tuple[Ref, ...]) -> None:
+        """`pusher` now pushes `refs` (the resource the client has or is sent: its refs on the pushed types)."""
+        old = self._pushes.pop(pusher, ())
+        if refs:
+            self._pushes[pusher] = refs
+        if old == refs:
+            return
+        for ref in refs:
+            if ref in old:
+                continue
+            pushers = self._pushers.setdefault(ref, set())
+            if not pushers:
+                self._implied[ref[0]].add(ref[1])
+                pts = self._types.get(ref[0])
+                if pts is None or ref[1] not in pts.subscribed:
+                    self._pushed_added.append(ref)
+            pushers.add(pusher)
+        for ref in old:
+            if ref in refs:
+                continue
+            waiting = self._waiting.get(ref)
+            if waiting is not None:
+                waiting.discard(pusher)
+                if not waiting:
+                    del self._waiting[ref]
+            pushers = self._pushers.get(ref)
+            if pushers is None:
+                continue
+            pushers.discard(pusher)
+            if pushers:
+                continue
+            del self._pushers[ref]
+            self._implied[ref[0]].discard(ref[1])
+            pts = self._types.get(ref[0])
+            if pts is None or not pts.covers(ref[1]):
+                if pts is None or ref[1] not in pts.subscribed:
+                    self._pushed_removed.append(ref)
+                if pts is not None:
+                    if ref[1] in pts.sent:
+                        self._late.setdefault(ref[0], set()).add(ref[1])
+                    self._forget(pts, *ref)
+
+    def _pushable(self, res: VersionedResource) -> tuple[Ref, ...]:
+        """The refs `res` pushes to this client: those on a pushed type it opened with a wildcard."""
+        if self._pushed_refs is None:
+            return ()
+        out = []
+        for ref in self._pushed_refs(res):
+            pts = self._types.get(ref[0])
+            if ref[0] in self._pushed_types and pts is not None and pts.wildcard and ref not in out:
+                out.append(ref)
+        return tuple(out)
 
     def _apply_ack(self, ts: _TypeState, nonce: str) -> None:
         """ACK of `nonce`; responses sent before it were processed first (in order) and count as ACKed."""
@@ -372,12 +461,13 @@ class DeltaStream:
         cs = self._types.get(CLUSTER)
         if cs is None or name in cs.sent:
             return False
-        return name in cs.subscribed or (cs.wildcard and self._view.get(CLUSTER, name) is not None)
+        return name in cs.subscribed or (cs.covers(name) and self._view.get(CLUSTER, name) is not None)
 
     def _compute(
         self, candidates: dict[str, set[str]], *, from_update: bool, refused: dict[str, list[str]]
     ) -> list[DeltaResponse]:
-        """Responses for the candidate names, one per type URL in SEND_ORDER, cluster removals last."""
+        """Responses for the candidate names, one per type URL in SEND_ORDER (what a resource pushes just ahead of
+        it), cluster removals last."""
         responses: list[DeltaResponse] = []
         cluster_removals: dict[str, str | None] = {}
         # EDS clusters the client held and gets a new version of: Envoy warms the new cluster until it receives
@@ -385,7 +475,7 @@ class DeltaStream:
         # updated cluster otherwise stays warming and the old one keeps serving).
         rewarm: set[str] = set()
         # only a stream that opened a companion type can be brought anything (a per-name call on every push else)
-        if self._companions is not None and any(t in self._types for t in self._implied):
+        if self._companions is not None and any(t in self._types for t in self._first):
             for type_url, names in list(candidates.items()):
                 for name in names:
                     for companion_type, companion in self._companions(type_url, name):
@@ -395,13 +485,15 @@ class DeltaStream:
         todo = set(candidates) | {t for t, names in refused.items() if names}
         while todo:
             # companion types go first (a virtual host before the Cluster that brings it), then the send order
-            type_url = min(todo, key=lambda t: (t not in self._implied, _ORDER.get(t, len(_ORDER)), t))
+            type_url = min(todo, key=lambda t: (t not in self._first, _ORDER.get(t, len(_ORDER)), t))
             todo.discard(type_url)
             ts = self._types[type_url]
             resources: dict[str, VersionedResource] = {}
             removed: dict[str, None] = dict.fromkeys(refused.get(type_url, ()))
             entry: dict[str, str | None] = {}
-            for name in sorted(candidates.get(type_url, ())):
+            # what the resources of this type push and the client lacks: sent in responses of their own, just ahead
+            ahead: dict[str, tuple[dict[str, VersionedResource], dict[str, str | None]]] = {}
+            for name in sorted(candidates.pop(type_url, ())):
                 res = self._view.get(type_url, name)
                 have = ts.sent.get(name)
                 if res is None:
@@ -409,42 +501,100 @@ class DeltaStream:
                     # absence is only known from an update, like a subscribed name's.
                     if have is not None and (from_update or (name not in ts.subscribed and ts.implied is None)):
                         del ts.sent[name]
+                        self._push_refs((type_url, name), ())
                         if type_url == CLUSTER:
                             cluster_removals[name] = None
                         elif name not in resources:
                             entry[name] = None
                             removed[name] = None
                     continue
-                if (res.version == have and not (type_url == ENDPOINT and name in rewarm)) or (
-                    ts.rejected.get(name) == res.version
-                ):
+                if ts.rejected.get(name) == res.version:
+                    continue
+                held_back = False
+                if self._pushed_refs is not None:
+                    pushes = self._pushable(res)
+                    self._push_refs((type_url, name), pushes)
+                    for ref in pushes:
+                        pts = self._types[ref[0]]
+                        if ref[1] in pts.sent:
+                            continue
+                        pushed = self._view.get(*ref)
+                        if pushed is None or pts.rejected.get(ref[1]) == pushed.version:
+                            self._waiting.setdefault(ref, set()).add((type_url, name))
+                            held_back = True  # sent once what it pushes is
+                            continue
+                        got, got_entry = ahead.setdefault(ref[0], ({}, {}))
+                        self._sent(pts, ref[1], pushed, None, got, got_entry)
+                        self._sent_follows(ref[0], ref[1], None, candidates, todo, rewarm)
+                if res.version == have and not (type_url == ENDPOINT and name in rewarm):
+                    continue
+                if held_back:
                     continue
                 if type_url == ENDPOINT and self._cluster_pending(name):
                     continue  # goes out with (after) its Cluster
-                ts.sent[name] = res.version
-                entry[name] = res.version
-                if have is None:
-                    ts.sent_new += 1
-                elif have == res.version:
-                    ts.sent_unchanged += 1
-                else:
-                    ts.sent_changed += 1
-                ts.last_sent = (name, res.version)
-                resources.setdefault(res.name, res)
+                self._sent(ts, name, res, have, resources, entry)
                 removed.pop(res.name, None)
-                if type_url == CLUSTER:
-                    es = self._types.get(ENDPOINT)
-                    if es is not None and es.covers(name):
-                        candidates.setdefault(ENDPOINT, set()).add(name)
-                        todo.add(ENDPOINT)
-                        if have is not None:
-                            rewarm.add(name)
+                self._sent_follows(type_url, name, have, candidates, todo, rewarm)
+            for ahead_type in sorted(ahead, key=lambda t: (_ORDER.get(t, len(_ORDER)), t)):
+                got, got_entry = ahead[ahead_type]
+                pts = self._types[ahead_type]
+                responses.append(self._respond(pts, ahead_type, tuple(got.values()), (), got_entry))
             if resources or removed:
                 responses.append(self._respond(ts, type_url, tuple(resources.values()), tuple(removed), entry))
+        late, self._late = self._late, {}
+        for type_url in sorted(late, key=lambda t: (_ORDER.get(t, len(_ORDER)), t)):
+            gone = {n: None for n in sorted(late[type_url]) if n not in self._types[type_url].sent}
+            if type_url == CLUSTER:
+                cluster_removals.update(gone)
+            elif gone:
+                ts = self._types[type_url]
+                responses.append(self._respond(ts, type_url, (), tuple(gone), dict(gone)))
         if cluster_removals:
             cs = self._types[CLUSTER]
             responses.append(self._respond(cs, CLUSTER, (), tuple(cluster_removals), cluster_removals))
         return responses
+
+    @staticmethod
+    def _sent(
+        ts: _TypeState,
+        name: str,
+        res: VersionedResource,
+        have: str | None,
+        resources: dict[str, VersionedResource],
+        entry: dict[str, str | None],
+    ) -> None:
+        """`res` goes into the response being built for its type."""
+        ts.sent[name] = res.version
+        entry[name] = res.version
+        if have is None:
+            ts.sent_new += 1
+        elif have == res.version:
+            ts.sent_unchanged += 1
+        else:
+            ts.sent_changed += 1
+        ts.last_sent = (name, res.version)
+        resources.setdefault(res.name, res)
+
+    def _sent_follows(
+        self,
+        type_url: str,
+        name: str,
+        have: str | None,
+        candidates: dict[str, set[str]],
+        todo: set[str],
+        rewarm: set[str],
+    ) -> None:
+        """What sending (type URL, name) lets go out after it: its ClusterLoadAssignment, what waited for it."""
+        if type_url == CLUSTER:
+            es = self._types.get(ENDPOINT)
+            if es is not None and es.covers(name):
+                candidates.setdefault(ENDPOINT, set()).add(name)
+                todo.add(ENDPOINT)
+                if have is not None:
+                    rewarm.add(name)
+        for waiter_type, waiter in self._waiting.pop((type_url, name), ()):
+            candidates.setdefault(waiter_type, set()).add(waiter)
+            todo.add(waiter_type)
 
     def _respond(
         self,

@@ -266,6 +266,7 @@ class XdsHost:
             session.machine = DeltaStream(
                 session.view, self.settings.limits, stream_id, self._validate,
                 companions=self.cache.companions, companion_types=self.cache.companion_types(),
+                pushed_refs=self.cache.pushed_refs, pushed_types=self.cache.pushed_types(),
             )  # fmt: skip
         else:
             session.machine = SotwStream(session.view, self.settings.limits, stream_id, self._validate)
@@ -372,6 +373,7 @@ class XdsHost:
                 self.counters.stream_errors += 1
                 session.slog.exception("computing a push failed", error=bounded(repr(exc)))
                 return
+            self._pushed_interest(session, [])
             try:
                 await session.write(responses, self.counters.responses_by_type)
             except Exception as exc:  # the stream is gone; its handler cleans up
@@ -437,7 +439,17 @@ class XdsHost:
         for type_url, name in outcome.interest_removed:
             if name != WILDCARD:
                 self._release(session, self.cache.locate(type_url, name), (type_url, name))
-        wanted = [(t, n) for t, n in outcome.interest_added if n != WILDCARD]
+        self._pushed_interest(session, [(t, n) for t, n in outcome.interest_added if n != WILDCARD])
+        return list(outcome.responses)
+
+    def _pushed_interest(self, session: Session, wanted: list[Ref]) -> None:
+        """Hold what the session wants: `wanted` (its new subscriptions) and what its state machine began pushing
+        to it (a virtual host's mirror cluster); release what it stopped pushing."""
+        if isinstance(session.machine, DeltaStream):
+            pushed, unpushed = session.machine.take_pushed()
+            for type_url, name in unpushed:
+                self._release(session, self.cache.locate(type_url, name), (type_url, name))
+            wanted = [*wanted, *pushed]
         if wanted:
             keys: set[HeldKey] = set()
             for type_url, name in wanted:
@@ -452,7 +464,6 @@ class XdsHost:
                 self._spawn(self._fetch_then_notify(session, missing, wanted))
             else:
                 self.notify(session, wanted)
-        return list(outcome.responses)
 
     async def _fetch_then_notify(self, session: Session, keys: list[HeldKey], wanted: list[Ref]) -> None:
         await self._fetch(keys)
@@ -488,6 +499,9 @@ class XdsHost:
             started = time.monotonic()
             got = await asyncio.wait_for(source.fetch(keys), self.settings.fetch_timeout_s)
             self.fetch_time.observe(time.monotonic() - started)
+            pushed = self._pushed_keys(got)
+            if pushed:  # held before these are served: what they push goes ahead of them with no extra round trip
+                await self._fetch(pushed)
             self.apply(source_name, got)
         except (MeshError, TimeoutError) as exc:
             self._fetch_failed(source_name, keys)
@@ -503,6 +517,25 @@ class XdsHost:
                     del self._inflight[(source_name, key)]
             if not fut.done():
                 fut.set_result(None)
+
+    def _pushed_keys(self, snapshots: Iterable[Snapshot]) -> list[HeldKey]:
+        """The keys holding what the resources of `snapshots` push (a virtual host's mirror cluster) that are neither
+        held nor being fetched (a fetch in flight is not waited for: two VIPs mirroring each other). Nobody wants
+        them yet: idle until a session's state machine pushes them."""
+        out: dict[HeldKey, None] = {}
+        for snap in snapshots:
+            for res in snap.resources:
+                for type_url, name in self.cache.pushed_refs(res):
+                    if self.cache.validate(type_url, name) is not None:
+                        continue
+                    held = self.cache.locate(type_url, name)
+                    if held not in self.cache and held not in self._inflight:
+                        out[held] = None
+        now = time.monotonic()
+        for held in out:
+            if held not in self._key_sessions:
+                self._idle_since.setdefault(held, now)
+        return list(out)
 
     def _fetch_failed(self, source_name: str, keys: list[str]) -> None:
         self.counters.fetch_failures += 1

@@ -343,6 +343,69 @@ def test_a_proxy_holds_only_the_policy_of_vips_it_used(stack: dict[str, Any], en
     assert _get(envoy.listen, used).status == 200
 
 
+def _clusters(envoy: EnvoyProcess) -> set[str]:
+    """The names of the dynamic clusters the Envoy holds (active or warming)."""
+    dump = json.loads(envoy.admin_get("/config_dump?resource=dynamic_active_clusters"))
+    return {c["cluster"]["name"] for c in dump.get("configs", [])}
+
+
+def test_a_mirror_vip_receives_copies_while_the_caller_sees_only_the_primarys_answers(
+    envoy: EnvoyProcess, mesh: Any
+) -> None:
+    vip, shadow_vip = mesh.vip("mirrored"), mesh.vip("shadow")
+    mesh.backend(vip, name="primary")
+    shadow = mesh.backend(shadow_vip, name="shadow")
+    mesh.apply(f"vip: {vip}\nrouting:\n  mirror: {{vip: {shadow_vip}, percent: 100}}\n")
+    # Envoy never asks for a mirror cluster: it is pushed on the bootstrap's wildcard CDS ahead of the virtual host
+    bodies = [_get(envoy.listen, vip).body for _ in range(50)]
+    assert bodies == ["primary"] * 50, Counter(bodies)
+    # copies are fire and forget: wait for them; the first request may go before the mirror cluster is warm
+    _wait(lambda: len(shadow.seen_paths()) >= 49, 10, "the shadow did not receive the copies")
+    with shadow.server.lock:
+        hosts = Counter(h.get("host") for _, h in shadow.server.seen)
+    assert list(hosts) == [f"{vip}-shadow"] and hosts.total() <= 50, hosts  # Envoy marks a copy's Host
+    assert shadow_vip in _clusters(envoy)
+    # the mirror goes: the virtual host first, the cluster it named last; no more copies, no failed request
+    mesh.delete(vip)
+    _wait(lambda: shadow_vip not in _clusters(envoy), 10, "the mirror cluster stayed")
+    before = len(shadow.seen_paths())
+    assert [_get(envoy.listen, vip).status for _ in range(20)] == [200] * 20
+    assert len(shadow.seen_paths()) == before
+
+
+def test_applying_a_mirror_while_traffic_flows_fails_no_request(envoy: EnvoyProcess, mesh: Any) -> None:
+    vip, shadow_vip = mesh.vip("mirrorlive"), mesh.vip("shadowlive")
+    mesh.backend(vip, name="primary")
+    shadow = mesh.backend(shadow_vip, name="shadow")
+    assert _get(envoy.listen, vip).body == "primary"  # held by this Envoy, with no policy yet
+    failures: list[tuple[int, str]] = []
+    answered = Counter[str]()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            reply = _get(envoy.listen, vip)
+            answered[reply.body] += 1
+            if reply.status != 200:
+                failures.append((reply.status, reply.body))
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        _wait(lambda: answered.total() >= 20, 10, "no traffic before the change")
+        mesh.apply(f"vip: {vip}\nrouting:\n  mirror: {{vip: {shadow_vip}, percent: 100}}\n")
+        _wait(lambda: len(shadow.seen_paths()) >= 20, 10, "the mirror did not reach Envoy under load")
+        mesh.delete(vip)
+        _wait(lambda: shadow_vip not in _clusters(envoy), 10, "the mirror cluster stayed")
+        total = answered.total()
+        _wait(lambda: answered.total() >= total + 20, 10, "no traffic after the change")
+    finally:
+        stop.set()
+        worker.join(30)
+    assert failures == []
+    assert set(answered) == {"primary"}, answered
+
+
 @pytest.fixture
 def zoned_envoy(stack: dict[str, Any], tmp_path: Path) -> Iterator[EnvoyProcess]:
     """A second real Envoy from the generic bootstrap, in zone z1 (its node.locality.zone)."""

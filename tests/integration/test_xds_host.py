@@ -258,6 +258,10 @@ class ThingSource:
         return Snapshot.of(key, [VersionedResource.of(THING, key, body.SerializeToString())])
 
     companion_types: dict[str, str] = {}
+    pushed_types: dict[str, str] = {}
+
+    def pushed_refs(self, resource: Any) -> tuple[tuple[str, str], ...]:
+        return ()
 
     def validate(self, type_url: str, name: str) -> str | None:
         return None if name.startswith("thing-") else "not a thing"

@@ -105,6 +105,8 @@ def test_generic_bootstrap_shape() -> None:
     assert ads["set_node_on_first_message_only"] is True
     (service,) = ads["grpc_services"]
     assert service["envoy_grpc"]["cluster_name"] == bootstrap.XDS_CLUSTER
+    # a wildcard CDS subscription over the same stream: where a route's mirror cluster is pushed (design.md 4)
+    assert config["dynamic_resources"]["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
 
     (xds,) = config["static_resources"]["clusters"]
     assert xds["name"] == bootstrap.XDS_CLUSTER
