@@ -148,6 +148,12 @@ def ads_source() -> dict[str, Any]:
     return {"ads": {}, "resource_api_version": "V3"}
 
 
+# How long Envoy's start waits for the first answer on its wildcard CDS subscription. Its listeners' own initial
+# fetches (RDS/VHDS/ECDS, 15 s each by default) only begin after the cluster manager's init, so with no control
+# plane to answer (down, or the stream refused) the default 15 s here made LIVE wait 30 s instead of 15 s. Nothing
+# needs that subscription to start: it only carries pushed mirror clusters, which arrive whenever they are sent.
+CDS_INITIAL_FETCH_TIMEOUT_S = 1.0
+
 # Where a proxyless gRPC client's token travels: its bootstrap cannot add gRPC metadata to the ADS stream, so
 # the token is a field of the node metadata sent on each stream's first request (Envoy uses initial_metadata).
 NODE_TOKEN_KEY = "meshactors_token"
@@ -652,8 +658,12 @@ def envoy_bootstrap(
         "node": node(node_id, node_cluster, zone),
         "admin": admin_config(admin),
         # `cds_config`: a wildcard CDS subscription next to the on-demand one, on which the control plane pushes the
-        # clusters Envoy never asks for (a route's mirror cluster); it answers it at once (startup waits for that)
-        "dynamic_resources": {"ads_config": ads_config(XDS_CLUSTER, token), "cds_config": ads_source()},
+        # clusters Envoy never asks for (a route's mirror cluster); it answers it at once (startup waits for that,
+        # but only CDS_INITIAL_FETCH_TIMEOUT_S when nobody answers: see there)
+        "dynamic_resources": {
+            "ads_config": ads_config(XDS_CLUSTER, token),
+            "cds_config": {**ads_source(), "initial_fetch_timeout": duration(CDS_INITIAL_FETCH_TIMEOUT_S)},
+        },
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "layered_runtime": runtime_layers(),
     }
