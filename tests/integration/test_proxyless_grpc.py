@@ -281,7 +281,7 @@ def test_proxyless_client_honours_a_policy_split_and_fault(
 
             # the gRPC session holds the policy's gRPC variant and says what it left out; Envoy never used the VIP
             held = until(lambda: _held_policy(stack, "proxyless-client", vip)[1], 30, "the gRPC session's policy", 0.5)
-            assert held["variant"] == "grpc" and held["policy"] and set(held["revisions"]) == {vip}, held
+            assert held["variant"] == "grpc" and held["policy"] and vip in held["revisions"], held
             assert "routing.mirror: gRPC does not mirror requests" in held["left_out"], held
             assert any(e.startswith("destination.loadBalancer: ") for e in held["left_out"]), held
             sessions, none = _held_policy(stack, "e2e-envoy", vip)
