@@ -30,16 +30,19 @@ from meshactors.intentions.compile import rbac_config
 from meshactors.intentions.model import Action, Rules
 from meshactors.model.instance import Instance, Status
 from meshactors.model.validate import is_valid_vip_name
+from meshactors.policy.codec import encode as encode_policy
 from meshactors.policy.model import Policy, is_empty
-from meshactors.resources.snapshot import Snapshot, cluster_refs, eds_refs
+from meshactors.resources.snapshot import PolicySummary, Snapshot, cluster_refs, eds_refs
 from meshactors.resources.types import (
     CLUSTER,
     DEFAULT_KIND,
     ENDPOINT,
+    ENVOY_KIND,
     EXTENSION_CONFIG,
     GRPC_KIND,
     LISTENER,
     VersionedResource,
+    content_version,
     zone_variant,
 )
 
@@ -169,7 +172,7 @@ def _secured(snapshot: Snapshot, ids: tuple[str, ...] | None) -> Snapshot:
         if r.variant == DEFAULT_KIND:
             body = with_upstream_tls(r.body, ids)
             resources.append(VersionedResource.of(CLUSTER, r.name, body, r.aliases, variant=DEFAULT_KIND, refs=r.refs))
-    return Snapshot.of(snapshot.key, tuple(resources), notes=snapshot.notes)
+    return Snapshot.of(snapshot.key, tuple(resources), notes=snapshot.notes, policy=snapshot.policy)
 
 
 def build_vip(
@@ -178,14 +181,24 @@ def build_vip(
     policy: Policy | None = None,
     *,
     trust_domain: str = defaults.TRUST_DOMAIN,
+    revisions: Iterable[tuple[str, int]] = (),
 ) -> Snapshot:
     """The snapshot of `vip`, `_build_vip`'s; an SVIP's Envoy clusters speak mTLS to its servers (see
-    meshactors.envoy.sds), verifying the identities of `server_identities` in `trust_domain`."""
+    meshactors.envoy.sds), verifying the identities of `server_identities` in `trust_domain`. `revisions` are the
+    etcd mod revisions of the documents `policy` was merged from, for the snapshot's `PolicySummary`."""
     instances = list(instances)
-    return _secured(_build_vip(vip, instances, policy), server_identities(vip, instances, trust_domain))
+    built = _build_vip(vip, instances, policy, tuple(revisions))
+    return _secured(built, server_identities(vip, instances, trust_domain))
 
 
-def _build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = None) -> Snapshot:
+def policy_digest(policy: Policy) -> str:
+    """A short hash of an effective policy (its stored encoding): equal documents, equal digests."""
+    return content_version(encode_policy(policy))
+
+
+def _build_vip(
+    vip: str, instances: Iterable[Instance], policy: Policy | None = None, revisions: tuple[tuple[str, int], ...] = ()
+) -> Snapshot:
     """The snapshot of `vip`: its Cluster, ClusterLoadAssignment and gRPC api Listener, all named `vip`.
 
     An unknown VIP (no UP instances) gets the same cluster and a CLA with no endpoints that drops every call
@@ -199,7 +212,8 @@ def _build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = 
     split's per-version clusters `vip~version` and their assignments join the snapshot. With
     `destination.localityFailover` every assignment also has a variant per zone of the endpoints, that zone at
     priority 0 (`_zone_assignments`): a session whose node has that zone reads it. What a kind of client does
-    not get is in `notes` as (field path, reason).
+    not get is in `notes` as (field path, reason), and in the snapshot's `policy` (a `PolicySummary`: the policy's
+    digest, `revisions`, and per variant what it left out), which `status` shows per session holding the VIP.
     """
     endpoints, skipped = select_endpoints(vip, instances)
     if policy is None or is_empty(policy):
@@ -222,8 +236,14 @@ def _build_vip(vip: str, instances: Iterable[Instance], policy: Policy | None = 
     for res in envoy.resources:  # the VirtualHost (VHDS) is asked for by Envoy only
         resources.append(replace(res, variant=DEFAULT_KIND))  # Envoy's, and every kind without its own
     resources.extend(grpc.resources)
+    notes.extend((f"envoy: {lo.field}", lo.reason) for lo in envoy.left_out)
     notes.extend((f"grpc: {lo.field}", lo.reason) for lo in grpc.left_out)
-    return Snapshot.of(vip, resources, notes=notes)
+    summary = PolicySummary.of(
+        policy_digest(policy),
+        revisions,
+        {ENVOY_KIND: map(str, envoy.left_out), GRPC_KIND: map(str, grpc.left_out)},
+    )
+    return Snapshot.of(vip, resources, notes=notes, policy=summary)
 
 
 def _zone_assignments(

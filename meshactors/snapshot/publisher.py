@@ -271,7 +271,11 @@ class SnapshotBuilderCore:
             table = self.intentions
             return build_intentions(svip, table.of(svip), table.default, self.settings.trust_domain)
         built = build_vip(
-            vip, self.view.instances(vip), self.policies.effective(vip), trust_domain=self.settings.trust_domain
+            vip,
+            self.view.instances(vip),
+            self.policies.effective(vip),
+            trust_domain=self.settings.trust_domain,
+            revisions=self.policies.revisions_of(vip),
         )
         self.counters.builds += 1
         if built.notes and self._noted.get(vip) != built.notes:  # said once per distinct set, not per build

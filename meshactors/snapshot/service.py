@@ -12,7 +12,7 @@ import grpc
 
 from meshactors import log
 from meshactors.errors import MeshError
-from meshactors.resources.snapshot import Snapshot, Versions
+from meshactors.resources.snapshot import PolicySummary, PolicyVariant, Snapshot, Versions
 from meshactors.resources.types import VersionedResource
 from meshactors.snapshot.publisher import SnapshotBuilderCore
 from meshactors.v1 import snapshot_pb2 as pb
@@ -46,12 +46,34 @@ def _res_from_pb(msg: pb.Resource) -> VersionedResource:
     )
 
 
+def _policy_to_pb(policy: PolicySummary) -> pb.SnapshotPolicy:
+    return pb.SnapshotPolicy(
+        digest=policy.digest,
+        revisions=[pb.PolicyRevision(document=d, revision=r) for d, r in policy.revisions],
+        variants=[pb.PolicyVariant(kind=v.kind, left_out=v.left_out) for v in policy.variants],
+    )
+
+
+def _policy_from_pb(msg: pb.SnapshotPolicy) -> PolicySummary:
+    return PolicySummary(
+        digest=msg.digest,
+        revisions=tuple((r.document, r.revision) for r in msg.revisions),
+        variants=tuple(PolicyVariant(v.kind, tuple(v.left_out)) for v in msg.variants),
+    )
+
+
 def snapshot_to_pb(snap: Snapshot) -> pb.Snapshot:
-    return pb.Snapshot(key=snap.key, resources=[_res_to_pb(r) for r in snap.resources], changed_at=snap.changed_at)
+    return pb.Snapshot(
+        key=snap.key,
+        resources=[_res_to_pb(r) for r in snap.resources],
+        changed_at=snap.changed_at,
+        policy=_policy_to_pb(snap.policy) if snap.policy is not None else None,
+    )
 
 
 def snapshot_from_pb(msg: pb.Snapshot) -> Snapshot:
-    snap = Snapshot.of(msg.key, (_res_from_pb(r) for r in msg.resources))
+    policy = _policy_from_pb(msg.policy) if msg.HasField("policy") else None
+    snap = Snapshot.of(msg.key, (_res_from_pb(r) for r in msg.resources), policy=policy)
     return snap.stamped(msg.changed_at) if msg.changed_at > 0 else snap
 
 

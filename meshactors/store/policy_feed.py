@@ -174,19 +174,23 @@ class PolicyTable:
 
     def __init__(self) -> None:
         self.documents: dict[str, Policy] = {}
+        self.revisions: dict[str, int] = {}  # each document's etcd mod revision
         self.revision = 0
 
     def apply(self, change: PolicyLoaded | PolicyBatch) -> set[str]:
         if isinstance(change, PolicyLoaded):
             self.documents = {item.vip: item.policy for item in change.items}
+            self.revisions = {item.vip: item.revision for item in change.items}
             self.revision = change.revision
             return {MESH_WIDE}
         touched: set[str] = set()
         for ev in change.events:
             if isinstance(ev, PolicyPut):
                 self.documents[ev.vip] = ev.policy
+                self.revisions[ev.vip] = ev.revision
             else:
                 self.documents.pop(ev.vip, None)
+                self.revisions.pop(ev.vip, None)
             touched.add(ev.vip)
         self.revision = max(self.revision, change.revision)
         return {MESH_WIDE} if MESH_WIDE in touched else touched
@@ -197,6 +201,10 @@ class PolicyTable:
         A stored combination that no longer merges (written around the API) falls back to the VIP's own document.
         """
         return effective(self.documents, vip)
+
+    def revisions_of(self, vip: str) -> tuple[tuple[str, int], ...]:
+        """The (document, mod revision) pairs `effective(vip)` is made of: the VIP's own document, then `*`."""
+        return tuple((doc, self.revisions[doc]) for doc in (vip, MESH_WIDE) if doc in self.documents)
 
 
 def effective(documents: Mapping[str, Policy], vip: str) -> Policy | None:

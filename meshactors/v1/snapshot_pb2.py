@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmeshactors/v1/snapshot.proto\x12\rmeshactors.v1\"-\n\x0bResourceRef\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xa5\x01\n\x08Resource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x0e\n\x06\x61\x62sent\x18\x05 \x01(\x08\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12(\n\x04refs\x18\x08 \x03(\x0b\x32\x1a.meshactors.v1.ResourceRef\"W\n\x08Snapshot\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\tresources\x18\x02 \x03(\x0b\x32\x17.meshactors.v1.Resource\x12\x12\n\nchanged_at\x18\x03 \x01(\x01\"C\n\x10SubscribeRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x03(\t\"?\n\x11SubscribeResponse\x12*\n\tsnapshots\x18\x01 \x03(\x0b\x32\x17.meshactors.v1.Snapshot\"S\n\x0fResourceVersion\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"A\n\x0cHeldVersions\x12\x31\n\tresources\x18\x01 \x03(\x0b\x32\x1e.meshactors.v1.ResourceVersion\"\xb4\x01\n\x0eUpdatesRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12\x35\n\x04held\x18\x03 \x03(\x0b\x32\'.meshactors.v1.UpdatesRequest.HeldEntry\x1aH\n\tHeldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.meshactors.v1.HeldVersions:\x02\x38\x01\x32\x81\x02\n\x0fSnapshotBuilder\x12N\n\tSubscribe\x12\x1f.meshactors.v1.SubscribeRequest\x1a .meshactors.v1.SubscribeResponse\x12P\n\x0bUnsubscribe\x12\x1f.meshactors.v1.SubscribeRequest\x1a .meshactors.v1.SubscribeResponse\x12L\n\x07Updates\x12\x1d.meshactors.v1.UpdatesRequest\x1a .meshactors.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmeshactors/v1/snapshot.proto\x12\rmeshactors.v1\"-\n\x0bResourceRef\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xa5\x01\n\x08Resource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x0e\n\x06\x61\x62sent\x18\x05 \x01(\x08\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12(\n\x04refs\x18\x08 \x03(\x0b\x32\x1a.meshactors.v1.ResourceRef\"4\n\x0ePolicyRevision\x12\x10\n\x08\x64ocument\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"/\n\rPolicyVariant\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08left_out\x18\x02 \x03(\t\"\x82\x01\n\x0eSnapshotPolicy\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x30\n\trevisions\x18\x02 \x03(\x0b\x32\x1d.meshactors.v1.PolicyRevision\x12.\n\x08variants\x18\x03 \x03(\x0b\x32\x1c.meshactors.v1.PolicyVariant\"\x86\x01\n\x08Snapshot\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\tresources\x18\x02 \x03(\x0b\x32\x17.meshactors.v1.Resource\x12\x12\n\nchanged_at\x18\x03 \x01(\x01\x12-\n\x06policy\x18\x04 \x01(\x0b\x32\x1d.meshactors.v1.SnapshotPolicy\"C\n\x10SubscribeRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x03(\t\"?\n\x11SubscribeResponse\x12*\n\tsnapshots\x18\x01 \x03(\x0b\x32\x17.meshactors.v1.Snapshot\"S\n\x0fResourceVersion\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"A\n\x0cHeldVersions\x12\x31\n\tresources\x18\x01 \x03(\x0b\x32\x1e.meshactors.v1.ResourceVersion\"\xb4\x01\n\x0eUpdatesRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\x12\x35\n\x04held\x18\x03 \x03(\x0b\x32\'.meshactors.v1.UpdatesRequest.HeldEntry\x1aH\n\tHeldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.meshactors.v1.HeldVersions:\x02\x38\x01\x32\x81\x02\n\x0fSnapshotBuilder\x12N\n\tSubscribe\x12\x1f.meshactors.v1.SubscribeRequest\x1a .meshactors.v1.SubscribeResponse\x12P\n\x0bUnsubscribe\x12\x1f.meshactors.v1.SubscribeRequest\x1a .meshactors.v1.SubscribeResponse\x12L\n\x07Updates\x12\x1d.meshactors.v1.UpdatesRequest\x1a .meshactors.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,20 +37,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCEREF']._serialized_end=92
   _globals['_RESOURCE']._serialized_start=95
   _globals['_RESOURCE']._serialized_end=260
-  _globals['_SNAPSHOT']._serialized_start=262
-  _globals['_SNAPSHOT']._serialized_end=349
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=351
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=418
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=420
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=483
-  _globals['_RESOURCEVERSION']._serialized_start=485
-  _globals['_RESOURCEVERSION']._serialized_end=568
-  _globals['_HELDVERSIONS']._serialized_start=570
-  _globals['_HELDVERSIONS']._serialized_end=635
-  _globals['_UPDATESREQUEST']._serialized_start=638
-  _globals['_UPDATESREQUEST']._serialized_end=818
-  _globals['_UPDATESREQUEST_HELDENTRY']._serialized_start=746
-  _globals['_UPDATESREQUEST_HELDENTRY']._serialized_end=818
-  _globals['_SNAPSHOTBUILDER']._serialized_start=821
-  _globals['_SNAPSHOTBUILDER']._serialized_end=1078
+  _globals['_POLICYREVISION']._serialized_start=262
+  _globals['_POLICYREVISION']._serialized_end=314
+  _globals['_POLICYVARIANT']._serialized_start=316
+  _globals['_POLICYVARIANT']._serialized_end=363
+  _globals['_SNAPSHOTPOLICY']._serialized_start=366
+  _globals['_SNAPSHOTPOLICY']._serialized_end=496
+  _globals['_SNAPSHOT']._serialized_start=499
+  _globals['_SNAPSHOT']._serialized_end=633
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=635
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=702
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=704
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=767
+  _globals['_RESOURCEVERSION']._serialized_start=769
+  _globals['_RESOURCEVERSION']._serialized_end=852
+  _globals['_HELDVERSIONS']._serialized_start=854
+  _globals['_HELDVERSIONS']._serialized_end=919
+  _globals['_UPDATESREQUEST']._serialized_start=922
+  _globals['_UPDATESREQUEST']._serialized_end=1102
+  _globals['_UPDATESREQUEST_HELDENTRY']._serialized_start=1030
+  _globals['_UPDATESREQUEST_HELDENTRY']._serialized_end=1102
+  _globals['_SNAPSHOTBUILDER']._serialized_start=1105
+  _globals['_SNAPSHOTBUILDER']._serialized_end=1362
 # @@protoc_insertion_point(module_scope)

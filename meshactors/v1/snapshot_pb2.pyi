@@ -34,15 +34,43 @@ class Resource(_message.Message):
     refs: _containers.RepeatedCompositeFieldContainer[ResourceRef]
     def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., body: _Optional[bytes] = ..., absent: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[ResourceRef, _Mapping]]] = ...) -> None: ...
 
+class PolicyRevision(_message.Message):
+    __slots__ = ("document", "revision")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    document: str
+    revision: int
+    def __init__(self, document: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class PolicyVariant(_message.Message):
+    __slots__ = ("kind", "left_out")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    left_out: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., left_out: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SnapshotPolicy(_message.Message):
+    __slots__ = ("digest", "revisions", "variants")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    revisions: _containers.RepeatedCompositeFieldContainer[PolicyRevision]
+    variants: _containers.RepeatedCompositeFieldContainer[PolicyVariant]
+    def __init__(self, digest: _Optional[str] = ..., revisions: _Optional[_Iterable[_Union[PolicyRevision, _Mapping]]] = ..., variants: _Optional[_Iterable[_Union[PolicyVariant, _Mapping]]] = ...) -> None: ...
+
 class Snapshot(_message.Message):
-    __slots__ = ("key", "resources", "changed_at")
+    __slots__ = ("key", "resources", "changed_at", "policy")
     KEY_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     key: str
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     changed_at: float
-    def __init__(self, key: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., changed_at: _Optional[float] = ...) -> None: ...
+    policy: SnapshotPolicy
+    def __init__(self, key: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., changed_at: _Optional[float] = ..., policy: _Optional[_Union[SnapshotPolicy, _Mapping]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("host", "incarnation", "keys")

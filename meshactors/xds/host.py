@@ -39,7 +39,7 @@ from meshactors.xds.convergence import ConvergenceTracker
 from meshactors.xds.delta import DeltaStream
 from meshactors.xds.settings import HostSettings  # re-exported: it lives in a proto-free module
 from meshactors.xds.sotw import SotwStream
-from meshactors.xds.statistics import HostStatistics, SessionStatistics  # re-exported, as HostSettings
+from meshactors.xds.statistics import HostStatistics, SessionPolicy, SessionStatistics  # re-exported
 from meshactors.xds.sync import ResourceSync, TypeSync, resource_sync, session_sync
 from meshactors.xds.types import WILDCARD, DeltaRequest, SotwRequest
 
@@ -83,6 +83,8 @@ class Convergence:
 MAX_STATUS_CLIENTS = 1000
 MAX_STATUS_RESOURCES = 50_000
 MAX_STATUS_CONTENT_BYTES = 3 << 20
+# What one session's statistics list of the policies it holds (one per held VIP with a policy, in name order).
+MAX_SESSION_POLICIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -756,8 +758,32 @@ class XdsHost:
             )
         return ClientStatusAnswer(tuple(clients), omitted_clients, omitted_resources, omitted_contents)
 
-    @staticmethod
-    def session_statistics(session: Session) -> SessionStatistics:
+    def session_policies(self, session: Session, limit: int = MAX_SESSION_POLICIES) -> tuple[list[SessionPolicy], int]:
+        """The policy the session holds for each key it holds whose snapshot was compiled from one (at most `limit`,
+        in key order), as its client kind reads it; and how many more there are."""
+        out: list[SessionPolicy] = []
+        omitted = 0
+        for held in sorted(session.keys):
+            snap = self.cache.snapshot(held)
+            if snap is None or snap.policy is None:
+                continue
+            if len(out) >= limit:
+                omitted += 1
+                continue
+            variant = snap.policy.variant_for(session.view.kind)
+            out.append(
+                SessionPolicy(
+                    vip=held[1],
+                    policy=snap.policy.digest,
+                    variant=variant.kind,
+                    left_out=variant.left_out,
+                    revisions=dict(snap.policy.revisions),
+                )
+            )
+        return out, omitted
+
+    def session_statistics(self, session: Session) -> SessionStatistics:
+        policies, omitted = self.session_policies(session)
         return SessionStatistics(
             stream_id=session.stream_id,
             node_id=session.node_id,
@@ -769,4 +795,6 @@ class XdsHost:
             bad_messages=session.bad_messages,
             protocol=asdict(session.machine.statistics()),
             zone=session.view.zone,
+            policies=tuple(policies),
+            policies_omitted=omitted,
         )

@@ -13,6 +13,19 @@ from meshactors.telemetry.histogram import HistogramData
 
 
 @dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """The traffic policy a session holds for one key it holds (a VIP): which one (`policy`: a digest of the
+    effective document; `revisions`: the etcd mod revisions of the documents merged into it, by VIP or `*`), the
+    variant its client kind reads, and what that variant left out ("field path: reason")."""
+
+    vip: str
+    policy: str
+    variant: str
+    left_out: tuple[str, ...] = ()
+    revisions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionStatistics:
     """One ADS stream as the host sees it; `protocol` is its state machine's own record, as a dict."""
 
@@ -26,6 +39,8 @@ class SessionStatistics:
     bad_messages: int
     protocol: dict[str, Any]
     zone: str = ""  # the node's locality.zone ("": none); ClusterLoadAssignments may have a variant for it
+    policies: tuple[SessionPolicy, ...] = ()  # per held VIP with a policy, in name order (at most a bound)
+    policies_omitted: int = 0  # held VIPs with a policy past that bound
 
 
 @dataclass(frozen=True, slots=True)

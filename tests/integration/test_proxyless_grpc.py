@@ -25,7 +25,10 @@ import grpc
 import pytest
 
 from meshactors.envoy.bootstrap import NODE_TOKEN_KEY
+from meshactors.envoy.process import EnvoyProcess
 from meshactors.registry.client import RegistryClient
+from meshactors.testing.backends import get, guard_knows
+from meshactors.testing.waits import until
 from meshactors.v1 import registry_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -222,15 +225,36 @@ def test_unknown_vip_fails_unavailable_quickly_then_works_once_registered(
         server.stop(0)
 
 
+def _status_sessions(stack: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every xDS session `meshactors status --json` reports, over every xDS server."""
+    ready = Path(stack["state_dir"]) / "ready.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "meshactors.cli", "status", "--ready-file", str(ready), "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    actors = json.loads(out.stdout)["actors"]
+    return [s for a in actors if a["kind"] == "xds-server" for s in (a.get("stats") or {}).get("host", {})["streams"]]
+
+
+def _held_policy(stack: dict[str, Any], node_id: str, vip: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The sessions of `node_id` (none: an empty list) and the policy of `vip` one of them holds (None: none)."""
+    sessions = [s for s in _status_sessions(stack) if s["node_id"] == node_id]
+    held = [p for s in sessions for p in s["policies"] if p["vip"] == vip]
+    return sessions, held[0] if held else None
+
+
 def _share(replies: list[str], name: str) -> float:
     return sum(1 for r in replies if r.startswith(f"{name}:")) / max(1, len(replies))
 
 
 def test_proxyless_client_honours_a_policy_split_and_fault(
-    registry: RegistryClient, xds_client: XdsClient, stack: dict[str, Any]
+    registry: RegistryClient, xds_client: XdsClient, stack: dict[str, Any], envoy: EnvoyProcess
 ) -> None:
     """A split 90/10 over the instances' version labels and a fault abort, compiled for gRPC (with Envoy-only
-    fields left out, so nothing is NACKed), reach a live channel; deleting the policy restores plain routing."""
+    fields left out, so nothing is NACKed), reach a live channel; deleting the policy restores plain routing.
+    `status --json` shows per session the policy it holds: the gRPC variant with the fields it left out for the
+    client, nothing for an Envoy that never used the VIP, then the Envoy variant once it did."""
     from meshactors.registry.policy_client import PolicyClient
 
     vip = f"split-{uuid.uuid4().hex[:6]}"
@@ -255,6 +279,19 @@ def test_proxyless_client_honours_a_policy_split_and_fault(
             replies = _replies(xds_client.calls(target, 300))
             assert 0.80 <= _share(replies, "v1") <= 0.97 and _share(replies, "v2") > 0, replies.count("v2:hello")
 
+            # the gRPC session holds the policy's gRPC variant and says what it left out; Envoy never used the VIP
+            held = until(lambda: _held_policy(stack, "proxyless-client", vip)[1], 30, "the gRPC session's policy", 0.5)
+            assert held["variant"] == "grpc" and held["policy"] and vip in held["revisions"], held
+            assert "routing.mirror: gRPC does not mirror requests" in held["left_out"], held
+            assert any(e.startswith("destination.loadBalancer: ") for e in held["left_out"]), held
+            sessions, none = _held_policy(stack, "e2e-envoy", vip)
+            assert sessions and none is None, sessions
+            until(lambda: guard_knows(envoy, vip), 10, f"{vip} did not reach the guard")
+            get(envoy.listen, vip, timeout_s=10)  # its answer does not matter: Envoy now holds the VIP
+            on_envoy = until(lambda: _held_policy(stack, "e2e-envoy", vip)[1], 30, "the Envoy session's policy", 0.5)
+            assert on_envoy["variant"] == "envoy" and on_envoy["policy"] == held["policy"], on_envoy
+            assert not any(e.startswith("routing.mirror") for e in on_envoy["left_out"]), on_envoy
+
             policies.apply(f"vip: {vip}\nrouting:\n  faults: {{abort: {{httpStatus: 503, percent: 100}}}}\n")
             deadline = time.monotonic() + FOLLOW_S
             while time.monotonic() < deadline:
@@ -273,6 +310,7 @@ def test_proxyless_client_honours_a_policy_split_and_fault(
                     break
             else:
                 pytest.fail(f"{xds_client.kind}: deleting the policy never restored plain routing: {results[:3]}")
+            until(lambda: _held_policy(stack, "proxyless-client", vip)[1] is None, 30, "the policy leaving status", 0.5)
         finally:
             for server, _ in servers.values():
                 server.stop(0)

@@ -14,7 +14,7 @@ import pytest
 
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.statistics import BuilderStatistics, VipSourceStatistics
-from meshactors.xds.statistics import HostStatistics
+from meshactors.xds.statistics import HostStatistics, SessionPolicy, SessionStatistics
 
 PROTOS = ("envoy", "xds", "udpa", "validate")
 
@@ -46,7 +46,9 @@ def loaded(modules: list[str], payload: object = None) -> set[str]:
 
 def _statistics() -> list[object]:
     builder = BuilderStatistics("snapshot-builder-0", True, "i", 1, 0, 0, (), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    host = HostStatistics("xds-server-0", True, "i", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    policy = SessionPolicy("reviews", "0123456789abcdef", "grpc", ("routing.mirror: gRPC does not mirror",), {"*": 3})
+    stream = SessionStatistics("s-1", "node", "sotw", "grpc", "peer", 0.0, 0, 0, {}, policies=(policy,))
+    host = HostStatistics("xds-server-0", True, "i", 0, 0, 0, 0, 0, 0, 0, 0, 0, streams=(stream,))
     return [builder, host, VipSourceStatistics(0, 0, 0, 10, 0)]
 
 
