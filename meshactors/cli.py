@@ -781,8 +781,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     with driver(address, namespace):
         rows = actor_status(namespace)
     ca = _ca_summary(str(info["registry"]), _token(args), _tls_ca(args, info))
+    policies = _policy_summary(str(info["registry"]), _token(args), _tls_ca(args, info))
     if args.json:
-        doc = {"namespace": namespace, "ray_address": address, "actors": rows, "ca": ca}
+        doc = {"namespace": namespace, "ray_address": address, "actors": rows, "ca": ca, "policies": policies}
         print(json.dumps(to_json(doc), indent=2))
         return 0
     print(format_table(rows))
@@ -795,7 +796,35 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"ca: {ca['identities']} identit{'y' if ca['identities'] == 1 else 'ies'}{when}; "
             f"{len(ca['expiring'])} expiring, {len(ca['expired'])} expired (details: meshactors ca show)"
         )
+    if "error" in policies:
+        print(f"policies: not answering ({policies['error']})")
+    else:
+        shown = policies["problems"][:STATUS_POLICY_PROBLEMS]
+        print(f"policies: {policies['documents']} document{'' if policies['documents'] == 1 else 's'}, "
+              f"{policies['problem_count']} problem{'' if policies['problem_count'] == 1 else 's'}"
+              f"{' (details: meshactors policy get VIP)' if shown else ''}")  # fmt: skip
+        for p in shown:
+            print(f"  {p['vip']}: {p['field']}: {p['reason']}")
+        if policies["problem_count"] > len(shown):
+            print(f"  ... and {policies['problem_count'] - len(shown)} more (status --json)")
     return 0
+
+
+STATUS_POLICY_PROBLEMS = 20  # problems `status` prints; --json has them all
+
+
+def _policy_summary(registry: str, token: str, tls_ca: str | None) -> dict[str, Any]:
+    """What `status` says about traffic policies: how many documents, and their problems against the instances
+    registered now (a split or route naming a version no UP instance has). Not answering is said, not an error."""
+    from meshactors.registry.policy_client import PolicyClient
+
+    try:
+        with PolicyClient(registry, token=token, tls_ca=tls_ca, timeout_s=5) as client:
+            documents, problems = client.problems()
+    except MeshError as exc:
+        return {"error": exc.message[:300]}
+    rows = [{"vip": p.vip, "field": p.field, "reason": p.reason} for p in problems]
+    return {"documents": documents, "problem_count": len(rows), "problems": rows}
 
 
 def _ca_summary(registry: str, token: str, tls_ca: str | None) -> dict[str, Any]:

@@ -43,5 +43,10 @@ class PolicyClient(GrpcClient):
         resp = self._call("List", pb.ListPoliciesRequest())
         return list(resp.policies), int(resp.revision)
 
+    def problems(self) -> tuple[int, list[pb.Problem]]:
+        """How many documents are stored, and their problems against the instances registered now."""
+        resp = self._call("List", pb.ListPoliciesRequest(problems=True))
+        return len(resp.policies), list(resp.problems)
+
     def delete(self, vip: str, expected_revision: int = 0) -> int:
         return int(self._call("Delete", pb.DeletePolicyRequest(vip=vip, expected_revision=expected_revision)).revision)

@@ -109,7 +109,11 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
         try:
             require_discovery(identity(self.auth, context), "policy List")
             items, revision = await self.policies.list()
-            return pb.ListPoliciesResponse(policies=[stored_to_pb(s) for s in items], revision=revision)
+            problems = await self.policies.problems([s.policy for s in items]) if request.problems else []
+            return pb.ListPoliciesResponse(
+                policies=[stored_to_pb(s) for s in items], revision=revision,
+                problems=[problem_to_pb(p) for p in problems],
+            )  # fmt: skip
         except Exception as exc:
             await _abort(context, exc, "List")
             raise

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshactors/v1/policy.proto\x12\rmeshactors.v1\"\xb7\x01\n\x0c\x41pplyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12N\n\x12\x65xpected_revisions\x18\x03 \x03(\x0b\x32\x32.meshactors.v1.ApplyRequest.ExpectedRevisionsEntry\x1a\x38\n\x16\x45xpectedRevisionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xd8\x01\n\x0cPolicyChange\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x32\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\".meshactors.v1.PolicyChange.Action\x12\x0c\n\x04\x64iff\x18\x03 \x01(\t\x12\x19\n\x11previous_revision\x18\x04 \x01(\x03\"^\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x43TION_CREATED\x10\x01\x12\x12\n\x0e\x41\x43TION_UPDATED\x10\x02\x12\x14\n\x10\x41\x43TION_UNCHANGED\x10\x03\"5\n\x07Problem\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"y\n\rApplyResponse\x12,\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1b.meshactors.v1.PolicyChange\x12(\n\x08problems\x18\x02 \x03(\x0b\x32\x16.meshactors.v1.Problem\x12\x10\n\x08revision\x18\x03 \x01(\x03\"a\n\x0cStoredPolicy\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x15\n\rdocument_json\x18\x02 \x01(\t\x12\x14\n\x0cmod_revision\x18\x03 \x01(\x03\x12\x17\n\x0f\x63reate_revision\x18\x04 \x01(\x03\"\x1f\n\x10GetPolicyRequest\x12\x0b\n\x03vip\x18\x01 \x01(\t\"j\n\x11GetPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.meshactors.v1.StoredPolicy\x12(\n\x08problems\x18\x02 \x03(\x0b\x32\x16.meshactors.v1.Problem\"\x15\n\x13ListPoliciesRequest\"W\n\x14ListPoliciesResponse\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.meshactors.v1.StoredPolicy\x12\x10\n\x08revision\x18\x02 \x01(\x03\"=\n\x13\x44\x65letePolicyRequest\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"(\n\x14\x44\x65letePolicyResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x32\xc1\x02\n\rPolicyService\x12\x42\n\x05\x41pply\x12\x1b.meshactors.v1.ApplyRequest\x1a\x1c.meshactors.v1.ApplyResponse\x12H\n\x03Get\x12\x1f.meshactors.v1.GetPolicyRequest\x1a .meshactors.v1.GetPolicyResponse\x12O\n\x04List\x12\".meshactors.v1.ListPoliciesRequest\x1a#.meshactors.v1.ListPoliciesResponse\x12Q\n\x06\x44\x65lete\x12\".meshactors.v1.DeletePolicyRequest\x1a#.meshactors.v1.DeletePolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshactors/v1/policy.proto\x12\rmeshactors.v1\"\xb7\x01\n\x0c\x41pplyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12N\n\x12\x65xpected_revisions\x18\x03 \x03(\x0b\x32\x32.meshactors.v1.ApplyRequest.ExpectedRevisionsEntry\x1a\x38\n\x16\x45xpectedRevisionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xd8\x01\n\x0cPolicyChange\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x32\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\".meshactors.v1.PolicyChange.Action\x12\x0c\n\x04\x64iff\x18\x03 \x01(\t\x12\x19\n\x11previous_revision\x18\x04 \x01(\x03\"^\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x43TION_CREATED\x10\x01\x12\x12\n\x0e\x41\x43TION_UPDATED\x10\x02\x12\x14\n\x10\x41\x43TION_UNCHANGED\x10\x03\"5\n\x07Problem\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"y\n\rApplyResponse\x12,\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1b.meshactors.v1.PolicyChange\x12(\n\x08problems\x18\x02 \x03(\x0b\x32\x16.meshactors.v1.Problem\x12\x10\n\x08revision\x18\x03 \x01(\x03\"a\n\x0cStoredPolicy\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x15\n\rdocument_json\x18\x02 \x01(\t\x12\x14\n\x0cmod_revision\x18\x03 \x01(\x03\x12\x17\n\x0f\x63reate_revision\x18\x04 \x01(\x03\"\x1f\n\x10GetPolicyRequest\x12\x0b\n\x03vip\x18\x01 \x01(\t\"j\n\x11GetPolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.meshactors.v1.StoredPolicy\x12(\n\x08problems\x18\x02 \x03(\x0b\x32\x16.meshactors.v1.Problem\"\'\n\x13ListPoliciesRequest\x12\x10\n\x08problems\x18\x01 \x01(\x08\"\x81\x01\n\x14ListPoliciesResponse\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.meshactors.v1.StoredPolicy\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12(\n\x08problems\x18\x03 \x03(\x0b\x32\x16.meshactors.v1.Problem\"=\n\x13\x44\x65letePolicyRequest\x12\x0b\n\x03vip\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"(\n\x14\x44\x65letePolicyResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x32\xc1\x02\n\rPolicyService\x12\x42\n\x05\x41pply\x12\x1b.meshactors.v1.ApplyRequest\x1a\x1c.meshactors.v1.ApplyResponse\x12H\n\x03Get\x12\x1f.meshactors.v1.GetPolicyRequest\x1a .meshactors.v1.GetPolicyResponse\x12O\n\x04List\x12\".meshactors.v1.ListPoliciesRequest\x1a#.meshactors.v1.ListPoliciesResponse\x12Q\n\x06\x44\x65lete\x12\".meshactors.v1.DeletePolicyRequest\x1a#.meshactors.v1.DeletePolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,13 +52,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPOLICYRESPONSE']._serialized_start=760
   _globals['_GETPOLICYRESPONSE']._serialized_end=866
   _globals['_LISTPOLICIESREQUEST']._serialized_start=868
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=889
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=891
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=978
-  _globals['_DELETEPOLICYREQUEST']._serialized_start=980
-  _globals['_DELETEPOLICYREQUEST']._serialized_end=1041
-  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1043
-  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1083
-  _globals['_POLICYSERVICE']._serialized_start=1086
-  _globals['_POLICYSERVICE']._serialized_end=1407
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=907
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=910
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1039
+  _globals['_DELETEPOLICYREQUEST']._serialized_start=1041
+  _globals['_DELETEPOLICYREQUEST']._serialized_end=1102
+  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1104
+  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1144
+  _globals['_POLICYSERVICE']._serialized_start=1147
+  _globals['_POLICYSERVICE']._serialized_end=1468
 # @@protoc_insertion_point(module_scope)

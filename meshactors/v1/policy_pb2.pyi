@@ -93,16 +93,20 @@ class GetPolicyResponse(_message.Message):
     def __init__(self, policy: _Optional[_Union[StoredPolicy, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ...) -> None: ...
 
 class ListPoliciesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("problems",)
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    problems: bool
+    def __init__(self, problems: _Optional[bool] = ...) -> None: ...
 
 class ListPoliciesResponse(_message.Message):
-    __slots__ = ("policies", "revision")
+    __slots__ = ("policies", "revision", "problems")
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     policies: _containers.RepeatedCompositeFieldContainer[StoredPolicy]
     revision: int
-    def __init__(self, policies: _Optional[_Iterable[_Union[StoredPolicy, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    problems: _containers.RepeatedCompositeFieldContainer[Problem]
+    def __init__(self, policies: _Optional[_Iterable[_Union[StoredPolicy, _Mapping]]] = ..., revision: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ...) -> None: ...
 
 class DeletePolicyRequest(_message.Message):
     __slots__ = ("vip", "expected_revision")

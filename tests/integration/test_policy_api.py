@@ -3,6 +3,7 @@ apply/get/ls/dry-run/delete, bad documents refused with their field path and not
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -195,8 +196,15 @@ async def test_mesh_wide_document_is_checked_against_stored_vip_documents(
     assert await store.get(keys.policy("*")) is None
 
 
+async def _output(*argv: str) -> str:
+    """stdout of a command run off the event loop; a failure shows its stderr."""
+    proc = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 async def test_a_split_naming_a_version_with_no_up_instance_is_reported_as_a_problem(
-    policies: PolicyClient, registry: RegistryClient, store: EtcdStore, keys: KeySchema
+    policies: PolicyClient, registry: RegistryClient, store: EtcdStore, keys: KeySchema, stack: dict[str, Any]
 ) -> None:
     vip = _vip("split")
     ref, _ = registry.register(
@@ -211,6 +219,19 @@ async def test_a_split_naming_a_version_with_no_up_instance_is_reported_as_a_pro
         assert "v2" in applied.problems[0].reason and "503" in applied.problems[0].reason
         assert vip in await _stored(store, keys, vip)  # a problem is a warning: the policy is stored
         assert [p.field for p in policies.get(vip).problems] == ["routing.split[1].version"]
+        # ... and by `status`, with every other document's problems
+        documents, listed = policies.problems()
+        assert documents >= 1 and [(p.vip, p.field) for p in listed if p.vip == vip] == [
+            (vip, "routing.split[1].version")
+        ]
+        ready = str(Path(stack["state_dir"]) / "ready.json")
+        status = [sys.executable, "-m", "meshactors.cli", "status", "--ready-file", ready]
+        doc = json.loads(await _output(*status, "--json"))
+        mine = [p for p in doc["policies"]["problems"] if p["vip"] == vip]
+        assert [p["field"] for p in mine] == ["routing.split[1].version"] and "v2" in mine[0]["reason"], doc["policies"]
+        assert doc["policies"]["documents"] == documents
+        table = await _output(*status)
+        assert f"  {vip}: routing.split[1].version: " in table, table
         policies.delete(vip)
     finally:
         registry.deregister(InstanceRef(ref.vip, ref.instance_id))
