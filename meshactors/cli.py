@@ -781,7 +781,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with driver(address, namespace):
         rows = actor_status(namespace)
     ca = _ca_summary(str(info["registry"]), _token(args), _tls_ca(args, info))
-    policies = _policy_summary(str(info["registry"]), _token(args), _tls_ca(args, info))
+    policies = _status_policies(str(info["registry"]), _token(args), _tls_ca(args, info))
     if args.json:
         doc = {"namespace": namespace, "ray_address": address, "actors": rows, "ca": ca, "policies": policies}
         print(json.dumps(to_json(doc), indent=2))
@@ -813,7 +813,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 STATUS_POLICY_PROBLEMS = 20  # problems `status` prints; --json has them all
 
 
-def _policy_summary(registry: str, token: str, tls_ca: str | None) -> dict[str, Any]:
+def _status_policies(registry: str, token: str, tls_ca: str | None) -> dict[str, Any]:
     """What `status` says about traffic policies: how many documents, and their problems against the instances
     registered now (a split or route naming a version no UP instance has). Not answering is said, not an error."""
     from meshactors.registry.policy_client import PolicyClient
