@@ -412,6 +412,17 @@ def _restarted(ray_driver: Any, namespace: str, name: str) -> None:
     _wait(ready, 60, f"{name} did not come back")
 
 
+def _ca_rotate(stack: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`meshactors ca rotate` through all its steps (phase wait 3 s), which must succeed."""
+    rotated = subprocess.run(
+        [sys.executable, "-m", "meshactors.cli", "ca", "rotate", "--ready-file",
+         str(Path(stack["state_dir"]) / "ready.json"), "--phase-wait", "3", "--timeout", "60"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert rotated.returncode == 0, rotated.stdout[-2000:] + rotated.stderr[-2000:]
+    return rotated
+
+
 def test_a_root_rotation_under_load_fails_no_request(
     stack: dict[str, Any], mesh: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -423,13 +434,8 @@ def test_a_root_rotation_under_load_fails_no_request(
         before = certs.show()
     [old_root] = before.roots
     with _Load(mesh) as load:
-        rotated = subprocess.run(
-            [sys.executable, "-m", "meshactors.cli", "ca", "rotate", "--ready-file",
-             str(Path(stack["state_dir"]) / "ready.json"), "--phase-wait", "3", "--timeout", "60"],
-            capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
+        rotated = _ca_rotate(stack)
     took, sent, failures = load.took, load.sent, load.failures
-    assert rotated.returncode == 0, rotated.stdout[-2000:] + rotated.stderr[-2000:]
     for step in ("stage", "activate", "finish"):
         assert f"ca rotate: {step} done" in rotated.stdout, rotated.stdout
     print(f"\nrotation took {took:.1f} s; {sent} requests, {len(failures)} failed")
@@ -479,12 +485,7 @@ def test_short_lived_certificates_renew_and_the_root_rotates_under_load_failing_
         lifetime = held.not_valid_after_utc - max(held.not_valid_before_utc, datetime.now(UTC))
         assert lifetime.total_seconds() <= 20, held.not_valid_after_utc  # the asked-for lifetime
         with _Load(mesh) as load:
-            rotated = subprocess.run(
-                [sys.executable, "-m", "meshactors.cli", "ca", "rotate", "--ready-file",
-                 str(Path(stack["state_dir"]) / "ready.json"), "--phase-wait", "3", "--timeout", "60"],
-                capture_output=True, text=True, timeout=180, check=False,
-            )  # fmt: skip
-            assert rotated.returncode == 0, rotated.stdout[-2000:] + rotated.stderr[-2000:]
+            _ca_rotate(stack)
             key, csr = new_key_and_csr()  # a probe of the new root, to see what the secure port presents
             with CertificateClient(stack["registry"], token=mesh["client_token"]) as certs:
                 pair = _write_pair(session_dir, f"probe-{mesh['client_svc']}", certs.sign(csr).certificate_pem, key)
