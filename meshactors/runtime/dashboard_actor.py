@@ -121,7 +121,7 @@ class DashboardActor(LogSource):
         from meshactors.runtime import status  # here, not at the top: the controller imports this module
 
         namespace = self.settings.namespace
-        actors = status.actor_status(namespace, timeout_s=3.0)
+        actors = status.actor_status(namespace, timeout_s=3.0, sessions=False)  # the proxy rows come next
         proxies = status.proxy_status(namespace, timeout_s=3.0)
         golden_signals = getattr(status, "golden_signals", None)
         golden = None

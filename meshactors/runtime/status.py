@@ -42,8 +42,9 @@ def to_json(obj: Any) -> Any:
     return str(obj)
 
 
-def actor_status(namespace: str, timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    """One record per named actor of the namespace, with its statistics (as `to_json` renders them) when alive."""
+def actor_status(namespace: str, timeout_s: float = 5.0, sessions: bool = True) -> list[dict[str, Any]]:
+    """One record per named actor of the namespace, with its statistics (as `to_json` renders them) when alive;
+    without `sessions`, the xDS servers' statistics leave out their per-session records."""
     rows = []
     for actor in locate(namespace):
         obs = actor.observed
@@ -57,7 +58,8 @@ def actor_status(namespace: str, timeout_s: float = 5.0) -> list[dict[str, Any]]
         }
         if obs.state == "ALIVE":
             try:
-                row["stats"] = to_json(call_sync(actor.handle, "statistics", timeout_s=timeout_s))
+                args = () if sessions or actor.kind != XDS_SERVER else (False,)
+                row["stats"] = to_json(call_sync(actor.handle, "statistics", *args, timeout_s=timeout_s))
             except MeshError as exc:
                 row["stats"] = {"error": str(exc)}
         rows.append(row)

@@ -210,9 +210,11 @@ class XdsServerActor(LogSource):
     async def ready(self) -> bool:
         return self.host.ready.is_set()
 
-    async def statistics(self) -> XdsServerStatistics:
+    async def statistics(self, sessions: bool = True) -> XdsServerStatistics:
+        """Its counters, and (with `sessions`) a record per connected session: with many sessions the bulk of it,
+        which a periodic sampler that shows no sessions leaves out."""
         return XdsServerStatistics(
-            self.address, self.links.streams_opened, self.host.statistics(), self.source.statistics()
+            self.address, self.links.streams_opened, self.host.statistics(sessions), self.source.statistics()
         )
 
     async def golden_signals(self) -> golden.GoldenStatistics:
