@@ -45,9 +45,12 @@ def admin(stack: dict[str, Any]) -> Eureka:
     return Eureka(stack["eureka"], stack["token"])
 
 
-def _service(tokens: TokenClient, name: str) -> tuple[str, str]:
-    """A service token owning the VIP `name`: (token, its id)."""
+def _service(tokens: TokenClient, name: str, eureka: Eureka) -> tuple[str, str]:
+    """A service token owning the VIP `name`: (token, its id), once the Eureka API knows it (it learns of new
+    tokens from etcd a moment after they are created; used at once, one may still be unknown there)."""
     token, info = tokens.create("service", service=name, vips=[name])
+    _until(lambda: eureka.with_token(token).get_json("/v2/apps").status == 200, 10,
+           f"the new token of {name} reaches the Eureka API")  # fmt: skip
     return token, info.id
 
 
@@ -138,7 +141,7 @@ async def test_a_revoked_token_gets_401_once_the_revocation_reaches_the_eureka_a
 ) -> None:
     vip = f"revoked-{_tag()}"
     app, iid = vip.upper(), f"{vip}-1"
-    token, token_id = _service(tokens, vip)
+    token, token_id = _service(tokens, vip, admin)
     owner = admin.with_token(token, user=app)
     _owned_instance(owner, registry, app, vip, iid)  # the token works, through basic auth ...
     bearer = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -162,8 +165,8 @@ async def test_a_service_token_cannot_write_another_services_vip_nor_take_over_i
 ) -> None:
     vip, rogue_vip = f"owned-{_tag()}", f"rogue-{_tag()}"
     app, iid = vip.upper(), f"{vip}-1"
-    owner_token, owner_id = _service(tokens, vip)
-    rogue_token, rogue_id = _service(tokens, rogue_vip)
+    owner_token, owner_id = _service(tokens, vip, admin)
+    rogue_token, rogue_id = _service(tokens, rogue_vip, admin)
     owner, rogue = admin.with_token(owner_token, app), admin.with_token(rogue_token, rogue_vip.upper())
     try:
         _owned_instance(owner, registry, app, vip, iid)
@@ -227,11 +230,11 @@ def _end(child: subprocess.Popen[str]) -> None:
 
 
 def test_py_eureka_client_registers_with_basic_auth_and_is_refused_without(
-    stack: dict[str, Any], tokens: TokenClient, registry: RegistryClient, backends: Any
+    stack: dict[str, Any], tokens: TokenClient, registry: RegistryClient, backends: Any, admin: Eureka
 ) -> None:
     b = backends("pyauth")
     app = f"pyauth-{_tag()}"  # the client's VIP is its app name in lower case: the service token owns it
-    token, token_id = _service(tokens, app)
+    token, token_id = _service(tokens, app, admin)
     anonymous = _child(stack["eureka"] + "/", app, b.port)
     try:
         started = json.loads(_line(anonymous, 30))
