@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from meshactors.registry.client import RegistryClient
 from meshactors.registry.token_client import TokenClient
 from meshactors.store.etcd import EtcdStore
 from meshactors.testing.backends import get
+from meshactors.testing.waits import until
 from meshactors.v1 import auth_pb2, policy_pb2, policy_pb2_grpc
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.v1 import registry_pb2_grpc as pb_grpc
@@ -34,14 +34,6 @@ LONG_LEASE = pb.LeaseSettings(renewal_interval_seconds=1200, duration_seconds=36
 
 def _vip(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.05)
 
 
 def _instance(vip: str, port: int, **kw: Any) -> pb.Instance:
@@ -73,7 +65,7 @@ def _revoked_token(tokens: TokenClient, stack: dict[str, Any], service: str) -> 
                 return True
             return False
 
-        _until(refused, 5, "the revocation reaches the registry API")
+        until(refused, 5, "the revocation reaches the registry API")
     return token
 
 
@@ -186,7 +178,7 @@ def test_a_vip_hijack_fails_and_traffic_stays_on_the_owners_backends(
     ):
         ref, stored = owner.register(_instance(vip, own.port, instance_id="web-1"))
         assert stored.registered_by == f"service:{vip}"
-        _until(lambda: get(envoy.listen, vip).body == "owner", 10, "the owner's backend is routable")
+        until(lambda: get(envoy.listen, vip).body == "owner", 10, "the owner's backend is routable")
         with pytest.raises(PermissionDenied, match="does not own"):
             attacker.register(_instance(vip, rogue.port, instance_id="rogue-1", weight=10000))
         with pytest.raises(PermissionDenied, match="does not own"):
@@ -239,7 +231,7 @@ def test_admin_only_commands_and_token_cli(stack: dict[str, Any], tmp_path: Path
     assert nobody.returncode == 1 and "no credentials" in nobody.stderr, nobody.stderr
     revoke = cli("token", "revoke", token_id, "--ready-file", ready)
     assert revoke.returncode == 0, revoke.stderr
-    _until(
+    until(
         lambda: "unknown or revoked" in cli("ls", "--registry", stack["registry"], "--token", token).stderr,
         10,
         "the revoked token is refused",

@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from meshactors.envoy.process import EnvoyProcess
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
+from meshactors.testing.waits import until
 from meshactors.v1 import registry_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -47,16 +48,6 @@ def _get(stack: dict[str, Any], path: str, token: str | None = None) -> tuple[in
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-def _until(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -251,4 +242,4 @@ def test_the_control_plane_view_draws_its_plots(
     shot = tmp_path / "dashboard.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
-    _until("the dashboard is still listed", lambda: _get(stack, "/api/overview", stack["token"])[0] == 200)
+    until(lambda: _get(stack, "/api/overview", stack["token"])[0] == 200, 30, "the dashboard is still listed")

@@ -27,6 +27,7 @@ from meshactors.registry.client import RegistryClient
 from meshactors.registry.policy_client import PolicyClient
 from meshactors.store.server import free_port
 from meshactors.testing.backends import Reply, get, guard_knows
+from meshactors.testing.waits import until
 from meshactors.v1 import registry_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -134,7 +135,7 @@ def mesh(stack: dict[str, Any], registry: RegistryClient, envoy: EnvoyProcess) -
         @staticmethod
         def wait_known(proxy: EnvoyProcess, *vips: str) -> None:
             for vip in vips:
-                _wait(lambda: guard_knows(proxy, vip), 10, f"{vip} did not reach the known-VIPs guard")  # noqa: B023
+                until(lambda: guard_knows(proxy, vip), 10, f"{vip} did not reach the known-VIPs guard")  # noqa: B023
 
         @staticmethod
         def apply(doc: str) -> None:
@@ -159,14 +160,6 @@ def mesh(stack: dict[str, Any], registry: RegistryClient, envoy: EnvoyProcess) -
         for server in servers:
             server.shutdown()
             server.server_close()
-
-
-def _wait(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout_s} s")
-        time.sleep(0.05)
 
 
 def test_a_split_holds_from_the_first_request_and_a_header_route_pins_v2(envoy: EnvoyProcess, mesh: Any) -> None:
@@ -196,7 +189,7 @@ def test_a_split_holds_from_the_first_request_and_a_header_route_pins_v2(envoy: 
     worker.start()
     try:
         mesh.apply(f"vip: {vip}\nrouting:\n  split: [{{version: v1, weight: 90}}, {{version: v2, weight: 10}}]\n")
-        _wait(lambda: _get(envoy.listen, vip).body == "v2", 10, "the 90/10 split did not reach Envoy")
+        until(lambda: _get(envoy.listen, vip).body == "v2", 10, "the 90/10 split did not reach Envoy")
     finally:
         stop.set()
         worker.join(30)
@@ -339,7 +332,7 @@ def test_a_proxy_holds_only_the_policy_of_vips_it_used(stack: dict[str, Any], en
     assert held and held[0]["status"] == "SYNCED", held
     assert '"timeout": "3s"' in json.dumps(held[0]["sent"]), held[0]["sent"]
     mesh.delete(used)  # the policy goes: its virtual host leaves the proxy, the VIP keeps working
-    _wait(lambda: f"meshactors_outbound/{used}" not in json.dumps(envoy.config_dump()), 10, "the virtual host stayed")
+    until(lambda: f"meshactors_outbound/{used}" not in json.dumps(envoy.config_dump()), 10, "the virtual host stayed")
     assert _get(envoy.listen, used).status == 200
 
 
@@ -360,14 +353,14 @@ def test_a_mirror_vip_receives_copies_while_the_caller_sees_only_the_primarys_an
     bodies = [_get(envoy.listen, vip).body for _ in range(50)]
     assert bodies == ["primary"] * 50, Counter(bodies)
     # copies are fire and forget: wait for them; the first request may go before the mirror cluster is warm
-    _wait(lambda: len(shadow.seen_paths()) >= 49, 10, "the shadow did not receive the copies")
+    until(lambda: len(shadow.seen_paths()) >= 49, 10, "the shadow did not receive the copies")
     with shadow.server.lock:
         hosts = Counter(h.get("host") for _, h in shadow.server.seen)
     assert list(hosts) == [f"{vip}-shadow"] and hosts.total() <= 50, hosts  # Envoy marks a copy's Host
     assert shadow_vip in _clusters(envoy)
     # the mirror goes: the virtual host first, the cluster it named last; no more copies, no failed request
     mesh.delete(vip)
-    _wait(lambda: shadow_vip not in _clusters(envoy), 10, "the mirror cluster stayed")
+    until(lambda: shadow_vip not in _clusters(envoy), 10, "the mirror cluster stayed")
     before = len(shadow.seen_paths())
     assert [_get(envoy.listen, vip).status for _ in range(20)] == [200] * 20
     assert len(shadow.seen_paths()) == before
@@ -392,13 +385,13 @@ def test_applying_a_mirror_while_traffic_flows_fails_no_request(envoy: EnvoyProc
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
     try:
-        _wait(lambda: answered.total() >= 20, 10, "no traffic before the change")
+        until(lambda: answered.total() >= 20, 10, "no traffic before the change")
         mesh.apply(f"vip: {vip}\nrouting:\n  mirror: {{vip: {shadow_vip}, percent: 100}}\n")
-        _wait(lambda: len(shadow.seen_paths()) >= 20, 10, "the mirror did not reach Envoy under load")
+        until(lambda: len(shadow.seen_paths()) >= 20, 10, "the mirror did not reach Envoy under load")
         mesh.delete(vip)
-        _wait(lambda: shadow_vip not in _clusters(envoy), 10, "the mirror cluster stayed")
+        until(lambda: shadow_vip not in _clusters(envoy), 10, "the mirror cluster stayed")
         total = answered.total()
-        _wait(lambda: answered.total() >= total + 20, 10, "no traffic after the change")
+        until(lambda: answered.total() >= total + 20, 10, "no traffic after the change")
     finally:
         stop.set()
         worker.join(30)
@@ -451,12 +444,12 @@ def test_locality_failover_prefers_the_callers_zone_and_fails_over_when_it_has_n
     worker.start()
     try:
         registry.set_status(near.ref, Status.OUT_OF_SERVICE)
-        _wait(lambda: _get(zoned_envoy.listen, failover).body == "far", 10, "z2 did not take over")
+        until(lambda: _get(zoned_envoy.listen, failover).body == "far", 10, "z2 did not take over")
         after = [_get(zoned_envoy.listen, failover) for _ in range(40)]
         assert [(r.status, r.body) for r in after] == [(200, "far")] * 40
         # back UP: the caller's zone is preferred again
         registry.set_status(near.ref, Status.UP)
-        _wait(lambda: _get(zoned_envoy.listen, failover).body == "near", 10, "z1 was not preferred again")
+        until(lambda: _get(zoned_envoy.listen, failover).body == "near", 10, "z1 was not preferred again")
         back = Counter(_get(zoned_envoy.listen, failover).body for _ in range(40))
         assert back == Counter({"near": 40}), back
     finally:

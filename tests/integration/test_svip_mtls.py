@@ -38,19 +38,10 @@ from meshactors.registry.client import RegistryClient
 from meshactors.registry.token_client import TokenClient
 from meshactors.store.server import free_port
 from meshactors.testing.backends import get
+from meshactors.testing.waits import until
 from meshactors.v1 import registry_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-
-def _wait(cond: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +90,7 @@ def _secure_pair(
                      str(web_app.port), *extra)  # fmt: skip
     with RegistryClient(stack["registry"], token=stack["token"]) as registry:
         try:
-            _wait(lambda: registry.list(vip=svip)[0], 30, f"{svip} was not registered ({server.proc.poll()})")
+            until(lambda: registry.list(vip=svip)[0], 30, f"{svip} was not registered ({server.proc.poll()})")
             yield {
                 "svip": svip, "server_svc": server_svc, "client_svc": client_svc, "app": app, "server": server,
                 "client": client, "secure_port": secure_port, "server_token": server_token,
@@ -133,7 +124,7 @@ def _through(mesh: dict[str, Any], host: str) -> Any:
 
 def test_client_sidecar_calls_an_svip_over_mtls_and_the_app_sees_the_callers_identity(mesh: dict[str, Any]) -> None:
     td = mesh["td"]
-    reply = _wait(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
+    reply = until(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
     assert reply.body == mesh["server_svc"]
     _, headers = mesh["app"].seen[-1]
     xfcc = headers.get("x-forwarded-client-cert", "")
@@ -152,14 +143,14 @@ def test_the_client_checks_the_servers_identity(mesh: dict[str, Any], stack: dic
         pb.Instance(app=impostor, svip=impostor, host="127.0.0.1", secure_port=mesh["secure_port"])
     )
     try:
-        _wait(_through(mesh, mesh["svip"]), 30, "the real SVIP stopped answering")
+        until(_through(mesh, mesh["svip"]), 30, "the real SVIP stopped answering")
 
         def refused() -> Any:
             reply = get(("127.0.0.1", mesh["client"].listen), impostor, timeout_s=5)
             return reply if reply.status == 503 and "upstream connect error" in reply.body else None
 
-        _wait(refused, 30, "the client accepted a server certificate of another identity")
-        stats = _wait(lambda: _stat(mesh["client"].admin, f"cluster.{impostor}.ssl.fail_verify_san"), 10, "no stat")
+        until(refused, 30, "the client accepted a server certificate of another identity")
+        stats = until(lambda: _stat(mesh["client"].admin, f"cluster.{impostor}.ssl.fail_verify_san"), 10, "no stat")
         assert stats >= 1
     finally:
         mesh["registry"].deregister(ref)
@@ -212,7 +203,7 @@ def test_secure_port_refuses_plain_http_no_cert_and_another_cas_cert(
     key, csr = new_key_and_csr()
     with CertificateClient(stack["registry"], token=mesh["client_token"]) as certs:
         mesh_pair = _write_pair(tmp_path, "mesh", certs.sign(csr).certificate_pem, key)
-    answer = _wait(lambda: _tls_get(port, mesh_pair), 20, "a mesh certificate was refused")
+    answer = until(lambda: _tls_get(port, mesh_pair), 20, "a mesh certificate was refused")
     assert answer.startswith(b"HTTP/1.1 200") and mesh["server_svc"].encode() in answer, answer[:300]
     # plain HTTP to the TLS port
     plain = _plain_get(port)
@@ -275,8 +266,8 @@ def test_a_renewed_certificate_is_served_to_new_connections(
     with CertificateClient(stack["registry"], token=mesh["server_token"]) as certs:
         renewed = IdentityAgent(certs.sign, mesh["server"].work / sds.IDENTITY_DIR).refresh()
     assert renewed.serial != before
-    _wait(lambda: _server_serial(port, pair) == renewed.serial, 15, "Envoy kept serving the old certificate")
-    _wait(_through(mesh, mesh["svip"]), 15, "the SVIP stopped answering after the renewal")
+    until(lambda: _server_serial(port, pair) == renewed.serial, 15, "Envoy kept serving the old certificate")
+    until(_through(mesh, mesh["svip"]), 15, "the SVIP stopped answering after the renewal")
 
 
 def test_a_service_token_only_ever_gets_its_own_identity(mesh: dict[str, Any], stack: dict[str, Any]) -> None:
@@ -317,7 +308,7 @@ def test_a_service_token_only_ever_gets_its_own_identity(mesh: dict[str, Any], s
 def test_ca_show_lists_the_roots_and_every_identitys_expiry_to_admins_only(
     stack: dict[str, Any], mesh: dict[str, Any]
 ) -> None:
-    _wait(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")  # both hold leaves
+    until(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")  # both hold leaves
     ready = str(Path(stack["state_dir"]) / "ready.json")
     shown = subprocess.run(
         [sys.executable, "-m", "meshactors.cli", "ca", "show", "--ready-file", ready, "--json"],
@@ -409,7 +400,7 @@ def _restarted(ray_driver: Any, namespace: str, name: str) -> None:
             return False
         return True
 
-    _wait(ready, 60, f"{name} did not come back")
+    until(ready, 60, f"{name} did not come back")
 
 
 def _ca_rotate(stack: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -429,7 +420,7 @@ def test_a_root_rotation_under_load_fails_no_request(
     """`ca rotate` through all three steps while the client sidecar calls the SVIP at >= 50 requests/s (Envoy's
     retries off): not one request fails, and afterwards the bundle is the new root alone and the server's Envoy
     presents a leaf of it. (The session's CA has a new root afterwards.)"""
-    _wait(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
+    until(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
     with CertificateClient(stack["registry"], token=stack["token"]) as certs:
         before = certs.show()
     [old_root] = before.roots
@@ -458,9 +449,9 @@ def test_a_root_rotation_under_load_fails_no_request(
     key, csr = new_key_and_csr()
     with CertificateClient(stack["registry"], token=mesh["client_token"]) as certs:
         pair = _write_pair(tmp_path, "after-rotation", certs.sign(csr).certificate_pem, key)
-    _wait(lambda: _server_serial(mesh["secure_port"], pair) == format(served.serial_number, "x"), 15,
+    until(lambda: _server_serial(mesh["secure_port"], pair) == format(served.serial_number, "x"), 15,
           "the server's Envoy did not present its new leaf")  # fmt: skip
-    _wait(_through(mesh, mesh["svip"]), 15, "the SVIP stopped answering after the rotation")
+    until(_through(mesh, mesh["svip"]), 15, "the SVIP stopped answering after the rotation")
 
 
 def _loaded_serials(admin_port: int) -> set[str]:
@@ -480,7 +471,7 @@ def test_short_lived_certificates_renew_and_the_root_rotates_under_load_failing_
     each sidecar's own certificate after it, every one loaded by its Envoy (admin /certs) and the server's new ones
     presented on the secure port; not one request fails."""
     with _secure_pair(stack, tokens, session_dir, "ledger", "--cert-ttl", "20") as mesh:
-        _wait(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
+        until(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
         held = x509.load_pem_x509_certificate((mesh["server"].work / sds.IDENTITY_DIR / "cert.pem").read_bytes())
         lifetime = held.not_valid_after_utc - max(held.not_valid_before_utc, datetime.now(UTC))
         assert lifetime.total_seconds() <= 20, held.not_valid_after_utc  # the asked-for lifetime
@@ -499,13 +490,13 @@ def test_short_lived_certificates_renew_and_the_root_rotates_under_load_failing_
                 presented.add(_server_serial(mesh["secure_port"], pair))
                 return all(len(serials) >= 4 for serials in loaded.values()) and len(presented) >= 4
 
-            _wait(renewed_three_times, 90, f"fewer than three renewals each after the rotation: {loaded} {presented}")
+            until(renewed_three_times, 90, f"fewer than three renewals each after the rotation: {loaded} {presented}")
             renewals_took = time.monotonic() - t_rotated
         print(f"\nrotation + 3 renewals of 20 s certificates: {load.sent} requests in {load.took:.1f} s "
               f"({renewals_took:.1f} s of renewals), {len(load.failures)} failed")  # fmt: skip
         assert load.failures == [], load.failures[:5]
         assert load.sent >= 50 * load.took, (load.sent, load.took)
-        _wait(_through(mesh, mesh["svip"]), 15, "the SVIP stopped answering after the renewals")
+        until(_through(mesh, mesh["svip"]), 15, "the SVIP stopped answering after the renewals")
 
 
 def test_the_ca_root_survives_its_actor_being_killed(
@@ -513,7 +504,7 @@ def test_the_ca_root_survives_its_actor_being_killed(
 ) -> None:
     """Under load through the sidecars: the CA's actor (the registry API) is killed, then every xDS server; not one
     request fails, the CA comes back with the same root, and a new certificate is issued after the restart."""
-    _wait(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
+    until(_through(mesh, mesh["svip"]), 30, "no 200 through the client sidecar to the SVIP")
     with CertificateClient(stack["registry"], token=stack["proxy_token"]) as certs:
         before = certs.bundle().bundle_pem
 
@@ -535,16 +526,16 @@ def test_the_ca_root_survives_its_actor_being_killed(
 
     with _Load(mesh) as load:
         ray_driver.kill(ray_driver.get_actor("registry-api", namespace=stack["namespace"]), no_restart=False)
-        _wait(lambda: not bundle_again(), 30, "the killed registry API kept answering")  # ray.kill is asynchronous
-        assert _wait(bundle_again, 60, "the CA did not come back") == before
-        leaf = x509.load_pem_x509_certificate(_wait(sign, 30, "no certificate after the restart").encode())
+        until(lambda: not bundle_again(), 30, "the killed registry API kept answering")  # ray.kill is asynchronous
+        assert until(bundle_again, 60, "the CA did not come back") == before
+        leaf = x509.load_pem_x509_certificate(until(sign, 30, "no certificate after the restart").encode())
         for i in range(len(stack["xds"])):
             _restarted(ray_driver, stack["namespace"], f"xds-server-{i}")
         after_kills = load.sent  # the load runs on past the last restart (the sidecars' streams reconnect)
-        _wait(lambda: load.sent >= after_kills + 100, 30, "the load stalled after the xDS servers' restarts")
+        until(lambda: load.sent >= after_kills + 100, 30, "the load stalled after the xDS servers' restarts")
     expected = SpiffeId(stack["trust_domain"], mesh["server_svc"])
     assert verify_leaf(TrustBundle.from_pem(before), leaf, datetime.now(UTC)) == expected
     print(f"\nkills under load: {load.sent} requests in {load.took:.1f} s, {len(load.failures)} failed")
     assert load.failures == [], load.failures[:5]
     assert load.sent >= 50 * load.took, (load.sent, load.took)
-    _wait(_through(mesh, mesh["svip"]), 30, "the SVIP stopped answering after the restarts")
+    until(_through(mesh, mesh["svip"]), 30, "the SVIP stopped answering after the restarts")

@@ -24,6 +24,7 @@ from meshactors.envoy.process import EnvoyProcess
 from meshactors.registry.client import RegistryClient
 from meshactors.store.server import free_port
 from meshactors.testing.backends import get, wait_routable
+from meshactors.testing.waits import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -131,14 +132,6 @@ def sidecar(
         assert proc.returncode == 0, err
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return result
-
-
 def test_a_request_through_two_sidecars_is_one_trace_of_a_client_and_a_server_span(
     stack: dict[str, Any], registry: RegistryClient, backends: Any, session_dir: Path, receiver: Receiver
 ) -> None:
@@ -167,7 +160,7 @@ def test_a_request_through_two_sidecars_is_one_trace_of_a_client_and_a_server_sp
             return (clients[0], servers[0]) if clients and servers else None
 
         # Envoy's OpenTelemetry tracer flushes every 5 s
-        client_span, server_span = wait_for(both, 30, f"no client and server span for {path}: {receiver.spans()}")
+        client_span, server_span = until(both, 30, f"no client and server span for {path}: {receiver.spans()}")
         mine = receiver.spans(lambda s: s.mentions(path))
         assert len(mine) == 2, [(s.service, s.span.kind) for s in mine]
         assert client_span.span.trace_id == server_span.span.trace_id and len(client_span.span.trace_id) == 16
@@ -237,7 +230,7 @@ def test_the_next_sidecar_follows_the_first_sidecars_sampling_decision(
             clients = receiver.spans(lambda s: s.mentions(through) and s.service == c_vip)
             return (clients[0], servers[0]) if clients and servers else None
 
-        client_span, span = wait_for(spans, 30, f"the server sidecar did not follow the decision for {through}")
+        client_span, span = until(spans, 30, f"the server sidecar did not follow the decision for {through}")
         assert span.span.parent_span_id == client_span.span.span_id
         assert receiver.spans(lambda s: s.mentions(direct)) == []
         (headers,) = [h for p, h in backend.seen if p == direct]

@@ -25,6 +25,7 @@ from meshactors.registry.token_client import TokenClient
 from meshactors.store.server import free_port
 from meshactors.testing.backends import get
 from meshactors.testing.stack import xds_samples
+from meshactors.testing.waits import until
 from meshactors.testing.xds_client import DeltaAdsClient, SotwAdsClient
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.xds.types import CLUSTER, DeltaRequest, Node, SotwRequest
@@ -102,10 +103,8 @@ def _refused_total(stack: dict[str, Any], reason: str) -> float:
 
 
 async def _until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(predicate):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        await asyncio.sleep(0.1)
+    """`until` off the event loop (the predicates block: HTTP, gRPC, Envoy's admin)."""
+    await asyncio.to_thread(until, predicate, timeout_s, what, 0.1)
 
 
 # ---- refused: no, a malformed or a revoked credential; a node the token is not for ---------------------------
