@@ -362,6 +362,25 @@ UP_FLAGS: tuple[Flag, ...] = (
         group=_XDS,
     ),
     Flag(
+        "--xds-cluster-idle-s",
+        ("xds.cluster_idle_s",),
+        float,
+        "a VIP an Envoy sent no request to for this long has its clusters collected from that Envoy; its next "
+        "request discovers them again (0: never collect)",
+        unit="s",
+        check=at_least(0),
+        group=_XDS,
+    ),
+    Flag(
+        "--xds-idle-report-gap-s",
+        ("xds.idle_report_gap_s",),
+        float,
+        "the longest silence of an Envoy's metrics reports that still counts as evidence it sent no request",
+        unit="s",
+        check=positive,
+        group=_XDS,
+    ),
+    Flag(
         "--xds-max-names-per-type",
         ("xds.limits.max_names_per_type",),
         int,

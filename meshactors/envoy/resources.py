@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import groupby
@@ -13,6 +13,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2, extension_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
@@ -268,6 +269,41 @@ def renamed_grpc_listener(body: bytes, name: str) -> bytes:
     manager.route_config.name = name
     listener.api_listener.api_listener.Pack(manager, deterministic=True)
     return _serialize(listener)
+
+
+def renamed_cluster(body: bytes, name: str) -> bytes:
+    """A Cluster under another name (a generation of it, meshactors.resources.types.generation_name): its
+    ClusterLoadAssignment and its stats stay the original's (EDS service name and alt_stat_name name it), so the
+    endpoints are the same bytes for every proxy and the golden signals count the VIP as before."""
+    cluster = cluster_pb2.Cluster.FromString(body)
+    base = cluster.name
+    cluster.name = name
+    if cluster.type == cluster_pb2.Cluster.EDS and not cluster.eds_cluster_config.service_name:
+        cluster.eds_cluster_config.service_name = base
+    if not cluster.alt_stat_name:
+        cluster.alt_stat_name = stat_name(base)
+    return _serialize(cluster)
+
+
+def generation_virtual_host(body: bytes | None, name: str, vip: str, rename: Callable[[str], str]) -> bytes:
+    """The VHDS virtual host `name` of `vip` for a proxy whose clusters of `vip` were collected: every route to a
+    cluster of the VIP goes to `rename(cluster)` instead (a name that proxy never asked for, so its next request
+    asks again on demand). `body`: the VIP's own virtual host (a routing policy's), None: the catch-all's one route.
+    Mirrors (another VIP's cluster) stay as they are."""
+    if body is None:
+        vhost = route_pb2.VirtualHost(name=name, domains=[vip, f"{vip}:*"])
+        route = vhost.routes.add()
+        route.match.prefix = "/"
+        route.route.cluster = rename(vip)
+        return _serialize(vhost)
+    vhost = route_pb2.VirtualHost.FromString(body)
+    for route in vhost.routes:
+        action = route.route
+        if action.cluster:
+            action.cluster = rename(action.cluster)
+        for weighted in action.weighted_clusters.clusters:
+            weighted.name = rename(weighted.name)
+    return _serialize(vhost)
 
 
 def _skip_on_match() -> matcher_pb2.Matcher.OnMatch:

@@ -45,6 +45,29 @@ def send_rank(type_url: str) -> int:
     return _RANK.get(type_url, len(SEND_ORDER))
 
 
+# A generation of a cluster (`vip@2`, `vip~v1@2`): the name a proxy whose clusters of the VIP were collected is
+# routed to next (Envoy 1.40 never asks again for a name it once asked for on demand, so a collected cluster comes
+# back under a fresh name). `@` is in no VIP name and no version label.
+GENERATION_SEP = "@"
+MAX_GENERATIONS = 16  # collections of one VIP's clusters per proxy stream: each leaves Envoy a subscribed name
+
+
+def generation_name(cluster: str, generation: int) -> str:
+    """`cluster` at `generation` (0: the cluster's own name)."""
+    return f"{cluster}{GENERATION_SEP}{generation}" if generation else cluster
+
+
+def split_generation(name: str) -> tuple[str, int]:
+    """(cluster, generation) of a name `generation_name` made; generation -1: malformed (`x@`, `x@0`, `x@a`, or
+    beyond MAX_GENERATIONS)."""
+    base, sep, tail = name.partition(GENERATION_SEP)
+    if not sep:
+        return name, 0
+    if not tail.isdigit() or tail.startswith("0") or int(tail) > MAX_GENERATIONS:
+        return base, -1
+    return base, int(tail)
+
+
 def content_version(body: bytes | None) -> str:
     """A resource's version is a hash of its serialized content: equal content, equal version."""
     if body is None:

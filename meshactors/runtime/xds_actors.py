@@ -139,8 +139,9 @@ class XdsServerActor(LogSource):
         # the proxies' golden signals: Envoy's metrics sink streams to the same address as its ADS stream
         self.golden = golden.GoldenSignals(max_vips=settings.telemetry_max_vips)
         self.sink = MetricsSink(
-            name, self.golden, self.auth.token, self.source.known_names, lambda: self.host.ready.is_set()
-        )
+            name, self.golden, self.auth.token, self.source.known_names, lambda: self.host.ready.is_set(),
+            on_report=self.host.activity,
+        )  # fmt: skip
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers((self.host.generic_handler(), metrics_generic_handler(self.sink.stream)))
         csds.add_to_server(self.server, csds.CsdsService(name, self._client_status, self._admin_only))
@@ -149,7 +150,7 @@ class XdsServerActor(LogSource):
             self.server, f"{settings.xds_host}:{port}", f"xDS server {name}", public_credentials(settings)
         )
         self.address = f"{settings.xds_host}:{bound}"
-        self._tasks = [asyncio.create_task(self._loop())]
+        self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._collect_loop())]
         self.name = name
         self.metrics_server, mport = await metrics_http.serve(
             settings.xds_host, settings.metrics_port(name), self._metrics, scrape_check(self.auth)
@@ -206,6 +207,20 @@ class XdsServerActor(LogSource):
                 await self.host.evict_idle()
             except Exception as exc:
                 self._log.exception("idle eviction failed", error=str(exc))
+
+    async def _collect_loop(self) -> None:
+        """Collects idle clusters from the proxies (XdsHost.collect_idle), a few times per idle time: logs and never
+        dies. Off when the idle time is 0."""
+        idle_s = self.settings.xds.cluster_idle_s
+        if idle_s <= 0:
+            return
+        every = min(max(idle_s / 4, 0.25), 30.0)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.host.collect_idle()
+            except Exception as exc:
+                self._log.exception("idle cluster collection failed", error=str(exc))
 
     async def ready(self) -> bool:
         return self.host.ready.is_set()

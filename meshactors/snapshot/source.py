@@ -32,7 +32,9 @@ from meshactors.envoy.policy import UNSERVED_VIRTUAL_HOST, outbound_route_config
 from meshactors.envoy.resources import (
     INTENTIONS_FILTER_PREFIX,
     KNOWN_VIPS_FILTER,
+    generation_virtual_host,
     known_vips_names,
+    renamed_cluster,
     renamed_grpc_listener,
 )
 from meshactors.model.validate import is_valid_vip_name
@@ -48,11 +50,15 @@ from meshactors.resources.types import (
     DEFAULT_KIND,
     ENDPOINT,
     EXTENSION_CONFIG,
+    GENERATION_SEP,
     LISTENER,
+    MAX_GENERATIONS,
     ROUTE,
     VIRTUAL_HOST,
     Ref,
     VersionedResource,
+    generation_name,
+    split_generation,
 )
 from meshactors.snapshot.builder import (
     KNOWN_VIPS_KEY,
@@ -92,6 +98,8 @@ def vip_of(type_url: str, name: str) -> str:
         return name
     if type_url == LISTENER and ":" in name:
         return name.rsplit(":", 1)[0]
+    if type_url == CLUSTER:
+        name = split_generation(name)[0]  # a generation of a cluster (`vip@2`, `vip~v1@2`) is the VIP's too
     if type_url in (CLUSTER, ENDPOINT) and "~" in name:
         return name.split("~", 1)[0]
     if type_url == VIRTUAL_HOST:
@@ -125,6 +133,10 @@ def validate_name(type_url: str, name: str) -> str | None:
         except ValueError as exc:
             return str(exc)
         return None
+    if type_url == CLUSTER:
+        name, generation = split_generation(name)
+        if generation < 0:
+            return f"{name[:120]!r}: a cluster's generation is @1 to @{MAX_GENERATIONS}"
     vip = vip_of(type_url, name)
     if not is_valid_vip_name(vip):
         return f"{vip[:100]!r} is not a VIP name (lowercase DNS name)"
@@ -160,6 +172,8 @@ class VipSource:
         self.settings = settings or VipSourceSettings()
         # vip -> (`vip:port` name, variant) -> (version of the VIP's listener it came from, the derived Listener)
         self._listeners: dict[str, dict[tuple[str, str], tuple[str, VersionedResource]]] = {}
+        # vip -> (name, generation, variant) -> (version it came from, the renamed Cluster or generation vhost)
+        self._generations: dict[str, dict[tuple[str, int, str], tuple[str, VersionedResource]]] = {}
         self._known: frozenset[str] | None = None  # None: not seen yet (every name counts as unknown)
         self._known_version = ""
         self._held: set[str] = set()  # VIP keys held or being fetched
@@ -205,8 +219,34 @@ class VipSource:
 
     def companions(self, type_url: str, name: str) -> tuple[Ref, ...]:
         if type_url == CLUSTER and "~" not in name:
-            return ((VIRTUAL_HOST, virtual_host_name(name)),)
+            return ((VIRTUAL_HOST, virtual_host_name(split_generation(name)[0])),)
         return ()
+
+    def generation_resource(
+        self, type_url: str, name: str, base: VersionedResource | None, generation: int
+    ) -> VersionedResource | None:
+        """What (type URL, name) is for a stream whose clusters of its VIP were collected `generation` times: a
+        VIP's virtual host routing to that generation's clusters (`base`: the VIP's own virtual host, if it has
+        one). None: the same as for every stream."""
+        if type_url != VIRTUAL_HOST or generation <= 0:
+            return base
+        vip = vip_of(VIRTUAL_HOST, name)
+        cache = self._generations.setdefault(vip, {})
+        key = (name, generation, base.variant if base is not None else "")
+        held = cache.get(key)
+        version = base.version if base is not None else ""
+        if held is not None and held[0] == version:
+            return held[1]
+
+        def rename(cluster: str) -> str:
+            return generation_name(cluster, generation) if vip_of(CLUSTER, cluster) == vip else cluster
+
+        body = generation_virtual_host(base.body if base is not None else None, name, vip, rename)
+        refs = tuple((t, rename(n)) if t == CLUSTER else (t, n) for t, n in (base.refs if base is not None else ()))
+        variant = base.variant if base is not None else DEFAULT_KIND
+        found = VersionedResource.of(VIRTUAL_HOST, name, body, variant=variant, refs=refs)
+        cache[key] = (version, found)
+        return found
 
     def pushed_refs(self, resource: VersionedResource) -> tuple[Ref, ...]:
         """A VIP's virtual host pushes the clusters of other VIPs it names (its mirror); its own (`vip`, `vip~v1`)
@@ -276,15 +316,34 @@ class VipSource:
                 found = VersionedResource.of(LISTENER, name, body, variant=base.variant, refs=base.refs)
             by_name[(name, base.variant)] = (base.version, found)
             return found
+        if type_url == CLUSTER and GENERATION_SEP in name:
+            base_name, generation = split_generation(name)
+            base = snapshot.get(CLUSTER, base_name, kind)
+            if base is None or generation <= 0:
+                return None
+            by_name = self._generations.setdefault(snapshot.key, {})
+            key = (name, generation, base.variant)
+            held = by_name.get(key)
+            if held is not None and held[0] == base.version:
+                return held[1]
+            found = VersionedResource.of(
+                CLUSTER, name, renamed_cluster(base.body or b"", name), variant=base.variant, refs=base.refs
+            )
+            by_name[key] = (base.version, found)
+            return found
         return snapshot.get(type_url, name, kind)
 
     def derived_names(self, snapshot: Snapshot, type_url: str) -> list[str]:
+        if type_url == CLUSTER:  # the generations of its clusters some stream was sent
+            held = self._generations.get(snapshot.key, {})
+            return list(dict.fromkeys(name for name, _g, _variant in held if GENERATION_SEP in name))
         if type_url != LISTENER:
             return []
         return list(dict.fromkeys(name for name, _variant in self._listeners.get(snapshot.key, ())))
 
     def forget(self, key: str) -> None:
         self._listeners.pop(key, None)
+        self._generations.pop(key, None)
         self._held.discard(key)
         self._unknown.discard(key)
 

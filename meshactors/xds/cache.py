@@ -11,7 +11,16 @@ from collections.abc import Iterable
 
 from meshactors.resources.snapshot import Snapshot, Versions
 from meshactors.resources.source import Source
-from meshactors.resources.types import DEFAULT_KIND, ENDPOINT, Ref, VersionedResource, zone_variant
+from meshactors.resources.types import (
+    CLUSTER,
+    DEFAULT_KIND,
+    ENDPOINT,
+    VIRTUAL_HOST,
+    Ref,
+    VersionedResource,
+    zone_variant,
+)
+from meshactors.xds.delta import Generations
 
 # A held snapshot is named by its source and its key within that source.
 HeldKey = tuple[str, str]
@@ -48,6 +57,21 @@ class SnapshotCache:
 
     def type_urls(self) -> tuple[str, ...]:
         return tuple(self._by_type)
+
+    def generations(self) -> Generations | None:
+        """How a delta stream collects a VIP's clusters (meshactors.xds.delta.Generations), when the source of
+        Clusters also serves their VHDS virtual hosts and makes generations of both; None: nothing is collected."""
+        source = self._by_type.get(CLUSTER)
+        resource = getattr(source, "generation_resource", None)
+        if source is None or resource is None or self._by_type.get(VIRTUAL_HOST) is not source:
+            return None
+        owner = source
+
+        def virtual_host(vip: str) -> str:
+            return next(name for type_url, name in owner.companions(CLUSTER, vip) if type_url == VIRTUAL_HOST)
+
+        return Generations(vip_of=lambda name: owner.key_of(CLUSTER, name), virtual_host=virtual_host,
+                           resource=resource)  # fmt: skip
 
     def validate(self, type_url: str, name: str) -> str | None:
         """Why a subscribed name cannot be served (None: it can): the owning source decides."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from meshactors.errors import InvalidArgument, ResourceExhausted
-from meshactors.resources.types import Ref
+from meshactors.resources.types import MAX_GENERATIONS, VIRTUAL_HOST, Ref, split_generation
 from meshactors.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -59,9 +59,27 @@ class DeltaStatistics:
     nacks: int
     unknown_nonces: int
     last_nack: NackRecord | None
+    clusters_collected: int = 0  # times a VIP's clusters were collected from this stream (Generations)
+    names_retired: int = 0  # cluster names the client stays subscribed to after their collection
 
     def for_type(self, type_url: str) -> DeltaTypeStatistics | None:
         return next((t for t in self.types if t.type_url == type_url), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    """What collecting a VIP's clusters from a stream needs from the source serving them.
+
+    Envoy 1.40 never asks again for a cluster name it once asked for on demand, even after the server removed it
+    (design.md section 11). So a VIP's clusters are collected by removing them and routing the VIP, for this stream
+    only, to a new generation of them (`vip@1`, `vip~v1@1`, ...): a VHDS virtual host whose routes name the next
+    generation, which Envoy asks for on the next request like any new cluster. The old names stay subscribed on the
+    client ("retired": never sent again, not counted against the stream's bound of names)."""
+
+    vip_of: Callable[[str], str]  # a cluster name (any generation) -> its VIP
+    virtual_host: Callable[[str], str]  # a VIP -> the name of its VHDS virtual host
+    # (type URL, name, what every stream gets, generation) -> what this stream gets (the generation's virtual host)
+    resource: Callable[[str, str, VersionedResource | None, int], VersionedResource | None]
 
 
 class _TypeState:
@@ -147,8 +165,14 @@ class DeltaStream:
         companion_types: Mapping[str, str] | None = None,
         pushed_refs: Callable[[VersionedResource], tuple[Ref, ...]] | None = None,
         pushed_types: Mapping[str, str] | None = None,
+        generations: Generations | None = None,
     ) -> None:
         self._view = view
+        self._generations = generations
+        self._generation: dict[str, int] = {}  # VIP -> the generation of its clusters this stream is routed to
+        self._vhost_generation: dict[str, int] = {}  # that VIP's virtual host name -> the same generation
+        self._retired: set[str] = set()  # cluster names collected (or superseded): never sent again
+        self._collected = 0
         self._companions = companions
         # companion type URL -> the names the stream's subscriptions bring (shared with that type's state)
         self._implied: dict[str, set[str]] = {t: set() for t in companion_types or {}}
@@ -237,7 +261,8 @@ class DeltaStream:
                 candidates.add(name)  # re-subscribed: sent again only if the client lacks this version
                 continue
             reason = check_name(self._limits, self._validator, type_url, name)
-            if reason is None and len(ts.subscribed) >= self._limits.max_names_per_type:
+            live = len(ts.subscribed) - (len(self._retired) if type_url == CLUSTER else 0)
+            if reason is None and live >= self._limits.max_names_per_type:
                 reason = f"more than {self._limits.max_names_per_type} names subscribed for this type URL"
             if reason is not None:
                 rejected.append(RejectedName(type_url, name, reason))
@@ -246,6 +271,11 @@ class DeltaStream:
             added.append((type_url, name))
             candidates.add(name)
             self._imply(type_url, name, True)
+
+        if type_url == CLUSTER and self._generations is not None and added:
+            self._follow_generations([n for _t, n in added if n != WILDCARD], candidates)
+        if type_url == VIRTUAL_HOST and first:
+            candidates.update(n for n in self._vhost_generation if ts.covers(n))
 
         for name in req.unsubscribe:
             if name == WILDCARD:
@@ -454,12 +484,104 @@ class DeltaStream:
                 candidates.setdefault(type_url, set()).add(name)
         return self._compute(candidates, from_update=True, refused={})
 
+    # ---------------------------------------------------------------------------------- collection
+
+    def _get(self, type_url: str, name: str) -> VersionedResource | None:
+        """The view's resource, or this stream's own one: a collected VIP's virtual host names its generation."""
+        res = self._view.get(type_url, name)
+        if type_url == VIRTUAL_HOST and self._vhost_generation and self._generations is not None:
+            generation = self._vhost_generation.get(name)
+            if generation:
+                return self._generations.resource(type_url, name, res, generation)
+        return res
+
+    def _route_to(self, vip: str, generation: int) -> str:
+        """Route `vip` to `generation` of its clusters on this stream; the name of its virtual host."""
+        assert self._generations is not None
+        vhost = self._generations.virtual_host(vip)
+        self._generation[vip] = generation
+        self._vhost_generation[vhost] = generation
+        implied = self._implied.get(VIRTUAL_HOST)
+        if implied is not None:
+            implied.add(vhost)  # the stream's VHDS wildcard covers it, as a companion of the VIP's Cluster
+        return vhost
+
+    def _follow_generations(self, names: list[str], candidates: set[str]) -> None:
+        """Newly subscribed cluster names that carry a generation (asked for after a collection, or re-sent on a
+        reconnect to a server that never saw the collection): the highest generation of a VIP is the live one,
+        every name of the VIP below it is retired."""
+        assert self._generations is not None
+        cs = self._types[CLUSTER]
+        newest: dict[str, int] = {}
+        for name in names:
+            generation = split_generation(name)[1]
+            if generation > 0:
+                vip = self._generations.vip_of(name)
+                newest[vip] = max(newest.get(vip, 0), generation)
+        for vip, generation in newest.items():
+            if generation > self._generation.get(vip, 0):
+                self._route_to(vip, generation)  # its virtual host goes out as the new name's companion
+            generation = self._generation[vip]
+            for held in cs.subscribed:
+                if self._generations.vip_of(held) == vip and split_generation(held)[1] < generation:
+                    if held not in self._retired:
+                        self._retired.add(held)
+                        candidates.discard(held)
+
+    def collectable(self) -> list[str]:
+        """The VIPs whose clusters could be collected from this stream now: the client holds (ACKed) every cluster
+        of the VIP it was sent, it opened VHDS (so it can be routed to a new generation), no resource of the
+        stream pushes them (a mirror), and the VIP has generations left."""
+        cs = self._types.get(CLUSTER)
+        vs = self._types.get(VIRTUAL_HOST)
+        if self._generations is None or cs is None or vs is None or not vs.wildcard:
+            return []
+        blocked: set[str] = set()
+        live: set[str] = set()
+        for name, version in cs.sent.items():
+            vip = self._generations.vip_of(name)
+            if (
+                cs.acked.get(name) != version
+                or self._pushers.get((CLUSTER, name))
+                or self._generation.get(vip, 0) >= MAX_GENERATIONS
+                or split_generation(name)[1] != self._generation.get(vip, 0)
+            ):
+                blocked.add(vip)
+            else:
+                live.add(vip)
+        return sorted(live - blocked)
+
+    def collect(self, vip: str) -> list[DeltaResponse]:
+        """Remove `vip`'s clusters from the client, routing it to their next generation first (see Generations):
+        the virtual host goes out ahead of the removal, so a request in between already asks for the new name.
+        Nothing when the VIP is not collectable (any more)."""
+        if vip not in self.collectable():
+            return []
+        cs = self._types[CLUSTER]
+        assert self._generations is not None
+        generation = self._generation.get(vip, 0)
+        gone = sorted(n for n in cs.sent if self._generations.vip_of(n) == vip)
+        for name in cs.subscribed:
+            if self._generations.vip_of(name) == vip:
+                self._retired.add(name)  # asked for but never sent (a version cluster): superseded as well
+        self._retired.update(gone)
+        vhost = self._route_to(vip, generation + 1)
+        responses = self._compute({VIRTUAL_HOST: {vhost}}, from_update=True, refused={})
+        removals: dict[str, str | None] = {}
+        for name in gone:
+            del cs.sent[name]
+            self._push_refs((CLUSTER, name), ())
+            removals[name] = None
+        responses.append(self._respond(cs, CLUSTER, (), tuple(removals), removals))
+        self._collected += 1
+        return responses
+
     # ------------------------------------------------------------------------------------ computing
 
     def _cluster_pending(self, name: str) -> bool:
         """True while the Cluster `name` is wanted on this stream but not sent: its EDS must wait."""
         cs = self._types.get(CLUSTER)
-        if cs is None or name in cs.sent:
+        if cs is None or name in cs.sent or name in self._retired:
             return False
         return name in cs.subscribed or (cs.covers(name) and self._view.get(CLUSTER, name) is not None)
 
@@ -494,7 +616,9 @@ class DeltaStream:
             # what the resources of this type push and the client lacks: sent in responses of their own, just ahead
             ahead: dict[str, tuple[dict[str, VersionedResource], dict[str, str | None]]] = {}
             for name in sorted(candidates.pop(type_url, ())):
-                res = self._view.get(type_url, name)
+                if type_url == CLUSTER and name in self._retired:
+                    continue
+                res = self._get(type_url, name)
                 have = ts.sent.get(name)
                 if res is None:
                     # Absent: a removal only when we know it is gone (see the class docstring); a companion's
@@ -652,5 +776,7 @@ class DeltaStream:
             acks=self._acks,
             nacks=self._nacks,
             unknown_nonces=self._unknown_nonces,
+            clusters_collected=self._collected,
+            names_retired=len(self._retired),
             last_nack=self._last_nack,
         )

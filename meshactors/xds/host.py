@@ -31,12 +31,13 @@ from meshactors.errors import (
 )
 from meshactors.resources.snapshot import Snapshot
 from meshactors.resources.source import Source
-from meshactors.resources.types import DEFAULT_KIND, Ref, client_kind
+from meshactors.resources.types import DEFAULT_KIND, ENVOY_KIND, Ref, client_kind
 from meshactors.telemetry.histogram import Histogram
 from meshactors.xds.auth import Authenticate, authorize
 from meshactors.xds.cache import HeldKey, KindView, SnapshotCache
 from meshactors.xds.convergence import ConvergenceTracker
 from meshactors.xds.delta import DeltaStream
+from meshactors.xds.idle import IdleBook
 from meshactors.xds.settings import HostSettings  # re-exported: it lives in a proto-free module
 from meshactors.xds.sotw import SotwStream
 from meshactors.xds.statistics import HostStatistics, SessionPolicy, SessionStatistics  # re-exported
@@ -122,6 +123,7 @@ class _Counters:
     refused_unauthenticated: int = 0
     refused_permission: int = 0
     ended_revoked: int = 0
+    clusters_collected: int = 0
     responses_by_type: dict[str, int] = field(default_factory=dict)
     nacks_by_type: dict[str, int] = field(default_factory=dict)
 
@@ -161,9 +163,9 @@ class Session:
     """
 
     __slots__ = (
-        "bad_messages", "closed", "context", "keys", "kind", "lock", "log_budget", "machine", "node_id", "opened_at",
-        "peer", "pending", "push_scheduled", "resources_sent", "revoked", "stream_id", "suppressed", "task",
-        "token_id", "view",
+        "bad_messages", "closed", "context", "idle", "keys", "kind", "lock", "log_budget", "machine", "node_id",
+        "opened_at", "peer", "pending", "push_scheduled", "resources_sent", "revoked", "stream_id", "suppressed",
+        "task", "token_id", "view",
     )  # fmt: skip
 
     def __init__(self, kind: str, stream_id: str, view: KindView, context: grpc.aio.ServicerContext) -> None:
@@ -187,6 +189,7 @@ class Session:
         self.token_id = ""  # the id (never the secret) of the token that opened it; "" until authenticated
         self.task: asyncio.Task[Any] | None = None  # the stream's handler, cancelled when its token is revoked
         self.revoked = False
+        self.idle: IdleBook | None = None  # made by the node's first metrics report (cluster collection)
 
     @property
     def slog(self) -> Any:
@@ -232,6 +235,7 @@ class XdsHost:
         self._sessions: dict[str, Session] = {}
         # token id -> the open sessions it authenticated: at most one entry per session, removed as they close
         self._by_token: dict[str, set[Session]] = {}
+        self._by_node: dict[str, set[Session]] = {}  # node id -> its open delta sessions (metrics reports find them)
         self._key_sessions: dict[HeldKey, set[Session]] = {}
         self._idle_since: dict[HeldKey, float] = {}
         self._inflight: dict[HeldKey, asyncio.Future[None]] = {}
@@ -244,6 +248,7 @@ class XdsHost:
         self.counters = _Counters()
         self.converging: ConvergenceTracker[Session, HeldKey] = ConvergenceTracker(self._caught_up)
         self.fetch_time = Histogram()
+        self._generations = self.cache.generations()
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         return ads_generic_handler(self.delta, self.sotw)
@@ -269,6 +274,7 @@ class XdsHost:
                 session.view, self.settings.limits, stream_id, self._validate,
                 companions=self.cache.companions, companion_types=self.cache.companion_types(),
                 pushed_refs=self.cache.pushed_refs, pushed_types=self.cache.pushed_types(),
+                generations=self._generations,
             )  # fmt: skip
         else:
             session.machine = SotwStream(session.view, self.settings.limits, stream_id, self._validate)
@@ -299,9 +305,10 @@ class XdsHost:
         self._sessions[session.stream_id] = session
         self._by_token.setdefault(who.token_id, set()).add(session)
 
-    @staticmethod
-    def _opened(session: Session, node: Any) -> None:
+    def _opened(self, session: Session, node: Any) -> None:
         session.view.set_node(client_kind(node.user_agent_name), node.zone)
+        if isinstance(session.machine, DeltaStream) and session.node_id:
+            self._by_node.setdefault(session.node_id, set()).add(session)
         session.slog.info("stream opened", client_kind=session.view.kind or "default", zone=session.view.zone,
                           token_id=session.token_id)  # fmt: skip
 
@@ -568,6 +575,11 @@ class XdsHost:
 
     def _close(self, session: Session) -> None:
         self._sessions.pop(session.stream_id, None)
+        of_node = self._by_node.get(session.node_id)
+        if of_node is not None:
+            of_node.discard(session)
+            if not of_node:
+                del self._by_node[session.node_id]
         self.converging.closed(session)
         holders = self._by_token.get(session.token_id)
         if holders is not None:
@@ -627,6 +639,56 @@ class XdsHost:
             except MeshError as exc:
                 _log.warning("release failed (the source drops it when it next pushes)", error=str(exc)[:300])
         return idle
+
+    # ---- collection of idle clusters ---------------------------------------------------------------------
+
+    def activity(self, node_id: str, used: Iterable[str]) -> None:
+        """A metrics report of `node_id` arrived here: `used` are the VIPs it shows requests to. Only Envoy delta
+        sessions of that node on this server learn from it (what they hold is what can be collected)."""
+        idle_s = self.settings.cluster_idle_s
+        sessions = self._by_node.get(bounded(node_id, MAX_NODE_ID_CHARS)) if idle_s > 0 else None
+        if not sessions:
+            return
+        used = tuple(used)
+        for session in sessions:
+            if session.view.kind != ENVOY_KIND:
+                continue
+            if session.idle is None:
+                session.idle = IdleBook(idle_s, self.settings.idle_report_gap_s)
+            session.idle.report(used)
+
+    def collect_idle(self) -> int:
+        """Collect, from every session with evidence, the clusters of the VIPs it has not used for the idle time
+        (meshactors.xds.delta.DeltaStream.collect); how many VIPs were collected."""
+        collected = 0
+        for session in list(self._sessions.values()):
+            book = session.idle
+            if book is None or session.closed or not isinstance(session.machine, DeltaStream):
+                continue
+            due = book.idle(session.machine.collectable())
+            if due:
+                collected += len(due)
+                self._spawn(self._collect(session, due))
+        return collected
+
+    async def _collect(self, session: Session, vips: list[str]) -> None:
+        async with session.lock:
+            if session.closed:
+                return
+            for vip in vips:
+                responses = session.machine.collect(vip)
+                if not responses:
+                    continue
+                self.counters.clusters_collected += 1
+                if session.idle is not None:
+                    session.idle.forget(vip)
+                session.slog.info("idle clusters collected", vip=bounded(vip))
+                try:
+                    await session.write(responses, self.counters.responses_by_type)
+                except Exception as exc:  # the stream is gone; its handler cleans up
+                    session.slog.debug("collection on a closed stream dropped", error=bounded(repr(exc)))
+                    return
+            self._pushed_interest(session, [])
 
     async def pin(self, source_name: str, keys: Iterable[str]) -> None:
         """Hold `keys` of a source whether or not a session wants them (e.g. what a source learns from), fetched

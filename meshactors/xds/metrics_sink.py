@@ -14,13 +14,24 @@ import grpc
 
 from meshactors import log
 from meshactors.errors import CodecError, PermissionDenied, Unauthenticated, Unavailable
-from meshactors.telemetry.golden import GoldenSignals, MetricsReport
+from meshactors.telemetry.golden import CLUSTER_LABEL, GoldenSignals, MetricsReport, vip_of_stat
 from meshactors.xds.auth import Authenticate, authorize
 from meshactors.xds.types import Node
 
 DEFAULT_MAX_STREAMS = 20_000  # metrics streams one server holds (one per proxy that reports to it)
 
 _log = log.get("xds.metrics_sink")
+
+
+def used_vips(report: MetricsReport) -> set[str]:
+    """The VIPs a report shows any request to (a per-cluster counter or histogram that moved this flush)."""
+    used: set[str] = set()
+    for sample in report.samples:
+        if sample.value:
+            for key, value in sample.labels:
+                if key == CLUSTER_LABEL:
+                    used.add(vip_of_stat(value))
+    return used
 
 
 class MetricsSink:
@@ -35,6 +46,7 @@ class MetricsSink:
         known: Callable[[], Collection[str] | None],
         ready: Callable[[], bool],
         max_streams: int = DEFAULT_MAX_STREAMS,
+        on_report: Callable[[str, set[str]], None] | None = None,
     ) -> None:
         self.name = name
         self.signals = signals
@@ -42,6 +54,7 @@ class MetricsSink:
         self._known = known
         self._ready = ready
         self.max_streams = max_streams
+        self._on_report = on_report  # (node id, VIPs the report shows requests to): what idle collection learns
         self._by_token: dict[str, set[asyncio.Task[object]]] = {}
         self.refused: dict[str, int] = {"unauthenticated": 0, "permission": 0, "not_ready": 0, "limit": 0, "bad": 0}
 
@@ -64,7 +77,7 @@ class MetricsSink:
             await self._refuse(
                 context, "limit", grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.name} holds {self.max_streams} streams"
             )
-        token_id, caller = "", ""
+        token_id, caller, node_id = "", "", ""
         task = asyncio.current_task()
         refused: tuple[str, grpc.StatusCode, str] | None = None
         try:
@@ -78,9 +91,12 @@ class MetricsSink:
                         self._by_token.setdefault(token_id, set()).add(task)
                     self.signals.streams += 1
                     caller = self.signals.caller_of(report.node, self._known() or ())
+                    node_id = node.id if node is not None else ""
                 known = self._known()
                 if known is not None:
                     self.signals.absorb(caller, report, known)
+                if self._on_report is not None and node_id:
+                    self._on_report(node_id, used_vips(report))
         except Unauthenticated as exc:
             refused = ("unauthenticated", grpc.StatusCode.UNAUTHENTICATED, f"metrics: {exc.message}")
         except PermissionDenied as exc:

@@ -19,3 +19,7 @@ class HostSettings:
     unsubscribe_grace_s: float = 30.0
     # a session STALE or ERROR on a type URL for longer than this counts in the out-of-sync gauge
     out_of_sync_after_s: float = 30.0
+    # A VIP an Envoy sent no request to for this long has its clusters collected from it (0: never); known from the
+    # proxy's metrics reports, which must reach this server with no gap over `idle_report_gap_s`.
+    cluster_idle_s: float = 3600.0
+    idle_report_gap_s: float = 20.0

@@ -60,6 +60,7 @@ class HostStatistics:
     refused_unauthenticated: int = 0  # streams without a valid credential (UNAUTHENTICATED)
     refused_permission: int = 0  # streams whose credential may not discover for their node (PERMISSION_DENIED)
     ended_revoked: int = 0  # streams ended because their token was revoked
+    clusters_collected: int = 0  # times a VIP's clusters were collected from a proxy that had not used them
     keys_pinned: int = 0
     streams: tuple[SessionStatistics, ...] = ()
     responses_by_type: dict[str, int] = field(default_factory=dict)
