@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from meshactors.errors import InvalidArgument, ResourceExhausted
-from meshactors.xds.delta import DeltaStream
+from meshactors.xds.delta import DeltaStream, Generations
 from meshactors.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -637,3 +637,134 @@ def test_reconnect_pushes_again_what_the_virtual_host_the_client_holds_names(vie
     assert stream.take_pushed() == ([(CLUSTER, "m")], [])  # of interest again: its changes reach the client
     [changed] = stream.on_update(view.put(res(CLUSTER, "m", b"v2")))
     assert _sent([changed]) == [(CLUSTER, ["m"], [])]
+
+
+# --- collection: a VIP's clusters are removed and the stream is routed to their next generation ---------------
+
+
+def _vip_of(name: str) -> str:
+    return name.partition("@")[0].partition("~")[0]
+
+
+def _generation_resource(type_url: str, name: str, base: VersionedResource | None, g: int) -> VersionedResource:
+    return VersionedResource.of(type_url, name, f"gen{g}:".encode() + (base.body or b"" if base else b""))
+
+
+def _gen_companions(type_url: str, name: str) -> tuple[tuple[str, str], ...]:
+    return _vhost(_vip_of(name)) if type_url == CLUSTER and "~" not in name else ()
+
+
+GENERATIONS = Generations(vip_of=_vip_of, virtual_host=lambda vip: f"routes/{vip}", resource=_generation_resource)
+
+
+def _collecting_stream(view: DictView, *clusters: str) -> DeltaStream:
+    stream = DeltaStream(
+        view, companions=_gen_companions, companion_types={VIRTUAL_HOST: UNSERVED}, generations=GENERATIONS
+    )
+    [empty] = stream.on_request(DeltaRequest(type_url=VIRTUAL_HOST)).responses
+    ack(stream, empty)
+    for resp in stream.on_request(sub(CLUSTER, *clusters)).responses:
+        ack(stream, resp)
+    return stream
+
+
+def test_collect_routes_the_vip_to_its_next_generation_before_removing_its_cluster(view: DictView) -> None:
+    view.put(res(CLUSTER, "a@1"))  # what the source derives for the new name
+    stream = _collecting_stream(view, "a", "b")
+    assert stream.collectable() == ["a", "b"]
+    vhost, removal = stream.collect("a")
+    assert (vhost.type_url, names(vhost)) == (VIRTUAL_HOST, ["routes/a"])
+    assert vhost.resources[0].body == b"gen1:"  # no vhost of its own: the generation's one route
+    assert (removal.type_url, removal.removed, removal.resources) == (CLUSTER, ("a",), ())
+    ack(stream, vhost)
+    ack(stream, removal)
+    assert stream.collectable() == ["b"]
+    # the retired name is never sent again, though the client stays subscribed to it
+    assert stream.on_update(view.put(res(CLUSTER, "a", b"v2"))) == []
+    assert stream.on_request(sub(CLUSTER, "a")).responses == ()
+    # the next request asks for the new name: sent like any new cluster; its vhost already went out
+    [cluster] = stream.on_request(sub(CLUSTER, "a@1")).responses
+    assert names(cluster) == ["a@1"]
+    ack(stream, cluster)
+    assert stream.collectable() == ["a", "b"]
+    stats = stream.statistics()
+    assert (stats.clusters_collected, stats.names_retired) == (1, 1)
+
+
+def test_an_assignment_of_a_collected_cluster_is_not_held_back_for_it(view: DictView) -> None:
+    view.put(res(CLUSTER, "a@1"))
+    stream = _collecting_stream(view, "a")
+    for resp in stream.collect("a"):
+        ack(stream, resp)
+    for resp in stream.on_request(sub(CLUSTER, "a@1")).responses:
+        ack(stream, resp)
+    # the generation's cluster reads the VIP's own assignment (EDS service name "a")
+    [cla] = stream.on_request(sub(ENDPOINT, "a")).responses
+    assert (cla.type_url, names(cla)) == (ENDPOINT, ["a"])
+
+
+def test_what_is_not_collected(view: DictView) -> None:
+    # not ACKed yet
+    stream = DeltaStream(
+        view, companions=_gen_companions, companion_types={VIRTUAL_HOST: UNSERVED}, generations=GENERATIONS
+    )
+    ack(stream, stream.on_request(DeltaRequest(type_url=VIRTUAL_HOST)).responses[0])
+    stream.on_request(sub(CLUSTER, "a"))
+    assert stream.collectable() == [] and stream.collect("a") == []
+    # a client that never opened VHDS cannot be routed to a new name
+    plain = DeltaStream(
+        view, companions=_gen_companions, companion_types={VIRTUAL_HOST: UNSERVED}, generations=GENERATIONS
+    )
+    for resp in plain.on_request(sub(CLUSTER, "a")).responses:
+        ack(plain, resp)
+    assert plain.collectable() == []
+    # without Generations nothing is collected
+    bare = _vhds_stream(view)
+    for resp in bare.on_request(sub(CLUSTER, "a")).responses:
+        ack(bare, resp)
+    assert bare.collectable() == [] and bare.collect("a") == []
+
+
+def test_generations_run_out(view: DictView) -> None:
+    from meshactors.resources.types import MAX_GENERATIONS
+
+    stream = _collecting_stream(view, "a")
+    for g in range(1, MAX_GENERATIONS + 1):
+        view.put(res(CLUSTER, f"a@{g}"))
+        for resp in stream.collect("a"):
+            ack(stream, resp)
+        for resp in stream.on_request(sub(CLUSTER, f"a@{g}")).responses:
+            ack(stream, resp)
+    assert stream.collectable() == [] and stream.collect("a") == []
+    assert stream.statistics().names_retired == MAX_GENERATIONS
+
+
+def test_a_reconnect_follows_the_newest_generation_the_client_names(view: DictView) -> None:
+    view.put(res(CLUSTER, "a@1"), res(CLUSTER, "a@2"))
+    stream = DeltaStream(
+        view, companions=_gen_companions, companion_types={VIRTUAL_HOST: UNSERVED}, generations=GENERATIONS
+    )
+    ack(stream, stream.on_request(DeltaRequest(type_url=VIRTUAL_HOST)).responses[0])
+    # a new server: Envoy re-sends every name it ever asked for on demand
+    out = stream.on_request(sub(CLUSTER, "a", "a@1", "a@2", "b"))
+    assert [(r.type_url, names(r)) for r in out.responses] == [
+        (VIRTUAL_HOST, ["routes/a"]),
+        (CLUSTER, ["a@2", "b"]),
+    ]
+    assert out.responses[0].resources[0].body == b"gen2:"
+    assert stream.statistics().names_retired == 2
+
+
+def test_retired_names_do_not_count_against_the_bound_of_names(view: DictView) -> None:
+    view.put(res(CLUSTER, "a@1"))
+    stream = DeltaStream(
+        view, Limits(max_names_per_type=2), companions=_gen_companions, companion_types={VIRTUAL_HOST: UNSERVED},
+        generations=GENERATIONS,
+    )  # fmt: skip
+    ack(stream, stream.on_request(DeltaRequest(type_url=VIRTUAL_HOST)).responses[0])
+    for resp in stream.on_request(sub(CLUSTER, "a", "b")).responses:
+        ack(stream, resp)
+    for resp in stream.collect("a"):
+        ack(stream, resp)
+    out = stream.on_request(sub(CLUSTER, "a@1"))
+    assert out.rejected == () and [names(r) for r in out.responses if r.type_url == CLUSTER] == [["a@1"]]
