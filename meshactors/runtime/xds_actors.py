@@ -140,7 +140,7 @@ class XdsServerActor(LogSource):
         self.golden = golden.GoldenSignals(max_vips=settings.telemetry_max_vips)
         self.sink = MetricsSink(
             name, self.golden, self.auth.token, self.source.known_names, lambda: self.host.ready.is_set(),
-            on_report=self.host.activity,
+            on_report=self.host.activity, holds_node=self.host.holds_node if settings.xds.cluster_idle_s > 0 else None,
         )  # fmt: skip
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers((self.host.generic_handler(), metrics_generic_handler(self.sink.stream)))

@@ -657,6 +657,10 @@ class XdsHost:
                 session.idle = IdleBook(idle_s, self.settings.idle_report_gap_s)
             session.idle.report(used)
 
+    def holds_node(self, node_id: str) -> bool:
+        """True when a delta ADS stream of `node_id` is open on this host."""
+        return bool(self._by_node.get(bounded(node_id, MAX_NODE_ID_CHARS)))
+
     def collect_idle(self) -> int:
         """Collect, from every session with evidence, the clusters of the VIPs it has not used for the idle time
         (meshactors.xds.delta.DeltaStream.collect); how many VIPs were collected."""

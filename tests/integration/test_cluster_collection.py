@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from meshactors.envoy.metrics_codec import metrics_generic_handler
-from meshactors.envoy.process import EnvoyProcess, start_generic_envoy
+from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.registry.client import RegistryClient
 from meshactors.runtime.builder_links import BuilderLinks
 from meshactors.settings import MeshSettings
@@ -26,6 +26,7 @@ from meshactors.snapshot.source import VIP_SOURCE, VipSource
 from meshactors.store.server import free_port
 from meshactors.telemetry.golden import GoldenSignals
 from meshactors.testing.backends import get, guard_knows
+from meshactors.testing.waits import until
 from meshactors.testing.xds_client import StaticTokens
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.xds.host import HostSettings, XdsHost
@@ -144,3 +145,54 @@ async def test_idle_clusters_are_collected_and_come_back_at_first_request_cost(
         if envoy is not None:
             await asyncio.to_thread(envoy.stop)
         await server.stop(0)
+
+
+def _xds_rq_active(envoy: EnvoyProcess) -> dict[str, int]:
+    """Per control-plane server address, the gRPC streams the Envoy has open to it (ADS and metrics)."""
+    out: dict[str, int] = {}
+    for line in envoy.admin_get("/clusters").splitlines():
+        parts = line.split("::")
+        if len(parts) == 4 and parts[0] == "meshactors_xds" and parts[2] == "rq_active":
+            out[parts[1]] = int(parts[3])
+    return out
+
+
+def test_an_envoys_metrics_stream_moves_to_the_server_of_its_ads_stream(
+    stack: dict[str, Any], tmp_path: Path, ray_driver: Any
+) -> None:
+    """Idle collection learns from the reports the server of a proxy's ADS stream receives: with several servers,
+    a metrics stream that landed elsewhere ends after its report is counted and Envoy's next one moves on."""
+
+    servers = xds_endpoints(stack["xds"])
+    assert len(servers) >= 2, "the embedded default runs two xDS servers"
+    listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
+    envoy = start_generic_envoy(
+        servers, f"follow-{uuid.uuid4().hex[:6]}", tmp_path, listen, admin, token=stack["proxy_token"],
+        stats_flush_s=FLUSH_S,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        seen: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            seen = _xds_rq_active(envoy)
+            if sorted(seen.values())[-1:] == [2] and sum(seen.values()) == 2:
+                break  # the ADS stream and the metrics stream on one server
+            time.sleep(0.1)
+        assert sorted(seen.values())[-1:] == [2] and sum(seen.values()) == 2, seen
+        # and it stays there: the next flushes go on the same stream (no new gRPC stream to the control plane)
+        streams_opened = envoy.stats()["cluster.meshactors_xds.upstream_rq_total"]
+        (address,) = [a for a, n in seen.items() if n == 2]
+        actors = [ray_driver.get_actor(f"xds-server-{i}", namespace=stack["namespace"]) for i in range(len(servers))]
+        holder = next(
+            a for a in actors if ray_driver.get(a.statistics.remote(False), timeout=10).address.endswith(address)
+        )
+
+        def reports() -> int:
+            return int(ray_driver.get(holder.golden_signals.remote(), timeout=10).reports)
+
+        before = reports()
+        until(lambda: reports() >= before + 4, 20, "four more reports reach the server of the ADS stream")
+        assert _xds_rq_active(envoy) == seen
+        assert envoy.stats()["cluster.meshactors_xds.upstream_rq_total"] == streams_opened
+    finally:
+        envoy.stop()
