@@ -134,6 +134,12 @@ def xds_server(actor: str, host: Mapping[str, Any], type_urls: Iterable[str]) ->
             host.get("converging", 0),
         ),
         _counter(
+            "xds_clusters_collected",
+            "Times a VIP's clusters were collected from an Envoy that sent it no request for the idle time",
+            actor,
+            host.get("clusters_collected", 0),
+        ),
+        _counter(
             "xds_convergence_abandoned",
             "Changes given up on: not ACKed in time, or every waiter closed",
             actor,
