@@ -737,6 +737,10 @@ class DeltaStream:
 
     # ----------------------------------------------------------------------------------- statistics
 
+    def retired(self, type_url: str, name: str) -> bool:
+        """True for a cluster name collected from the client (see Generations): subscribed, never served again."""
+        return type_url == CLUSTER and name in self._retired
+
     def acked_version(self, type_url: str, name: str) -> str | None:
         """The version of `name` the client last ACKed (None: none, or it ACKed its removal)."""
         ts = self._types.get(type_url)
@@ -753,7 +757,7 @@ class DeltaStream:
                 DeltaTypeStatistics(
                     type_url=type_url,
                     wildcard=ts.wildcard,
-                    subscribed=tuple(sorted(ts.subscribed)),
+                    subscribed=tuple(sorted(ts.subscribed - self._retired if type_url == CLUSTER else ts.subscribed)),
                     acked=tuple(sorted(ts.acked.items())),
                     unacked=tuple(sorted(unacked.items())),
                     pending_nonces=tuple(ts.pending),

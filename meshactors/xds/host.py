@@ -714,7 +714,10 @@ class XdsHost:
             return True
         if not session.pending.isdisjoint(names):
             return False
+        retired = session.machine.retired if isinstance(session.machine, DeltaStream) else None
         for type_url, name in names:
+            if retired is not None and retired(type_url, name):
+                continue  # collected: the client is not meant to hold it
             res = session.view.get(type_url, name)
             expected = res.version if res is not None and res.body is not None else None
             if session.machine.acked_version(type_url, name) != expected:

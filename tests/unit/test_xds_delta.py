@@ -689,6 +689,10 @@ def test_collect_routes_the_vip_to_its_next_generation_before_removing_its_clust
     assert stream.collectable() == ["a", "b"]
     stats = stream.statistics()
     assert (stats.clusters_collected, stats.names_retired) == (1, 1)
+    # a retired name is not what the client is meant to hold: not "subscribed" in sync status or lag
+    assert stream.retired(CLUSTER, "a") and not stream.retired(CLUSTER, "a@1")
+    cds = stats.for_type(CLUSTER)
+    assert cds is not None and "a" not in cds.subscribed and "a@1" in cds.subscribed
 
 
 def test_an_assignment_of_a_collected_cluster_is_not_held_back_for_it(view: DictView) -> None:
