@@ -21,13 +21,14 @@ from meshactors.auth.guard import Authenticator, Metadata
 from meshactors.auth.model import require_admin
 from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import etcd_revision, public_credentials, scrape_check, start_fixed, start_internal
-from meshactors.runtime.topology import xds_server_name
+from meshactors.runtime.topology import lookup, xds_server_name
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.settings import builder_map, builder_name
 from meshactors.store.etcd import EtcdStore
 from meshactors.telemetry import golden, metrics
 from meshactors.telemetry import http as metrics_http
 from meshactors.v1 import snapshot_pb2_grpc
+from meshactors.xds.idle import ActivityRelay
 
 if TYPE_CHECKING:
     from meshactors.snapshot.statistics import BuilderStatistics, VipSourceStatistics
@@ -61,6 +62,7 @@ class XdsServerStatistics:
     vip_source: VipSourceStatistics
 
 
+RELAY_EVERY_S = 1.0  # how often an xDS server relays the metrics reports of nodes whose ADS stream is elsewhere
 AUTH_LOAD_WAIT_S = 10.0  # how long a server waits for its token table before listening anyway
 
 
@@ -111,6 +113,10 @@ class SnapshotBuilderActor(LogSource):
         return SnapshotBuilderStatistics(self._address, self.core.statistics())
 
 
+async def _awaited(ref: Any) -> Any:
+    return await ref
+
+
 @ray.remote
 class XdsServerActor(LogSource):
     """Serves delta and SotW ADS on a fixed address; refuses streams until every builder and its token table
@@ -140,8 +146,9 @@ class XdsServerActor(LogSource):
         self.golden = golden.GoldenSignals(max_vips=settings.telemetry_max_vips)
         self.sink = MetricsSink(
             name, self.golden, self.auth.token, self.source.known_names, lambda: self.host.ready.is_set(),
-            on_report=self.host.activity, holds_node=self.host.holds_node if settings.xds.cluster_idle_s > 0 else None,
+            on_report=self._on_report,
         )  # fmt: skip
+        self.relay = ActivityRelay()
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers((self.host.generic_handler(), metrics_generic_handler(self.sink.stream)))
         csds.add_to_server(self.server, csds.CsdsService(name, self._client_status, self._admin_only))
@@ -150,7 +157,10 @@ class XdsServerActor(LogSource):
             self.server, f"{settings.xds_host}:{port}", f"xDS server {name}", public_credentials(settings)
         )
         self.address = f"{settings.xds_host}:{bound}"
-        self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._collect_loop())]
+        self._tasks = [
+            asyncio.create_task(self._loop()), asyncio.create_task(self._collect_loop()),
+            asyncio.create_task(self._relay_loop()),
+        ]  # fmt: skip
         self.name = name
         self.metrics_server, mport = await metrics_http.serve(
             settings.xds_host, settings.metrics_port(name), self._metrics, scrape_check(self.auth)
@@ -207,6 +217,38 @@ class XdsServerActor(LogSource):
                 await self.host.evict_idle()
             except Exception as exc:
                 self._log.exception("idle eviction failed", error=str(exc))
+
+    def _on_report(self, node_id: str, used: set[str]) -> None:
+        """A metrics report this server received: for its own sessions of the node, or relayed to the others."""
+        if not self.host.activity(node_id, used) and self.settings.xds.cluster_idle_s > 0:
+            self.relay.offer(node_id, used)
+
+    async def _relay_loop(self) -> None:
+        """Every second, the reports of nodes whose ADS stream is elsewhere go to the other xDS servers in one call
+        each (`activity`): logs and never dies. Off when idle collection is."""
+        if self.settings.xds.cluster_idle_s <= 0:
+            return
+        peers = [xds_server_name(i) for i in range(self.settings.xds_servers) if xds_server_name(i) != self.name]
+        handles: dict[str, Any] = {}
+        while True:
+            await asyncio.sleep(RELAY_EVERY_S)
+            batch = self.relay.take()
+            if not batch or not peers:
+                continue
+            calls = []
+            for peer in peers:
+                handle = handles.get(peer) or lookup(peer, self.settings.namespace)
+                if handle is None:
+                    continue
+                handles[peer] = handle
+                calls.append(asyncio.wait_for(_awaited(handle.activity.remote(batch)), RELAY_EVERY_S * 5))
+            for peer, result in zip(peers, await asyncio.gather(*calls, return_exceptions=True), strict=False):
+                if isinstance(result, BaseException):
+                    self._log.warning("relaying metrics reports failed", peer=peer, error=str(result)[:300])
+
+    async def activity(self, batch: dict[str, tuple[str, ...]]) -> int:
+        """Reports another xDS server received for nodes whose ADS stream may be here; how many were."""
+        return sum(self.host.activity(node_id, used) for node_id, used in batch.items())
 
     async def _collect_loop(self) -> None:
         """Collects idle clusters from the proxies (XdsHost.collect_idle), a few times per idle time: logs and never

@@ -164,8 +164,8 @@ class Session:
 
     __slots__ = (
         "bad_messages", "closed", "context", "idle", "keys", "kind", "lock", "log_budget", "machine", "node_id",
-        "opened_at", "peer", "pending", "push_scheduled", "resources_sent", "revoked", "stream_id", "suppressed",
-        "task", "token_id", "view",
+        "opened_at", "peer", "pending", "push_scheduled", "reports", "resources_sent", "revoked", "stream_id",
+        "suppressed", "task", "token_id", "view",
     )  # fmt: skip
 
     def __init__(self, kind: str, stream_id: str, view: KindView, context: grpc.aio.ServicerContext) -> None:
@@ -190,6 +190,7 @@ class Session:
         self.task: asyncio.Task[Any] | None = None  # the stream's handler, cancelled when its token is revoked
         self.revoked = False
         self.idle: IdleBook | None = None  # made by the node's first metrics report (cluster collection)
+        self.reports = 0  # the node's metrics reports that reached it (here or relayed), for idle collection
 
     @property
     def slog(self) -> Any:
@@ -642,13 +643,14 @@ class XdsHost:
 
     # ---- collection of idle clusters ---------------------------------------------------------------------
 
-    def activity(self, node_id: str, used: Iterable[str]) -> None:
-        """A metrics report of `node_id` arrived here: `used` are the VIPs it shows requests to. Only Envoy delta
-        sessions of that node on this server learn from it (what they hold is what can be collected)."""
+    def activity(self, node_id: str, used: Iterable[str]) -> bool:
+        """A metrics report of `node_id` arrived (here, or relayed by the server that got it): `used` are the VIPs
+        it shows requests to. Only Envoy delta sessions of that node on this server learn from it (what they hold
+        is what can be collected). False when no session of the node is here (the report is for another server)."""
         idle_s = self.settings.cluster_idle_s
         sessions = self._by_node.get(bounded(node_id, MAX_NODE_ID_CHARS)) if idle_s > 0 else None
         if not sessions:
-            return
+            return False
         used = tuple(used)
         for session in sessions:
             if session.view.kind != ENVOY_KIND:
@@ -656,10 +658,8 @@ class XdsHost:
             if session.idle is None:
                 session.idle = IdleBook(idle_s, self.settings.idle_report_gap_s)
             session.idle.report(used)
-
-    def holds_node(self, node_id: str) -> bool:
-        """True when a delta ADS stream of `node_id` is open on this host."""
-        return bool(self._by_node.get(bounded(node_id, MAX_NODE_ID_CHARS)))
+            session.reports += 1
+        return True
 
     def collect_idle(self) -> int:
         """Collect, from every session with evidence, the clusters of the VIPs it has not used for the idle time
@@ -866,4 +866,5 @@ class XdsHost:
             zone=session.view.zone,
             policies=tuple(policies),
             policies_omitted=omitted,
+            metrics_reports=session.reports,
         )

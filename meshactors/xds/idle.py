@@ -61,4 +61,32 @@ class IdleBook:
         return len(self._last_use)
 
 
-__all__ = ["IdleBook"]
+class ActivityRelay:
+    """Reports of proxies whose ADS stream is on another xDS server (Envoy's round-robin picker puts its metrics
+    stream on any server): per node, the VIPs used since the last `take`, relayed to the other servers in one batch.
+    An entry with no VIPs still says "it reported": the evidence of no use. Bounded: at most `max_nodes` nodes per
+    batch (later ones wait for the next; `dropped` counts them) and the VIPs a report names."""
+
+    def __init__(self, max_nodes: int = 20_000) -> None:
+        self.max_nodes = max_nodes
+        self._batch: dict[str, set[str]] = {}
+        self.relayed = 0  # reports offered and kept for a batch
+        self.dropped = 0  # reports of nodes past the bound of a batch
+
+    def offer(self, node_id: str, used: Iterable[str]) -> None:
+        held = self._batch.get(node_id)
+        if held is None:
+            if len(self._batch) >= self.max_nodes:
+                self.dropped += 1
+                return
+            held = self._batch[node_id] = set()
+        held.update(used)
+        self.relayed += 1
+
+    def take(self) -> dict[str, tuple[str, ...]]:
+        """The batch so far (node id -> VIPs used, sorted), and a new one begins."""
+        batch, self._batch = self._batch, {}
+        return {node: tuple(sorted(vips)) for node, vips in batch.items()}
+
+
+__all__ = ["ActivityRelay", "IdleBook"]

@@ -47,7 +47,6 @@ class MetricsSink:
         ready: Callable[[], bool],
         max_streams: int = DEFAULT_MAX_STREAMS,
         on_report: Callable[[str, set[str]], None] | None = None,
-        holds_node: Callable[[str], bool] | None = None,
     ) -> None:
         self.name = name
         self.signals = signals
@@ -56,12 +55,6 @@ class MetricsSink:
         self._ready = ready
         self.max_streams = max_streams
         self._on_report = on_report  # (node id, VIPs the report shows requests to): what idle collection learns
-        # whether this server holds the node's ADS stream (None: do not care). A stream of a node whose ADS stream
-        # is elsewhere ends after its report is counted: Envoy opens a new one on its next flush, which its
-        # round-robin picker sends to the next server, until it meets the server of its ADS stream (where idle
-        # collection can learn from it)
-        self._holds_node = holds_node
-        self.moved = 0  # streams ended so that they move to the server of their node's ADS stream
         self._by_token: dict[str, set[asyncio.Task[object]]] = {}
         self.refused: dict[str, int] = {"unauthenticated": 0, "permission": 0, "not_ready": 0, "limit": 0, "bad": 0}
 
@@ -104,11 +97,6 @@ class MetricsSink:
                     self.signals.absorb(caller, report, known)
                 if self._on_report is not None and node_id:
                     self._on_report(node_id, used_vips(report))
-                if self._holds_node is not None and node_id and not self._holds_node(node_id):
-                    self.moved += 1
-                    _log.debug("metrics stream ended: its node's ADS stream is on another server", server=self.name,
-                               node_id=node_id[:200])  # fmt: skip
-                    break
         except Unauthenticated as exc:
             refused = ("unauthenticated", grpc.StatusCode.UNAUTHENTICATED, f"metrics: {exc.message}")
         except PermissionDenied as exc:

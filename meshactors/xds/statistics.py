@@ -41,6 +41,7 @@ class SessionStatistics:
     zone: str = ""  # the node's locality.zone ("": none); ClusterLoadAssignments may have a variant for it
     policies: tuple[SessionPolicy, ...] = ()  # per held VIP with a policy, in name order (at most a bound)
     policies_omitted: int = 0  # held VIPs with a policy past that bound
+    metrics_reports: int = 0  # the node's metrics reports idle collection learned from (here or relayed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from meshactors.resources.types import CLUSTER, MAX_GENERATIONS, VIRTUAL_HOST, g
 from meshactors.snapshot.builder import build_vip
 from meshactors.snapshot.source import VipSource, validate_name, vip_of
 from meshactors.telemetry.golden import CLUSTER_LABEL, MetricsReport, Sample
-from meshactors.xds.idle import IdleBook
+from meshactors.xds.idle import ActivityRelay, IdleBook
 from meshactors.xds.metrics_sink import used_vips
 from tests.unit.test_policy_compile import policy_of
 
@@ -146,3 +146,16 @@ def test_a_generation_virtual_host_leaves_a_mirror_to_another_vip_as_it_is() -> 
     assert mirrors and mirrors == [m.cluster for r in after for m in r.route.request_mirror_policies]
     assert set(mirrors) == {"reviews-shadow"}  # another VIP: its own cluster, pushed on the wildcard channel
     assert [r.route.cluster for r in after] == [generation_name(r.route.cluster, 1) for r in before]
+
+
+def test_the_relay_batches_reports_per_node_and_stays_bounded() -> None:
+    relay = ActivityRelay(max_nodes=2)
+    relay.offer("n1", {"a"})
+    relay.offer("n1", {"b"})
+    relay.offer("n2", ())  # a report with no request: still evidence
+    relay.offer("n3", {"c"})  # past the bound of this batch
+    assert relay.take() == {"n1": ("a", "b"), "n2": ()}
+    assert (relay.relayed, relay.dropped) == (3, 1)
+    assert relay.take() == {}
+    relay.offer("n3", {"c"})
+    assert relay.take() == {"n3": ("c",)}
