@@ -26,6 +26,7 @@ from meshactors.snapshot.source import VIP_SOURCE, VipSource
 from meshactors.store.server import free_port
 from meshactors.telemetry.golden import GoldenSignals
 from meshactors.testing.backends import get, guard_knows
+from meshactors.testing.stack import UpProcess
 from meshactors.testing.waits import until
 from meshactors.testing.xds_client import StaticTokens
 from meshactors.v1 import registry_pb2 as pb
@@ -198,3 +199,37 @@ def test_an_envoys_metrics_reports_reach_the_server_of_its_ads_stream(
         assert record.metrics_reports >= 6
     finally:
         envoy.stop()
+
+
+def test_up_collects_an_idle_cluster_and_the_next_request_discovers_it_again(backends: Any, tmp_path: Path) -> None:
+    """The same through `meshactors up --xds-cluster-idle-s` (its own embedded etcd and Ray, two xDS servers): the
+    actors' collection loop, the reports (or their relay) and the flag, as a user runs them."""
+    up = UpProcess(
+        tmp_path / "up",
+        args=["--registry-port", "0", "--eureka-port", "0", "--dashboard-port", "0", "--xds-port", "0",
+              "--namespace", f"collect-{uuid.uuid4().hex[:6]}", "--xds-cluster-idle-s", str(IDLE_S),
+              "--xds-idle-report-gap-s", str(4 * FLUSH_S)],
+    )  # fmt: skip
+    info = up.start(timeout_s=120)
+    envoy: EnvoyProcess | None = None
+    try:
+        vip = f"collect-up-{uuid.uuid4().hex[:6]}"
+        with RegistryClient(info["registry"], token=info["token"]) as client:
+            client.register(pb.Instance(vip=vip, host="127.0.0.1", port=backends("up").port, lease=LONG_LEASE))
+        listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
+        envoy = start_generic_envoy(
+            xds_endpoints(info["xds"]), f"collect-up-{uuid.uuid4().hex[:6]}", tmp_path, listen, admin,
+            token=info["proxy_token"], stats_flush_s=FLUSH_S,
+        )  # fmt: skip
+        proxy = envoy
+        until(lambda: guard_knows(proxy, vip), 10, f"the guard knows {vip}")
+        assert get(proxy.listen, vip).status == 200
+        until(lambda: vip not in _clusters(proxy), IDLE_S + 20, f"{vip} collected")
+        reply = get(proxy.listen, vip)
+        assert (reply.status, reply.body) == (200, "up") and reply.seconds < FIRST_REQUEST_BOUND_S, reply
+        assert f"{vip}@1" in _clusters(proxy)
+        print(f"\nthrough up: the request after the collection took {reply.seconds * 1e3:.1f} ms")
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        up.stop()
