@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, scale
 
 MIB = 2**20
 
@@ -52,6 +52,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
          p["meshactors"]["latency_s"]["median"] <= 0.025, "registry write + watch + build + push + Envoy apply"),
         (">= 50x faster than sovereign", f"{p['speedup_median_latency']}x", p["speedup_median_latency"] >= 50, ""),
         *_footprint_targets(results["footprint"]["figures"]["embedded_default"]),
+        *(scale.target_rows(results["scale"]) if "scale" in results else []),
     ]  # fmt: skip
     lines = [
         "## Targets (design.md section 7)",
@@ -274,6 +275,7 @@ def _md(results: dict[str, Any], plot_name: str, tiny: bool, seconds: float) -> 
         f"{sov_settings['refresh_delay_s']} s, context refresh {sov_settings['refresh_s']} s).",
         "",
         *_footprint_md(results["footprint"]["figures"]),
+        *(scale.markdown(results["scale"]) if "scale" in results else []),
         f"![latency distributions]({plot_name})",
         "",
     ]
@@ -285,7 +287,7 @@ def run(out_dir: Path, tiny: bool = False) -> dict[str, Any]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    names = ("odcds", "propagation", "sessions", "registry", "eureka", "peer", "footprint")
+    names = ("odcds", "propagation", "sessions", "registry", "eureka", "peer", "footprint", "scale")
     results = {name: run_one(name, tiny) for name in names}
     seconds = time.monotonic() - started
     plot = out_dir / "benchmarks.png"

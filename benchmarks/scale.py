@@ -338,10 +338,11 @@ def run(
         root = up.proc.pid
         fig["ready_s"] = round(ready_s, 2)
         fig["ready_steps"] = _driver_steps(up.state_dir / "logs" / "driver.log", wall)
-        fig["ready_ratio_to_range_read"] = round(ready_s / fig["floor"]["range_read_s"], 1)
-        fig["ready_ratio_to_range_read_and_decode"] = round(ready_s / fig["floor"]["range_read_and_decode_s"], 1)
+        # ratios of the figures as written, so that a reader of the JSON gets the same ones
+        fig["ready_ratio_to_range_read"] = round(fig["ready_s"] / fig["floor"]["range_read_s"], 1)
+        fig["ready_ratio_to_range_read_and_decode"] = round(fig["ready_s"] / fig["floor"]["range_read_and_decode_s"], 1)
         if "empty" in fig:
-            fig["ready_ratio_to_empty"] = round(ready_s / fig["empty"]["ready_s"], 2)
+            fig["ready_ratio_to_empty"] = round(fig["ready_s"] / fig["empty"]["ready_s"], 2)
         print(f"  scale: ready in {ready_s:.1f} s; measuring ...", file=sys.stderr, flush=True)
         _settle(5.0)
         names = {pid: name for name, pid in control_plane_pids(info).items()}
@@ -419,3 +420,80 @@ def render(result: dict[str, Any]) -> str:
                    f"{f['memory_added_by_data_mib']['rss_mib']} MiB RSS, {f['memory_added_by_data_mib']['pss_mib']} "
                    "MiB PSS")  # fmt: skip
     return "\n".join(out)
+
+
+def target_rows(result: dict[str, Any]) -> list[tuple[str, str, bool, str]]:
+    """Issue 17's rows of the report's targets table: (target, measured, met, what bounds it)."""
+    f = result["figures"]
+    t = f["targets"]
+    worst = max(f["memory"].values(), key=lambda s: s["rss_mib"])
+    top = ", ".join(f"{role} {v['rss_mib']} MiB RSS ({v['count']})" for role, v in
+                    sorted(worst["by_role"].items(), key=lambda kv: -kv[1]["rss_mib"])[:4])  # fmt: skip
+    slowest = _slowest_step(f["ready_steps"])
+    empty = f.get("empty", {})
+    return [
+        (f"{result['settings']['vips']} VIPs / {result['settings']['instances']} instances: ready <= 10 s",
+         f"{f['ready_s']} s ({f['ready_ratio_to_range_read']}x one range read)", t["ready_s"]["met"],
+         f"the same `up` over an empty registry needs {empty.get('ready_s')} s; longest step: {slowest}"),
+        ("same: <= 2 GB RSS in total", t["total_rss"]["measured"], t["total_rss"]["met"],
+         f"RSS by role: {top}; over an empty registry {empty.get('memory', {}).get('rss_mib')} MiB"),
+    ]  # fmt: skip
+
+
+def _slowest_step(steps: list[dict[str, Any]]) -> str:
+    """The step of `up` that took longest since the one before it."""
+    best, prev = ("", 0.0), 0.0
+    for s in steps:
+        if s["s"] - prev > best[1]:
+            best = (s["step"], s["s"] - prev)
+        prev = s["s"]
+    return f"{best[0]} ({best[1]:.1f} s)"
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The report's section: figures beside their floors, where the time to ready goes, memory by role."""
+    f, s = result["figures"], result["settings"]
+    fr, ef, fl = f["first_request"], f["eureka_fetch"], f["floor"]
+    empty = f.get("empty", {})
+    lines = [
+        "## Cold start over a large registry (`scale`)",
+        "",
+        f"{s['vips']} VIPs / {s['instances']} instances written straight into etcd in the registry's own keys and "
+        f"records (one lease each; loaded in {f['load']['seconds']} s, not part of any figure), etcd restarted from "
+        f"its data dir ({f['etcd_restart_s']} s), then `meshactors up --etcd` to its ready file.",
+        "",
+        "| figure | measured | floor in the same run | ratio |",
+        "|---|---|---|---|",
+        f"| ready | {f['ready_s']} s | one range read of the prefix from one Python process {fl['range_read_s']} s "
+        f"({fl['range_read_and_decode_s']} s with every record decoded) | {f['ready_ratio_to_range_read']}x "
+        f"({f['ready_ratio_to_range_read_and_decode']}x) |",
+        f"| ready, empty registry | {empty.get('ready_s')} s | | {f.get('ready_ratio_to_empty')}x (loaded / empty) |",
+        f"| first request through Envoy, p50 over {fr['vips_asked']} VIPs | {fr['first'].get('p50_ms')} ms "
+        f"(very first {fr['very_first_ms']} ms) | warm request {fr['warm'].get('p50_ms')} ms | "
+        f"{fr['first_ratio_to_warm_p50']}x |",
+        f"| full Eureka fetch (`GET /eureka/apps`, JSON, {ef['bytes']} bytes) | {ef['first_ms']} ms (cached "
+        f"{ef['cached'].get('p50_ms')} ms) | json.dumps of the same document {ef['floor_json_dumps_ms']} ms | "
+        f"{ef['first_ratio_to_floor']}x |",
+        "",
+        "Where the time to ready goes (seconds since `up` was started): "
+        + ", ".join(f"{st['step']} {st['s']}" for st in f["ready_steps"])
+        + ".",
+        "",
+        "| phase | processes | RSS MiB | PSS MiB | private MiB |",
+        "|---|---|---|---|---|",
+    ]
+    phases = {"empty registry": empty["memory"]} if "memory" in empty else {}
+    for phase, snap in {**phases, **f["memory"]}.items():
+        lines.append(f"| {phase} | {snap['processes']} | {snap['rss_mib']} | {snap['pss_mib']} | "
+                     f"{snap['private_mib']} |")  # fmt: skip
+    after = f["memory"].get("after_requests") or f["memory"]["ready"]
+    lines += ["", "| process (after the requests) | count | RSS MiB | PSS MiB |", "|---|---|---|---|"]
+    for role, v in sorted(after["by_role"].items(), key=lambda kv: -kv[1]["pss_mib"]):
+        lines.append(f"| {role} | {v['count']} | {v['rss_mib']} | {v['pss_mib']} |")
+    lines += [
+        "",
+        "Every process of `up`'s session and its descendants and the etcd it was pointed at, from "
+        "/proc/<pid>/smaps_rollup; the RSS total counts a page shared by several processes once in each.",
+        "",
+    ]
+    return lines
