@@ -18,8 +18,17 @@ from typing import Any
 import grpc
 from aetcd import rpc
 
-from benchmarks.common import FREE_PORTS, Deadline, control_plane_pids, free_port, summary_ms, table, work_dir
-from benchmarks.footprint import processes_of, snapshot
+from benchmarks.common import (
+    FREE_PORTS,
+    Deadline,
+    control_plane_pids,
+    cpu_seconds,
+    free_port,
+    summary_ms,
+    table,
+    work_dir,
+)
+from benchmarks.footprint import processes_of, role_of, snapshot
 from benchmarks.odcds import http_get
 from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.model import Instance, LeaseSettings, validate_instance
@@ -168,36 +177,65 @@ def _memory(root: int, etcd_pid: int, names: dict[int, str]) -> dict[str, Any]:
 
 
 def _start_up(
-    work: Path, label: str, etcd_url: str, deadline: Deadline
-) -> tuple[UpProcess, dict[str, Any], float, float]:
-    """`meshactors up --etcd` until its ready file: (it, the ready file, seconds to ready, wall time it started)."""
+    work: Path, label: str, etcd: EtcdServer, deadline: Deadline, *extra: str
+) -> tuple[UpProcess, dict[str, Any], float, float, dict[int, float]]:
+    """`meshactors up --etcd` until its ready file: (it, the ready file, seconds to ready, wall time it started,
+    CPU seconds each of its processes and the etcd spent from its start to ready)."""
+    assert etcd.proc is not None
+    etcd_cpu0 = cpu_seconds([etcd.proc.pid])
     up = UpProcess(
         work / f"up-{label}",
-        args=[*FREE_PORTS, "--namespace", f"bench-scale-{label}-{os.getpid()}", "--etcd", etcd_url],
+        args=[*FREE_PORTS, "--namespace", f"bench-scale-{label}-{os.getpid()}", "--etcd", etcd.url, *extra],
         # INFO: the driver's progress records say where the time to ready goes
         env={"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "MESHACTORS_LOG_LEVEL": "INFO"},
     )
     started_wall, started = time.time(), time.monotonic()
     info = up.start(timeout_s=min(300.0, deadline.left()))
-    return up, info, time.monotonic() - started, started_wall
+    ready_s = time.monotonic() - started
+    assert up.proc is not None
+    # every process of `up` was started with it, so what it has spent so far is what it took to get ready
+    cpu = {pid: cpu_seconds([pid]) for pid in processes_of(up.proc.pid)}
+    cpu[etcd.proc.pid] = cpu_seconds([etcd.proc.pid]) - etcd_cpu0
+    return up, info, ready_s, started_wall, cpu
+
+
+def _cpu_table(cpu: dict[int, float], names: dict[int, str]) -> dict[str, Any]:
+    """CPU seconds to ready by process (named actors by name, the rest by role), the total, and the shortest
+    wall time that much CPU allows on this machine's cores."""
+    by: dict[str, dict[str, float]] = {}
+    for pid, seconds in cpu.items():
+        cmd = _cmdline(pid)
+        if not cmd:
+            continue
+        label = names.get(pid) or role_of(cmd)
+        row = by.setdefault(label, {"count": 0, "cpu_s": 0.0})
+        row["count"] += 1
+        row["cpu_s"] = round(row["cpu_s"] + seconds, 2)
+    total = sum(r["cpu_s"] for r in by.values())
+    return {
+        "total_s": round(total, 2),
+        "cores": os.cpu_count() or 1,
+        "wall_floor_s": round(total / (os.cpu_count() or 1), 2),
+        "by_process": dict(sorted(by.items(), key=lambda kv: -kv[1]["cpu_s"])),
+    }
 
 
 def _stop_up(up: UpProcess, label: str) -> list[int]:
     """Stop `up` (SIGINT, then SIGKILL to its process group); the PIDs of anything of it still alive after."""
     root = up.proc.pid if up.proc is not None else 0
     up.stop()
-    left = [p for p in processes_of(root) if _alive(p)] if root else []
+    left = [p for p in processes_of(root) if _cmdline(p)] if root else []
     if left:
         print(f"  scale {label}: processes left after stop: {left}", file=sys.stderr, flush=True)
     return left
 
 
-def _alive(pid: int) -> bool:
-    """A process that still runs (a zombie or a gone PID has no command line)."""
+def _cmdline(pid: int) -> str:
+    """A process's command line; "" for a zombie or a PID that is gone."""
     try:
-        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
-        return False
+        return ""
 
 
 def _settle(seconds: float) -> None:
@@ -307,13 +345,16 @@ def run(
         etcd.start()
         target = f"127.0.0.1:{etcd.client_port}"
         if empty_baseline:  # the same `up` over an empty registry: what the data adds to time and memory
-            up, info, ready_s, wall = _start_up(work, "empty", etcd.url, deadline)
+            # its own key prefix: the measured `up` below starts as fresh a deployment (its tokens, its CA)
+            up, info, ready_s, wall, cpu = _start_up(work, "empty", etcd, deadline, "--key-prefix", "/scale-empty")
             ups.append(up)
             _settle(5.0)
             assert up.proc is not None and etcd.proc is not None
-            mem = _memory(up.proc.pid, etcd.proc.pid, {})
+            names = {pid: name for name, pid in control_plane_pids(info).items()}
+            mem = _memory(up.proc.pid, etcd.proc.pid, names)
             fig["empty"] = {"ready_s": round(ready_s, 2),
                             "steps": _driver_steps(up.state_dir / "logs" / "driver.log", wall),
+                            "cpu_to_ready": _cpu_table(cpu, names),
                             "memory": {k: v for k, v in mem.items() if k != "per_process"}}  # fmt: skip
             left += _stop_up(up, "empty")
             print(f"  scale: empty registry ready in {ready_s:.1f} s, {mem['rss_mib']} MiB RSS", file=sys.stderr,
@@ -332,7 +373,7 @@ def run(
         fig["etcd_restart_s"] = round(time.monotonic() - t, 2)
         fig["floor"] = asyncio.run(read_floor(target, keys.instances))
         assert fig["floor"]["keys"] == instances, fig["floor"]
-        up, info, ready_s, wall = _start_up(work, "loaded", etcd.url, deadline)
+        up, info, ready_s, wall, cpu = _start_up(work, "loaded", etcd, deadline)
         ups.append(up)
         assert up.proc is not None and etcd.proc is not None
         root = up.proc.pid
@@ -346,6 +387,7 @@ def run(
         print(f"  scale: ready in {ready_s:.1f} s; measuring ...", file=sys.stderr, flush=True)
         _settle(5.0)
         names = {pid: name for name, pid in control_plane_pids(info).items()}
+        fig["cpu_to_ready"] = _cpu_table(cpu, names)
         fig["memory"] = {"ready": _memory(root, etcd.proc.pid, names)}
         deadline.check()
         fig["first_request"] = _first_requests(info, work, vips, first_requests)
@@ -397,6 +439,11 @@ def render(result: dict[str, Any]) -> str:
         "where the time to ready goes (seconds since `up` was started):",
         table(f["ready_steps"], ["s", "step"]),
         "",
+        f"CPU from start to ready: {f['cpu_to_ready']['total_s']} s over {f['cpu_to_ready']['cores']} cores, so at "
+        f"least {f['cpu_to_ready']['wall_floor_s']} s of wall time"
+        + (f" (empty registry: {f['empty']['cpu_to_ready']['total_s']} s)" if "empty" in f else ""),
+        table([{"process": k, **v} for k, v in f["cpu_to_ready"]["by_process"].items()], ["process", "count", "cpu_s"]),
+        "",
     ]  # fmt: skip
     fr, ef = f["first_request"], f["eureka_fetch"]
     out.append(
@@ -425,19 +472,32 @@ def render(result: dict[str, Any]) -> str:
 def target_rows(result: dict[str, Any]) -> list[tuple[str, str, bool, str]]:
     """Issue 17's rows of the report's targets table: (target, measured, met, what bounds it)."""
     f = result["figures"]
-    t = f["targets"]
+    t, cpu = f["targets"], f["cpu_to_ready"]
     worst = max(f["memory"].values(), key=lambda s: s["rss_mib"])
-    top = ", ".join(f"{role} {v['rss_mib']} MiB RSS ({v['count']})" for role, v in
-                    sorted(worst["by_role"].items(), key=lambda kv: -kv[1]["rss_mib"])[:4])  # fmt: skip
-    slowest = _slowest_step(f["ready_steps"])
+    top = ", ".join(f"{k} {v['rss_mib']} MiB" for k, v in
+                    sorted(_by_name(worst).items(), key=lambda kv: -kv[1]["rss_mib"])[:5])  # fmt: skip
+    busiest = ", ".join(f"{k} {v['cpu_s']} s" for k, v in list(cpu["by_process"].items())[:4])
     empty = f.get("empty", {})
     return [
         (f"{result['settings']['vips']} VIPs / {result['settings']['instances']} instances: ready <= 10 s",
          f"{f['ready_s']} s ({f['ready_ratio_to_range_read']}x one range read)", t["ready_s"]["met"],
-         f"the same `up` over an empty registry needs {empty.get('ready_s')} s; longest step: {slowest}"),
+         f"CPU: {cpu['total_s']} CPU s from start to ready on {cpu['cores']} cores (at least {cpu['wall_floor_s']} s"
+         f"), most in {busiest}; over an empty registry "
+         f"{empty.get('ready_s')} s; longest step: {_slowest_step(f['ready_steps'])}"),
         ("same: <= 2 GB RSS in total", t["total_rss"]["measured"], t["total_rss"]["met"],
-         f"RSS by role: {top}; over an empty registry {empty.get('memory', {}).get('rss_mib')} MiB"),
+         f"largest: {top}; over an empty registry {empty.get('memory', {}).get('rss_mib')} MiB"),
     ]  # fmt: skip
+
+
+def _by_name(snap: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A memory snapshot's processes by actor name (the others by role), the largest first."""
+    out: dict[str, dict[str, float]] = {}
+    for r in snap["per_process"]:
+        agg = out.setdefault(r["name"] or r["role"], {"count": 0, "rss_mib": 0.0, "pss_mib": 0.0})
+        agg["count"] += 1
+        agg["rss_mib"] = round(agg["rss_mib"] + r["rss_mib"], 1)
+        agg["pss_mib"] = round(agg["pss_mib"] + r["pss_mib"], 1)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["pss_mib"]))
 
 
 def _slowest_step(steps: list[dict[str, Any]]) -> str:
@@ -453,7 +513,7 @@ def _slowest_step(steps: list[dict[str, Any]]) -> str:
 def markdown(result: dict[str, Any]) -> list[str]:
     """The report's section: figures beside their floors, where the time to ready goes, memory by role."""
     f, s = result["figures"], result["settings"]
-    fr, ef, fl = f["first_request"], f["eureka_fetch"], f["floor"]
+    fr, ef, fl, cpu = f["first_request"], f["eureka_fetch"], f["floor"], f["cpu_to_ready"]
     empty = f.get("empty", {})
     lines = [
         "## Cold start over a large registry (`scale`)",
@@ -477,6 +537,12 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "",
         "Where the time to ready goes (seconds since `up` was started): "
         + ", ".join(f"{st['step']} {st['s']}" for st in f["ready_steps"])
+        + f". The processes spent {cpu['total_s']} CPU s from start to ready (over an empty registry "
+        f"{empty.get('cpu_to_ready', {}).get('total_s')} s): at least {cpu['wall_floor_s']} s of wall time on "
+        f"{cpu['cores']} cores. By process: "
+        + ", ".join(
+            f"{k} {v['cpu_s']}" + (f" ({v['count']})" if v["count"] > 1 else "") for k, v in cpu["by_process"].items()
+        )
         + ".",
         "",
         "| phase | processes | RSS MiB | PSS MiB | private MiB |",
@@ -488,8 +554,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
                      f"{snap['private_mib']} |")  # fmt: skip
     after = f["memory"].get("after_requests") or f["memory"]["ready"]
     lines += ["", "| process (after the requests) | count | RSS MiB | PSS MiB |", "|---|---|---|---|"]
-    for role, v in sorted(after["by_role"].items(), key=lambda kv: -kv[1]["pss_mib"]):
-        lines.append(f"| {role} | {v['count']} | {v['rss_mib']} | {v['pss_mib']} |")
+    for label, v in _by_name(after).items():
+        lines.append(f"| {label} | {v['count']} | {v['rss_mib']} | {v['pss_mib']} |")
     lines += [
         "",
         "Every process of `up`'s session and its descendants and the etcd it was pointed at, from "
