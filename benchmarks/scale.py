@@ -355,7 +355,7 @@ def run(
             fig["empty"] = {"ready_s": round(ready_s, 2),
                             "steps": _driver_steps(up.state_dir / "logs" / "driver.log", wall),
                             "cpu_to_ready": _cpu_table(cpu, names),
-                            "memory": {k: v for k, v in mem.items() if k != "per_process"}}  # fmt: skip
+                            "memory": mem}  # fmt: skip
             left += _stop_up(up, "empty")
             print(f"  scale: empty registry ready in {ready_s:.1f} s, {mem['rss_mib']} MiB RSS", file=sys.stderr,
                   flush=True)  # fmt: skip
@@ -539,11 +539,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         + ", ".join(f"{st['step']} {st['s']}" for st in f["ready_steps"])
         + f". The processes spent {cpu['total_s']} CPU s from start to ready (over an empty registry "
         f"{empty.get('cpu_to_ready', {}).get('total_s')} s): at least {cpu['wall_floor_s']} s of wall time on "
-        f"{cpu['cores']} cores. By process: "
-        + ", ".join(
-            f"{k} {v['cpu_s']}" + (f" ({v['count']})" if v["count"] > 1 else "") for k, v in cpu["by_process"].items()
-        )
-        + ".",
+        f"{cpu['cores']} cores.",
         "",
         "| phase | processes | RSS MiB | PSS MiB | private MiB |",
         "|---|---|---|---|---|",
@@ -552,10 +548,22 @@ def markdown(result: dict[str, Any]) -> list[str]:
     for phase, snap in {**phases, **f["memory"]}.items():
         lines.append(f"| {phase} | {snap['processes']} | {snap['rss_mib']} | {snap['pss_mib']} | "
                      f"{snap['private_mib']} |")  # fmt: skip
-    after = f["memory"].get("after_requests") or f["memory"]["ready"]
-    lines += ["", "| process (after the requests) | count | RSS MiB | PSS MiB |", "|---|---|---|---|"]
-    for label, v in _by_name(after).items():
-        lines.append(f"| {label} | {v['count']} | {v['rss_mib']} | {v['pss_mib']} |")
+    after = _by_name(f["memory"].get("after_requests") or f["memory"]["ready"])
+    base = _by_name(empty["memory"]) if "per_process" in empty.get("memory", {}) else {}
+    base_cpu = empty.get("cpu_to_ready", {}).get("by_process", {})
+    lines += [
+        "",
+        "| process | CPU s to ready | same, empty registry | RSS MiB after the requests | same, empty registry "
+        "| PSS MiB after the requests |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, v in after.items():
+        count = f" ({v['count']})" if v["count"] > 1 else ""
+        lines.append(
+            f"| {label}{count} | {cpu['by_process'].get(label, {}).get('cpu_s', '')} | "
+            f"{base_cpu.get(label, {}).get('cpu_s', '')} | {v['rss_mib']} | {base.get(label, {}).get('rss_mib', '')} "
+            f"| {v['pss_mib']} |"
+        )
     lines += [
         "",
         "Every process of `up`'s session and its descendants and the etcd it was pointed at, from "
