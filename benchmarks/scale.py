@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import sys
 import time
 import urllib.request
@@ -177,10 +178,11 @@ def _memory(root: int, etcd_pid: int, names: dict[int, str]) -> dict[str, Any]:
 
 
 def _start_up(
-    work: Path, label: str, etcd: EtcdServer, deadline: Deadline, *extra: str
+    work: Path, label: str, etcd: EtcdServer, deadline: Deadline, ups: list[UpProcess], *extra: str
 ) -> tuple[UpProcess, dict[str, Any], float, float, dict[int, float]]:
     """`meshactors up --etcd` until its ready file: (it, the ready file, seconds to ready, wall time it started,
-    CPU seconds each of its processes and the etcd spent from its start to ready)."""
+    CPU seconds each of its processes and the etcd spent from its start to ready). It joins `ups` before it
+    starts, so that the caller stops it even when it never gets ready."""
     assert etcd.proc is not None
     etcd_cpu0 = cpu_seconds([etcd.proc.pid])
     up = UpProcess(
@@ -189,6 +191,7 @@ def _start_up(
         # INFO: the driver's progress records say where the time to ready goes
         env={"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "MESHACTORS_LOG_LEVEL": "INFO"},
     )
+    ups.append(up)
     started_wall, started = time.time(), time.monotonic()
     info = up.start(timeout_s=min(300.0, deadline.left()))
     ready_s = time.monotonic() - started
@@ -221,12 +224,18 @@ def _cpu_table(cpu: dict[int, float], names: dict[int, str]) -> dict[str, Any]:
 
 
 def _stop_up(up: UpProcess, label: str) -> list[int]:
-    """Stop `up` (SIGINT, then SIGKILL to its process group); the PIDs of anything of it still alive after."""
+    """Stop `up` (SIGINT, then SIGKILL to its process group); anything of its session or its descendants still
+    alive after that is killed by PID, and its PIDs returned (a clean stop returns none)."""
     root = up.proc.pid if up.proc is not None else 0
     up.stop()
     left = [p for p in processes_of(root) if _cmdline(p)] if root else []
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     if left:
-        print(f"  scale {label}: processes left after stop: {left}", file=sys.stderr, flush=True)
+        print(f"  scale {label}: processes left after stop, killed: {left}", file=sys.stderr, flush=True)
     return left
 
 
@@ -346,8 +355,7 @@ def run(
         target = f"127.0.0.1:{etcd.client_port}"
         if empty_baseline:  # the same `up` over an empty registry: what the data adds to time and memory
             # its own key prefix: the measured `up` below starts as fresh a deployment (its tokens, its CA)
-            up, info, ready_s, wall, cpu = _start_up(work, "empty", etcd, deadline, "--key-prefix", "/scale-empty")
-            ups.append(up)
+            up, info, ready_s, wall, cpu = _start_up(work, "empty", etcd, deadline, ups, "--key-prefix", "/scale-empty")
             _settle(5.0)
             assert up.proc is not None and etcd.proc is not None
             names = {pid: name for name, pid in control_plane_pids(info).items()}
@@ -373,8 +381,7 @@ def run(
         fig["etcd_restart_s"] = round(time.monotonic() - t, 2)
         fig["floor"] = asyncio.run(read_floor(target, keys.instances))
         assert fig["floor"]["keys"] == instances, fig["floor"]
-        up, info, ready_s, wall, cpu = _start_up(work, "loaded", etcd, deadline)
-        ups.append(up)
+        up, info, ready_s, wall, cpu = _start_up(work, "loaded", etcd, deadline, ups)
         assert up.proc is not None and etcd.proc is not None
         root = up.proc.pid
         fig["ready_s"] = round(ready_s, 2)
@@ -401,7 +408,7 @@ def run(
         fig["targets"] = _targets(fig)
     finally:
         for up in ups:
-            left += _stop_up(up, "loaded")
+            left += _stop_up(up, up.state_dir.name)
         etcd.stop()
         for b in backends:
             b.stop()
