@@ -37,7 +37,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
         lambda: eureka_bench.run(registrations=40, processes=1, concurrency=4, heartbeat_s=1),
         eureka_bench.render,
     ),
-    "peer": (lambda: peer.run(10, 10, 5), lambda: peer.run(2, 2, 1), peer.render),
+    "peer": (lambda: peer.run(10, 10), lambda: peer.run(2, 2, window_s=3.0), peer.render),
     "footprint": (
         lambda: footprint.run(vips=1000, instances=10_000, sessions=100),
         lambda: footprint.run(vips=5, instances=20, sessions=3, processes=1, cluster=False),

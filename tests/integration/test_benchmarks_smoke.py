@@ -68,10 +68,20 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
         assert fig["per_second"] > 0 and fig["p99_ms"] > 0 and fig["errors"] == 0
     for fetch in ("apps_json", "apps_xml", "delta_json"):
         assert _has(results, "eureka", "figures", "fetch_with_all_registered", fetch, "bytes") > 0
-    for side in ("meshactors", "sovereign"):
+    for side in ("meshactors", "sovereign", "sovereign_best"):  # sovereign: its default setting
         assert _has(results, "peer", "figures", side, "latency_s", "median") > 0
         assert _has(results, "peer", "figures", side, "cpu_s", "mean_per_change") >= 0
-    assert _has(results, "peer", "figures", "speedup_median_latency") > 0
+        assert (
+            _has(results, "peer", "figures", side, "cpu_s", "window_s") == results["peer"]["settings"]["cpu_window_s"]
+        )
+        assert _has(results, "peer", "figures", side, "settings", "changes") == results["peer"]["settings"]["changes"]
+    for vs in ("vs_default", "vs_best"):
+        assert _has(results, "peer", "figures", vs, "speedup_median_latency") > 0
+        assert _has(results, "peer", "figures", vs, "cpu_per_change_ratio") > 0
+    assert (
+        _has(results, "peer", "figures", "speedup_median_latency")
+        == results["peer"]["figures"]["vs_best"]["speedup_median_latency"]
+    )
     fp = _has(results, "footprint", "figures", "embedded_default")
     assert fp["seconds_to_ready"] > 0
     for phase in ("idle", "loaded"):
