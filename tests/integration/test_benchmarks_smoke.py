@@ -126,4 +126,3 @@ def _scale_figures(scale: dict) -> None:
     for name in ("ready_s", "total_rss", "total_pss", "first_request_p50"):
         assert isinstance(_has(fig, "targets", name, "met"), bool)
     assert scale["processes_left"] == []
-
