@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,11 @@ def role_of(cmdline: str) -> str:
     return "other"
 
 
-def snapshot(root: int, names: dict[int, str]) -> dict[str, Any]:
-    """Every process of the deployment now: role, a short command line, RSS/PSS/private MiB; and the totals."""
+def snapshot(root: int, names: dict[int, str], extra: Iterable[int] = ()) -> dict[str, Any]:
+    """Every process of the deployment now (and the `extra` ones: an etcd it was pointed at): role, a short
+    command line, RSS/PSS/private MiB; and the totals."""
     rows = []
-    for pid in processes_of(root):
+    for pid in sorted(set(processes_of(root)) | set(extra)):
         cmd = _cmdline(pid)
         if not cmd:  # a zombie or a kernel thread: owns no memory
             continue

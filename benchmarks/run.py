@@ -1,7 +1,7 @@
 """`python -m benchmarks.run <name> [--json OUT] [--tiny]`: run one benchmark, print its table, write its JSON.
 
-Names: odcds, propagation, sessions, registry, eureka, peer, footprint, report (all of them, then docs/benchmarks.md
-and a plot).
+Names: odcds, propagation, sessions, registry, eureka, peer, footprint, scale, report (all of them, then
+docs/benchmarks.md and a plot).
 Every benchmark starts what it needs (embedded etcd, local Ray, real Envoys), cleans up, and bounds its time.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, eureka_bench, footprint, odcds, peer, propagation, registry_bench, sessions
+from benchmarks import common, eureka_bench, footprint, odcds, peer, propagation, registry_bench, scale, sessions
 
 # name -> (full-size run, tiny run for the smoke test, table renderer)
 BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]], Callable[..., str]]] = {
@@ -37,11 +37,16 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
         lambda: eureka_bench.run(registrations=40, processes=1, concurrency=4, heartbeat_s=1),
         eureka_bench.render,
     ),
-    "peer": (lambda: peer.run(10, 10, 5), lambda: peer.run(2, 2, 1), peer.render),
+    "peer": (lambda: peer.run(10, 10), lambda: peer.run(2, 2, window_s=3.0), peer.render),
     "footprint": (
         lambda: footprint.run(vips=1000, instances=10_000, sessions=100),
         lambda: footprint.run(vips=5, instances=20, sessions=3, processes=1, cluster=False),
         footprint.render,
+    ),
+    "scale": (
+        lambda: scale.run(vips=10_000, instances=100_000),
+        lambda: scale.run(vips=50, instances=200, first_requests=3, fetches=2),
+        scale.render,
     ),
 }
 

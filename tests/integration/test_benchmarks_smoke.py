@@ -36,7 +36,7 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
     results = _has(report, "results")
     for name in results:  # progress on stderr: each benchmark says when it starts and when it is done
         assert f"benchmark {name} (tiny): running" in proc.stderr and f"benchmark {name}: done in" in proc.stderr
-    for name in ("odcds", "propagation", "sessions", "registry", "eureka", "peer", "footprint"):
+    for name in ("odcds", "propagation", "sessions", "registry", "eureka", "peer", "footprint", "scale"):
         assert _has(results, name, "versions", "envoy_binary")
         assert _has(results, name, "seconds") is not None
     for mode in ("discovery", "discovery_routing_policy", "discovery_vip_held", "bare_ads_floor", "static", "direct"):
@@ -68,10 +68,20 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
         assert fig["per_second"] > 0 and fig["p99_ms"] > 0 and fig["errors"] == 0
     for fetch in ("apps_json", "apps_xml", "delta_json"):
         assert _has(results, "eureka", "figures", "fetch_with_all_registered", fetch, "bytes") > 0
-    for side in ("meshactors", "sovereign"):
+    for side in ("meshactors", "sovereign", "sovereign_best"):  # sovereign: its default setting
         assert _has(results, "peer", "figures", side, "latency_s", "median") > 0
         assert _has(results, "peer", "figures", side, "cpu_s", "mean_per_change") >= 0
-    assert _has(results, "peer", "figures", "speedup_median_latency") > 0
+        assert (
+            _has(results, "peer", "figures", side, "cpu_s", "window_s") == results["peer"]["settings"]["cpu_window_s"]
+        )
+        assert _has(results, "peer", "figures", side, "settings", "changes") == results["peer"]["settings"]["changes"]
+    for vs in ("vs_default", "vs_best"):
+        assert _has(results, "peer", "figures", vs, "speedup_median_latency") > 0
+        assert _has(results, "peer", "figures", vs, "cpu_per_change_ratio") > 0
+    assert (
+        _has(results, "peer", "figures", "speedup_median_latency")
+        == results["peer"]["figures"]["vs_best"]["speedup_median_latency"]
+    )
     fp = _has(results, "footprint", "figures", "embedded_default")
     assert fp["seconds_to_ready"] > 0
     for phase in ("idle", "loaded"):
@@ -87,5 +97,32 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
     assert {"controller", "registry-api", "registry-shard-0", "xds-server-0"} <= named, named
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "First request" in md and "Propagation" in md and "Eureka" in md and "sovereign" in md
-    assert "Footprint" in md
+    _scale_figures(results["scale"])
+    assert "Footprint" in md and "Cold start over a large registry" in md
     assert (tmp_path / "docs" / "benchmarks.png").stat().st_size > 10_000
+
+
+def _scale_figures(scale: dict) -> None:
+    """The scale benchmark's JSON: each figure, its floor and its ratio, and every target row (not their values)."""
+    fig = _has(scale, "figures")
+    assert _has(scale, "settings", "vips") and _has(scale, "settings", "instances")
+    assert _has(fig, "load", "instances") == scale["settings"]["instances"] and _has(fig, "load", "seconds") > 0
+    floor = _has(fig, "floor")
+    assert floor["keys"] == scale["settings"]["instances"] and floor["range_read_s"] > 0
+    assert fig["ready_s"] > 0 and fig["ready_ratio_to_range_read"] == round(fig["ready_s"] / floor["range_read_s"], 1)
+    assert _has(fig, "empty", "ready_s") > 0 and fig["ready_ratio_to_empty"] > 0
+    steps = {s["step"] for s in _has(fig, "ready_steps")}
+    assert {"Ray started (local)", "registry shards ready (2)", "meshactors is up"} <= steps, steps
+    for phase in ("ready", "after_requests"):
+        snap = _has(fig, "memory", phase)
+        roles = {row["role"] for row in snap["per_process"]}
+        assert {"up (driver)", "etcd", "ray gcs", "ray raylet", "actor"} <= roles, roles
+        assert 0 < snap["pss_mib"] <= snap["rss_mib"]
+    first = _has(fig, "first_request")
+    assert first["errors"] == [] and first["first"]["p50_ms"] > 0 and first["first_ratio_to_warm_p50"] > 0
+    fetch = _has(fig, "eureka_fetch")
+    assert fetch["status"] == 200 and fetch["instances"] == scale["settings"]["instances"]
+    assert fetch["first_ms"] > 0 and fetch["floor_json_dumps_ms"] > 0 and fetch["first_ratio_to_floor"] > 0
+    for name in ("ready_s", "total_rss", "total_pss", "first_request_p50"):
+        assert isinstance(_has(fig, "targets", name, "met"), bool)
+    assert scale["processes_left"] == []
