@@ -69,6 +69,9 @@ OPERATIONAL_STAT_PREFIXES = (
 # the inclusion list without their scope's prefix (measured: a `prefix` or `^http...` regex pattern drops them, a
 # `contains` one keeps them).
 OPERATIONAL_STAT_CONTAINS = ("rbac.policy.",)
+# The outbound listener's fault aborts: the known-VIPs guard's 503s for names with no registration (junk Hosts), and
+# any abort fault a VIP's policy injects. Each proxy's count is shown per session (meshactors.xds.metrics_sink).
+OPERATIONAL_STAT_EXACT = ("http.outbound.fault.aborts_injected",)
 OPERATIONAL_STAT_SUFFIXES = (
     "warming_state",
     "ssl.fail_verify_san",
@@ -586,6 +589,7 @@ def stats_matcher() -> dict[str, Any]:
     patterns: list[dict[str, Any]] = [
         {"safe_regex": {"regex": f"^cluster\\.[^.]+\\.({cluster_stats})$"}},
         *({"prefix": p} for p in OPERATIONAL_STAT_PREFIXES),
+        *({"exact": s} for s in OPERATIONAL_STAT_EXACT),
         *({"suffix": s} for s in OPERATIONAL_STAT_SUFFIXES),
         *({"contains": s} for s in OPERATIONAL_STAT_CONTAINS),
     ]

@@ -218,10 +218,10 @@ class XdsServerActor(LogSource):
             except Exception as exc:
                 self._log.exception("idle eviction failed", error=str(exc))
 
-    def _on_report(self, node_id: str, used: set[str]) -> None:
+    def _on_report(self, node_id: str, used: set[str], aborts: int) -> None:
         """A metrics report this server received: for its own sessions of the node, or relayed to the others."""
-        if not self.host.activity(node_id, used) and self.settings.xds.cluster_idle_s > 0:
-            self.relay.offer(node_id, used)
+        if not self.host.activity(node_id, used, aborts) and self.settings.xds.cluster_idle_s > 0:
+            self.relay.offer(node_id, used, aborts)
 
     async def _relay_loop(self) -> None:
         """Every second, the reports of nodes whose ADS stream is elsewhere go to the other xDS servers in one call
@@ -246,9 +246,9 @@ class XdsServerActor(LogSource):
                 if isinstance(result, BaseException):
                     self._log.warning("relaying metrics reports failed", peer=peer, error=str(result)[:300])
 
-    async def activity(self, batch: dict[str, tuple[str, ...]]) -> int:
+    async def activity(self, batch: dict[str, tuple[tuple[str, ...], int]]) -> int:
         """Reports another xDS server received for nodes whose ADS stream may be here; how many were."""
-        return sum(self.host.activity(node_id, used) for node_id, used in batch.items())
+        return sum(self.host.activity(node_id, used, aborts) for node_id, (used, aborts) in batch.items())
 
     async def _collect_loop(self) -> None:
         """Collects idle clusters from the proxies (XdsHost.collect_idle), a few times per idle time: logs and never

@@ -163,9 +163,9 @@ class Session:
     """
 
     __slots__ = (
-        "bad_messages", "closed", "context", "idle", "keys", "kind", "lock", "log_budget", "machine", "node_id",
-        "opened_at", "peer", "pending", "push_scheduled", "reports", "resources_sent", "revoked", "stream_id",
-        "suppressed", "task", "token_id", "view",
+        "aborts", "bad_messages", "closed", "context", "idle", "keys", "kind", "lock", "log_budget", "machine",
+        "node_id", "opened_at", "peer", "pending", "push_scheduled", "reports", "resources_sent", "revoked",
+        "stream_id", "suppressed", "task", "token_id", "view",
     )  # fmt: skip
 
     def __init__(self, kind: str, stream_id: str, view: KindView, context: grpc.aio.ServicerContext) -> None:
@@ -191,6 +191,7 @@ class Session:
         self.revoked = False
         self.idle: IdleBook | None = None  # made by the node's first metrics report (cluster collection)
         self.reports = 0  # the node's metrics reports that reached it (here or relayed), for idle collection
+        self.aborts = 0  # what they counted of its outbound fault aborts (the guard's 503s for junk Hosts)
 
     @property
     def slog(self) -> Any:
@@ -643,10 +644,11 @@ class XdsHost:
 
     # ---- collection of idle clusters ---------------------------------------------------------------------
 
-    def activity(self, node_id: str, used: Iterable[str]) -> bool:
+    def activity(self, node_id: str, used: Iterable[str], aborts: int = 0) -> bool:
         """A metrics report of `node_id` arrived (here, or relayed by the server that got it): `used` are the VIPs
         it shows requests to. Only Envoy delta sessions of that node on this server learn from it (what they hold
-        is what can be collected). False when no session of the node is here (the report is for another server)."""
+        is what can be collected); `aborts`: its outbound listener's fault aborts (junk Hosts the known-VIPs guard
+        answered). False when no session of the node is here (the report is for another server)."""
         idle_s = self.settings.cluster_idle_s
         sessions = self._by_node.get(bounded(node_id, MAX_NODE_ID_CHARS)) if idle_s > 0 else None
         if not sessions:
@@ -659,6 +661,7 @@ class XdsHost:
                 session.idle = IdleBook(idle_s, self.settings.idle_report_gap_s)
             session.idle.report(used)
             session.reports += 1
+            session.aborts += aborts
         return True
 
     def collect_idle(self) -> int:
@@ -867,4 +870,5 @@ class XdsHost:
             policies=tuple(policies),
             policies_omitted=omitted,
             metrics_reports=session.reports,
+            outbound_aborts=session.aborts,
         )

@@ -69,24 +69,25 @@ class ActivityRelay:
 
     def __init__(self, max_nodes: int = 20_000) -> None:
         self.max_nodes = max_nodes
-        self._batch: dict[str, set[str]] = {}
+        self._batch: dict[str, tuple[set[str], list[int]]] = {}
         self.relayed = 0  # reports offered and kept for a batch
         self.dropped = 0  # reports of nodes past the bound of a batch
 
-    def offer(self, node_id: str, used: Iterable[str]) -> None:
+    def offer(self, node_id: str, used: Iterable[str], aborts: int = 0) -> None:
         held = self._batch.get(node_id)
         if held is None:
             if len(self._batch) >= self.max_nodes:
                 self.dropped += 1
                 return
-            held = self._batch[node_id] = set()
-        held.update(used)
+            held = self._batch[node_id] = (set(), [0])
+        held[0].update(used)
+        held[1][0] += aborts
         self.relayed += 1
 
-    def take(self) -> dict[str, tuple[str, ...]]:
-        """The batch so far (node id -> VIPs used, sorted), and a new one begins."""
+    def take(self) -> dict[str, tuple[tuple[str, ...], int]]:
+        """The batch so far (node id -> (VIPs used, sorted; outbound aborts)), and a new one begins."""
         batch, self._batch = self._batch, {}
-        return {node: tuple(sorted(vips)) for node, vips in batch.items()}
+        return {node: (tuple(sorted(vips)), aborts[0]) for node, (vips, aborts) in batch.items()}
 
 
 __all__ = ["ActivityRelay", "IdleBook"]

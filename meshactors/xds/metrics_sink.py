@@ -18,6 +18,8 @@ from meshactors.telemetry.golden import CLUSTER_LABEL, GoldenSignals, MetricsRep
 from meshactors.xds.auth import Authenticate, authorize
 from meshactors.xds.types import Node
 
+HCM_PREFIX_LABEL = "envoy.http_conn_manager_prefix"  # emit_tags_as_labels: a listener's HCM stat prefix
+
 DEFAULT_MAX_STREAMS = 20_000  # metrics streams one server holds (one per proxy that reports to it)
 
 _log = log.get("xds.metrics_sink")
@@ -34,6 +36,17 @@ def used_vips(report: MetricsReport) -> set[str]:
     return used
 
 
+def outbound_aborts(report: MetricsReport) -> int:
+    """The outbound listener's fault aborts this flush (the known-VIPs guard's 503s, and policy abort faults)."""
+    total = 0
+    for sample in report.samples:
+        if sample.name.endswith("fault.aborts_injected") and (
+            "outbound" in sample.name or (HCM_PREFIX_LABEL, "outbound") in sample.labels
+        ):
+            total += int(sample.value)
+    return total
+
+
 class MetricsSink:
     """Serves StreamMetrics into `signals`. `known` tells the VIP names that exist now (None: not loaded yet,
     nothing is counted); `ready` whether the server accepts streams."""
@@ -46,7 +59,7 @@ class MetricsSink:
         known: Callable[[], Collection[str] | None],
         ready: Callable[[], bool],
         max_streams: int = DEFAULT_MAX_STREAMS,
-        on_report: Callable[[str, set[str]], None] | None = None,
+        on_report: Callable[[str, set[str], int], None] | None = None,
     ) -> None:
         self.name = name
         self.signals = signals
@@ -54,7 +67,9 @@ class MetricsSink:
         self._known = known
         self._ready = ready
         self.max_streams = max_streams
-        self._on_report = on_report  # (node id, VIPs the report shows requests to): what idle collection learns
+        # (node id, VIPs the report shows requests to, its outbound aborts): what idle collection learns, and what a
+        # session shows of its proxy's junk
+        self._on_report = on_report
         self._by_token: dict[str, set[asyncio.Task[object]]] = {}
         self.refused: dict[str, int] = {"unauthenticated": 0, "permission": 0, "not_ready": 0, "limit": 0, "bad": 0}
 
@@ -96,7 +111,7 @@ class MetricsSink:
                 if known is not None:
                     self.signals.absorb(caller, report, known)
                 if self._on_report is not None and node_id:
-                    self._on_report(node_id, used_vips(report))
+                    self._on_report(node_id, used_vips(report), outbound_aborts(report))
         except Unauthenticated as exc:
             refused = ("unauthenticated", grpc.StatusCode.UNAUTHENTICATED, f"metrics: {exc.message}")
         except PermissionDenied as exc:

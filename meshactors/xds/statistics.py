@@ -42,6 +42,9 @@ class SessionStatistics:
     policies: tuple[SessionPolicy, ...] = ()  # per held VIP with a policy, in name order (at most a bound)
     policies_omitted: int = 0  # held VIPs with a policy past that bound
     metrics_reports: int = 0  # the node's metrics reports idle collection learned from (here or relayed)
+    # its outbound listener's fault aborts those reports counted: the known-VIPs guard's 503s for junk Hosts (and
+    # any abort fault a VIP's policy injects)
+    outbound_aborts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

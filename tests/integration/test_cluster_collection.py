@@ -138,6 +138,19 @@ async def test_idle_clusters_are_collected_and_come_back_at_first_request_cost(
         (session,) = [s for s in stats.streams if s.node_id == f"collect-{suffix}" and s.kind == "delta"]
         assert session.protocol["clusters_collected"] == CYCLES
         assert session.protocol["names_retired"] == CYCLES  # rare, rare@1, rare@2 stay subscribed on Envoy
+
+        # junk Hosts the guard answers show per proxy, from its reports
+        junk = 5
+        for i in range(junk):
+            reply = await asyncio.to_thread(get, proxy.listen, f"collect-junk-{i}-{suffix}")
+            assert reply.status == 503
+        node = f"collect-{suffix}"
+
+        def aborts() -> int:
+            return next(s.outbound_aborts for s in host.statistics().streams if s.node_id == node and s.kind == "delta")
+
+        await _until(lambda: aborts() >= junk, 10, "the junk answered shows in the session's record")
+        assert aborts() == junk
     finally:
         stop.set()
         collector.cancel()

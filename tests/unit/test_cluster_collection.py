@@ -13,7 +13,7 @@ from meshactors.snapshot.builder import build_vip
 from meshactors.snapshot.source import VipSource, validate_name, vip_of
 from meshactors.telemetry.golden import CLUSTER_LABEL, MetricsReport, Sample
 from meshactors.xds.idle import ActivityRelay, IdleBook
-from meshactors.xds.metrics_sink import used_vips
+from meshactors.xds.metrics_sink import outbound_aborts, used_vips
 from tests.unit.test_policy_compile import policy_of
 
 
@@ -150,12 +150,24 @@ def test_a_generation_virtual_host_leaves_a_mirror_to_another_vip_as_it_is() -> 
 
 def test_the_relay_batches_reports_per_node_and_stays_bounded() -> None:
     relay = ActivityRelay(max_nodes=2)
-    relay.offer("n1", {"a"})
-    relay.offer("n1", {"b"})
+    relay.offer("n1", {"a"}, 2)
+    relay.offer("n1", {"b"}, 1)
     relay.offer("n2", ())  # a report with no request: still evidence
     relay.offer("n3", {"c"})  # past the bound of this batch
-    assert relay.take() == {"n1": ("a", "b"), "n2": ()}
+    assert relay.take() == {"n1": (("a", "b"), 3), "n2": ((), 0)}
     assert (relay.relayed, relay.dropped) == (3, 1)
     assert relay.take() == {}
     relay.offer("n3", {"c"})
-    assert relay.take() == {"n3": ("c",)}
+    assert relay.take() == {"n3": (("c",), 0)}
+
+
+def test_outbound_aborts_count_the_outbound_listeners_fault_aborts_only() -> None:
+    report = MetricsReport(
+        node=None,
+        samples=(
+            Sample("http.fault.aborts_injected", (("envoy.http_conn_manager_prefix", "outbound"),), 4),
+            Sample("http.fault.aborts_injected", (("envoy.http_conn_manager_prefix", "inbound"),), 9),
+            Sample("http.outbound.fault.aborts_injected", (), 1),
+        ),
+    )
+    assert outbound_aborts(report) == 5
