@@ -521,12 +521,11 @@ class DeltaStream:
         for vip, generation in newest.items():
             if generation > self._generation.get(vip, 0):
                 self._route_to(vip, generation)  # its virtual host goes out as the new name's companion
-            generation = self._generation[vip]
-            for held in cs.subscribed:
-                if self._generations.vip_of(held) == vip and split_generation(held)[1] < generation:
-                    if held not in self._retired:
-                        self._retired.add(held)
-                        candidates.discard(held)
+        for held in cs.subscribed:  # one pass, however many VIPs a reconnect names generations of
+            vip = self._generations.vip_of(held)
+            if vip in newest and split_generation(held)[1] < self._generation[vip] and held not in self._retired:
+                self._retired.add(held)
+                candidates.discard(held)
 
     def collectable(self) -> list[str]:
         """The VIPs whose clusters could be collected from this stream now: the client holds (ACKed) every cluster
