@@ -326,9 +326,10 @@ class XdsHost:
                 elif req.node is not None and not session.node_id:
                     session.node_id = bounded(req.node.id, MAX_NODE_ID_CHARS)
                     self._opened(session, req.node)
-                responses = self._on_request(session, req)
-                if responses:
-                    await self._send(session, responses)
+                if not (session.kind == "delta" and session.machine.on_plain_ack(req)):  # a plain ACK: bookkeeping
+                    responses = self._on_request(session, req)
+                    if responses:
+                        await self._send(session, responses)
                 self.converging.check(session)  # an ACK may have landed
         except asyncio.CancelledError:
             if not session.revoked:
