@@ -71,6 +71,7 @@ def _length_delimited_tag(msg_class: type[message.Message], field: str) -> bytes
 # Both responses keep `resources` as field 2; taken from the descriptors rather than hard-coded.
 _DELTA_RESOURCES_TAG = _length_delimited_tag(discovery_pb2.DeltaDiscoveryResponse, "resources")
 _SOTW_RESOURCES_TAG = _length_delimited_tag(discovery_pb2.DiscoveryResponse, "resources")
+_DELTA_NONCE_TAG = _length_delimited_tag(discovery_pb2.DeltaDiscoveryResponse, "nonce")
 
 
 def _parse(msg_class: type[_M], data: bytes) -> _M:
@@ -168,21 +169,30 @@ def _framed_delta_resource(res: VersionedResource) -> bytes:
     return _DELTA_RESOURCES_TAG + _varint(len(data)) + data
 
 
+@lru_cache(maxsize=ENCODE_CACHE_SIZE)
+def _delta_body(
+    type_url: str, resources: tuple[VersionedResource, ...], removed: tuple[str, ...], system_version_info: str
+) -> bytes:
+    """Every field of a DeltaDiscoveryResponse but its nonce: the same bytes for every stream sent this content."""
+    head = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=system_version_info, type_url=type_url, removed_resources=removed
+    ).SerializeToString()
+    if not resources:
+        return head
+    return b"".join([head, *map(_framed_delta_resource, resources)])
+
+
 def encode_delta_response(resp: DeltaResponse) -> bytes:
     """DeltaResponse -> DeltaDiscoveryResponse bytes.
 
-    The scalar fields are serialized by protobuf; each resource's pre-encoded entry is appended
-    (protobuf parsers accept fields in any order, and repeated message entries simply concatenate).
+    The fields but the nonce are encoded once per content (scalars by protobuf, each resource's pre-encoded entry
+    appended) and shared by every stream; the stream's nonce is appended (protobuf parsers accept fields in any
+    order, and repeated message entries simply concatenate).
     """
-    head = discovery_pb2.DeltaDiscoveryResponse(
-        system_version_info=resp.system_version_info,
-        type_url=resp.type_url,
-        nonce=resp.nonce,
-        removed_resources=resp.removed,
-    ).SerializeToString()
-    if not resp.resources:
-        return head
-    return b"".join([head, *map(_framed_delta_resource, resp.resources)])
+    nonce = resp.nonce.encode()
+    size = len(nonce)
+    frame = _DELTA_NONCE_TAG + (bytes((size,)) if size < 0x80 else _varint(size)) + nonce if nonce else b""
+    return _delta_body(resp.type_url, resp.resources, resp.removed, resp.system_version_info) + frame
 
 
 def decode_delta_response(data: bytes) -> DeltaResponse:

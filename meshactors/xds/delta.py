@@ -204,6 +204,26 @@ class DeltaStream:
 
     # ------------------------------------------------------------------------------------- requests
 
+    def on_plain_ack(self, req: DeltaRequest) -> bool:
+        """The request every response brings, at the least cost: on a type the stream has opened, no error and
+        nothing (un)subscribed. True when `req` is one: applied exactly as `on_request` applies it (an ACK of a
+        nonce in flight, or a stale nonce counted; never a response). False when it is not: nothing was done,
+        `on_request` takes it."""
+        if req.error_detail is not None or req.subscribe or req.unsubscribe:
+            return False
+        ts = self._types.get(req.type_url)
+        if ts is None:
+            return False
+        self._requests += 1
+        nonce = req.response_nonce
+        if nonce in ts.pending:
+            self._apply_ack(ts, nonce)
+            ts.last_ack_at = self._clock()
+            ts.last_request_nacked = False
+        elif nonce:
+            self._unknown_nonces += 1
+        return True
+
     def on_request(self, req: DeltaRequest) -> Outcome[DeltaResponse]:
         """Apply one DeltaRequest: ACK/NACK bookkeeping, then (even for a stale nonce) its subscriptions."""
         if not req.type_url:

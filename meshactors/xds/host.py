@@ -1,4 +1,4 @@
-"""XdsHost: the ADS server of one process: one lightweight session per stream (state machine + lock) over a
+"""XdsHost: the ADS server of one process: one lightweight session per stream (state machine + outbox) over a
 SnapshotCache filled on demand from its sources. It serves whatever type URLs its sources own and knows no VIP;
 no Ray here: the runtime wraps it in an actor and wires the sources' update streams to `apply`.
 
@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -157,15 +157,17 @@ class _TokenBucket:
 class Session:
     """One ADS stream: its state machine, the keys it holds interest in, and the changes waiting for it.
 
-    Requests are handled as they are read; changes are written by a short-lived push task scheduled only
-    when something changed. A lock keeps one writer at a time, so responses go out in the order computed.
+    Requests are handled as they are read; changes are computed by the host's fan-out (one loop over every
+    session a batch of changes concerns) and written by it. One writer at a time (`writing`): what is computed
+    while a write is under way waits in `outbox`, so responses go out in the order computed, and changes that
+    arrive meanwhile wait in `pending` for the writer to compute them when its write is done (latest wins).
     An idle session holds no task and no queue of its own: it costs the stream, the state machine, and this.
     """
 
     __slots__ = (
-        "aborts", "bad_messages", "closed", "context", "idle", "keys", "kind", "lock", "log_budget", "machine",
-        "node_id", "opened_at", "peer", "pending", "push_scheduled", "reports", "resources_sent", "revoked",
-        "stream_id", "suppressed", "task", "token_id", "view",
+        "aborts", "bad_messages", "closed", "context", "drained", "idle", "keys", "kind", "log_budget", "machine",
+        "node_id", "opened_at", "outbox", "peer", "pending", "reports", "resources_sent", "revoked", "stream_id",
+        "suppressed", "task", "token_id", "view", "writing",
     )  # fmt: skip
 
     def __init__(self, kind: str, stream_id: str, view: KindView, context: grpc.aio.ServicerContext) -> None:
@@ -174,12 +176,13 @@ class Session:
         self.view = view
         self.machine: Any = None
         self.context = context
-        self.lock = asyncio.Lock()
+        self.writing = False  # a writer is draining `outbox`: others append to it, never write themselves
+        self.outbox: list[Any] = []  # responses computed, not written yet, in order; empty unless `writing`
+        self.drained: asyncio.Future[None] | None = None  # a request handler waiting for the writer to finish
         self.node_id = ""
         self.peer = context.peer()
         self.opened_at = time.time()
         self.pending: set[Ref] = set()
-        self.push_scheduled = False
         self.closed = False
         self.keys: dict[HeldKey, set[Ref]] = {}
         self.resources_sent = 0
@@ -247,6 +250,9 @@ class XdsHost:
         self._bucket = _TokenBucket(self.settings.max_new_streams_per_s)
         self._ids = itertools.count(1)
         self._tasks = TaskSet()
+        # sessions with changes not computed yet, for the fan-out scheduled to run once the current handler yields
+        self._dirty: dict[Session, None] = {}
+        self._fan_out_scheduled = False
         self.counters = _Counters()
         self.converging: ConvergenceTracker[Session, HeldKey] = ConvergenceTracker(self._caught_up)
         self.fetch_time = Histogram()
@@ -329,8 +335,10 @@ class XdsHost:
                 elif req.node is not None and not session.node_id:
                     session.node_id = bounded(req.node.id, MAX_NODE_ID_CHARS)
                     self._opened(session, req.node)
-                async with session.lock:
-                    await session.write(self._on_request(session, req), self.counters.responses_by_type)
+                if not (session.kind == "delta" and session.machine.on_plain_ack(req)):  # a plain ACK: bookkeeping
+                    responses = self._on_request(session, req)
+                    if responses:
+                        await self._send(session, responses)
                 self.converging.check(session)  # an ACK may have landed
         except asyncio.CancelledError:
             if not session.revoked:
@@ -366,29 +374,85 @@ class XdsHost:
             await session.context.abort(grpc.StatusCode.INTERNAL, f"xDS server {self.name} failed on this stream")
 
     def notify(self, session: Session, changed: Iterable[Ref]) -> None:
-        """Changes for a session: one push task is scheduled; further changes join it (latest wins)."""
+        """Changes for a session: computed by the next fan-out, which runs once the current handler yields and
+        serves every session notified until then from one loop; further changes join them (latest wins)."""
         session.pending.update(changed)
-        if not session.push_scheduled and not session.closed:
-            session.push_scheduled = True
-            self._spawn(self._push(session))
+        if session.closed:
+            return
+        self._dirty[session] = None
+        if not self._fan_out_scheduled:
+            self._fan_out_scheduled = True
+            asyncio.get_running_loop().call_soon(self._fan_out)
+
+    def _fan_out(self) -> None:
+        """Compute the changes of every notified session that is not writing (a writer computes its own when its
+        write is done) and write them all at once: one task for the lot, not a task and a lock per session."""
+        self._fan_out_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        drains = []
+        for session in dirty:
+            if session.writing or session.closed or not session.pending:
+                continue
+            responses = self._compute_push(session)
+            if responses:
+                session.outbox, session.writing = responses, True
+                drains.append(self._push(session))
+        if len(drains) == 1:
+            self._spawn(drains[0])
+        elif drains:
+            self._spawn(self._push_all(drains))
+
+    @staticmethod
+    async def _push_all(drains: list[Coroutine[Any, Any, None]]) -> None:
+        await asyncio.gather(*drains)  # each catches what its stream raises
+
+    def _compute_push(self, session: Session) -> list[Any]:
+        changed, session.pending = session.pending, set()
+        try:
+            responses = session.machine.on_update(changed)
+        except Exception as exc:  # a state-machine bug: log it with the stack; the stream goes on
+            self.counters.stream_errors += 1
+            session.slog.exception("computing a push failed", error=bounded(repr(exc)))
+            return []
+        self._pushed_interest(session, [])
+        return responses
 
     async def _push(self, session: Session) -> None:
-        async with session.lock:
-            session.push_scheduled = False
-            if session.closed or not session.pending:
-                return
-            changed, session.pending = session.pending, set()
-            try:
-                responses = session.machine.on_update(changed)
-            except Exception as exc:  # a state-machine bug: log it with the stack; the stream goes on
-                self.counters.stream_errors += 1
-                session.slog.exception("computing a push failed", error=bounded(repr(exc)))
-                return
-            self._pushed_interest(session, [])
-            try:
-                await session.write(responses, self.counters.responses_by_type)
-            except Exception as exc:  # the stream is gone; its handler cleans up
-                session.slog.debug("push to a closed stream dropped", error=bounded(repr(exc)))
+        try:
+            await self._drain(session)
+        except Exception as exc:  # the stream is gone; its handler cleans up
+            session.slog.debug("push to a closed stream dropped", error=bounded(repr(exc)))
+
+    async def _send(self, session: Session, responses: list[Any]) -> None:
+        """A request's responses, written after what the session's writer holds (the handler waits for them to be
+        written, as gRPC flow control makes a client that does not read wait)."""
+        if not session.writing:
+            session.outbox, session.writing = responses, True
+            await self._drain(session)
+            return
+        session.outbox.extend(responses)
+        if session.drained is None:
+            session.drained = asyncio.get_running_loop().create_future()
+        await session.drained
+
+    async def _drain(self, session: Session) -> None:
+        """Write the outbox, then the changes that arrived meanwhile, until none is left. Called with `writing` set;
+        clears it (and wakes a waiting handler) however it ends; a failed write drops what was not written."""
+        try:
+            while True:
+                if not session.outbox:
+                    if session.closed or not session.pending:
+                        return
+                    session.outbox = self._compute_push(session)
+                    continue
+                batch, session.outbox = session.outbox, []
+                await session.write(batch, self.counters.responses_by_type)
+        finally:
+            session.writing = False
+            session.outbox = []
+            waiter, session.drained = session.drained, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _validate(self, type_url: str, name: str) -> str | None:
         """The source's verdict on a name, asked once per request (a source may count what it refuses)."""
@@ -679,23 +743,25 @@ class XdsHost:
         return collected
 
     async def _collect(self, session: Session, vips: list[str]) -> None:
-        async with session.lock:
-            if session.closed:
-                return
-            for vip in vips:
-                responses = session.machine.collect(vip)
-                if not responses:
-                    continue
-                self.counters.clusters_collected += 1
-                if session.idle is not None:
-                    session.idle.forget(vip)
-                session.slog.info("idle clusters collected", vip=bounded(vip))
-                try:
-                    await session.write(responses, self.counters.responses_by_type)
-                except Exception as exc:  # the stream is gone; its handler cleans up
-                    session.slog.debug("collection on a closed stream dropped", error=bounded(repr(exc)))
-                    return
-            self._pushed_interest(session, [])
+        if session.closed:
+            return
+        responses: list[Any] = []
+        for vip in vips:
+            out = session.machine.collect(vip)
+            if not out:
+                continue
+            responses.extend(out)
+            self.counters.clusters_collected += 1
+            if session.idle is not None:
+                session.idle.forget(vip)
+            session.slog.info("idle clusters collected", vip=bounded(vip))
+        if not responses:
+            return
+        self._pushed_interest(session, [])
+        try:
+            await self._send(session, responses)  # after what its writer holds, in the order computed
+        except Exception as exc:  # the stream is gone; its handler cleans up
+            session.slog.debug("collection on a closed stream dropped", error=bounded(repr(exc)))
 
     async def pin(self, source_name: str, keys: Iterable[str]) -> None:
         """Hold `keys` of a source whether or not a session wants them (e.g. what a source learns from), fetched

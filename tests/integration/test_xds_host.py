@@ -635,3 +635,36 @@ async def test_a_nacked_change_never_converges_and_is_abandoned_when_its_session
         await _until_true(lambda: host.statistics().sessions == 0, "the session to close")
         assert len(host.converging) == 0 and host.converging.abandoned == 1
         assert host.converging.histogram.count == 0
+
+
+async def test_a_burst_of_changes_fans_out_once_to_every_session_in_order(served: Any) -> None:
+    """Changes applied back to back reach every holder from one fan-out: each session is sent the latest version
+    once (they coalesce), in order after what it was sent before, and every session's books end in sync."""
+    host, source, target = served
+    source.set("fan", 4000)
+    async with grpc.aio.insecure_channel(target) as ch:
+        clients = [DeltaAdsClient(ch, Node(f"f{i}"), token=TOKEN) for i in range(20)]
+        sotw = SotwAdsClient(ch, Node("fs"), token=TOKEN)
+        for client in [*clients, sotw]:
+            await client.connect()
+        try:
+            for client in [*clients, sotw]:
+                await client.subscribe(CLUSTER, ["fan"])
+                await client.wait_for(CLUSTER, "fan")
+                await client.subscribe(ENDPOINT, ["fan"])
+                await client.wait_for(ENDPOINT, "fan")
+            before = [len(c.responses) for c in clients]
+            for port in range(4001, 4006):  # no await in between: one fan-out computes the last of them
+                host.apply(VIP_SOURCE, [source.set("fan", 4000, port)])
+            for client in [*clients, sotw]:
+                await client.wait_for(ENDPOINT, "fan", lambda r: _cla_ports(r.body) == {4000, 4005})
+            await sotw.expect_silence(0.2)
+            for client, n in zip(clients, before, strict=True):
+                assert [r.type_url for r in client.responses[n:]] == [ENDPOINT]
+                assert client.violations == []
+            assert sotw.violations == []
+            await _until_true(lambda: host.convergence().lagging == (), "every session ACKed the last version")
+            assert host.counters.stream_errors == 0
+        finally:
+            for client in [*clients, sotw]:
+                await client.close()

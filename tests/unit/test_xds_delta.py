@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +18,7 @@ from meshactors.xds.types import (
     DeltaResponse,
     ErrorDetail,
     Limits,
+    Outcome,
     VersionedResource,
 )
 from meshactors.xds.view import DictView
@@ -772,3 +774,55 @@ def test_retired_names_do_not_count_against_the_bound_of_names(view: DictView) -
         ack(stream, resp)
     out = stream.on_request(sub(CLUSTER, "a@1"))
     assert out.rejected == () and [names(r) for r in out.responses if r.type_url == CLUSTER] == [["a@1"]]
+
+
+Feed = Callable[[DeltaStream, DeltaRequest], "Outcome[DeltaResponse] | None"]
+
+
+def _acks_script(stream: DeltaStream, view: DictView, feed: Feed) -> list[bool]:
+    """ACKs, stale and unknown nonces, an empty request, a NACK and a new type; which requests `feed` took fast."""
+    taken: list[bool] = []
+
+    def send(req: DeltaRequest) -> tuple[DeltaResponse, ...]:
+        out = feed(stream, req)
+        taken.append(out is None)
+        return () if out is None else out.responses
+
+    [cds] = send(sub(CLUSTER, "a"))
+    send(DeltaRequest(type_url=CLUSTER, response_nonce=cds.nonce))  # ACK
+    [eds] = send(sub(ENDPOINT, "a"))
+    [u1] = stream.on_update(view.put(res(ENDPOINT, "a", b"v2")))
+    [u2] = stream.on_update(view.put(res(ENDPOINT, "a", b"v3")))
+    send(DeltaRequest(type_url=ENDPOINT, response_nonce=u1.nonce))  # ACKs eds and u1, in order
+    send(DeltaRequest(type_url=ENDPOINT, response_nonce=u1.nonce))  # stale now
+    send(DeltaRequest(type_url=ENDPOINT, response_nonce="no-such-nonce"))
+    send(DeltaRequest(type_url=ENDPOINT))  # nothing at all, on an opened type
+    send(DeltaRequest(type_url=ENDPOINT, response_nonce=u2.nonce, error_detail=ErrorDetail(3, "bad")))
+    [u3] = stream.on_update(view.put(res(ENDPOINT, "a", b"v4")))
+    send(DeltaRequest(type_url=LISTENER, response_nonce="x"))  # a type not opened yet: on_request's
+    send(DeltaRequest(type_url=ENDPOINT, response_nonce=u3.nonce))
+    assert eds.nonce != u1.nonce
+    return taken
+
+
+def test_plain_ack_fast_path_keeps_the_same_books_as_on_request() -> None:
+    """`on_plain_ack` takes only what `on_request` would answer with nothing (an ACK, a stale or unknown nonce, an
+    empty request of an opened type) and leaves the stream exactly as `on_request` would."""
+
+    def full(stream: DeltaStream, req: DeltaRequest) -> Outcome[DeltaResponse] | None:
+        return stream.on_request(req)
+
+    def fast(stream: DeltaStream, req: DeltaRequest) -> Outcome[DeltaResponse] | None:
+        return None if stream.on_plain_ack(req) else stream.on_request(req)
+
+    runs = []
+    for feed in (full, fast):
+        view = DictView([res(CLUSTER, "a"), res(ENDPOINT, "a")])
+        stream = DeltaStream(view, stream_id="s", clock=lambda: 7.0)
+        stream._nonces._prefix = "n"  # the same nonces in both runs, to compare their books
+        runs.append((stream, _acks_script(stream, view, feed)))
+    (slow, slow_taken), (quick, quick_taken) = runs
+    assert not any(slow_taken)
+    assert quick_taken == [False, True, False, True, True, True, True, False, False, True]
+    assert quick.statistics() == slow.statistics()
+    assert quick.statistics().acks == 3 and quick.statistics().unknown_nonces == 3
