@@ -443,14 +443,25 @@ def test_a_root_rotation_under_load_fails_no_request(
     for svc in (mesh["server_svc"], mesh["client_svc"]):
         assert SpiffeId(stack["trust_domain"], svc).uri in active, active
     assert set(active.values()) == {new_root.serial}, active
-    # the server's Envoy presents a leaf of the new root (checked by a client of the new root alone)
-    served = x509.load_pem_x509_certificate((mesh["server"].work / "meshactors-identity" / "cert.pem").read_bytes())
-    assert verify_leaf(bundle, served, datetime.now(UTC)) == SpiffeId(stack["trust_domain"], mesh["server_svc"])
+    # the server's Envoy presents the leaf its sidecar holds, one of the new root (checked by a client of the new
+    # root alone). The file is read on every look: `finish` changed the bundle, so the sidecar renews once more
+    # within its bundle check interval, and the leaf on file a moment ago may already be replaced.
+    identity = mesh["server"].work / "meshactors-identity" / "cert.pem"
     key, csr = new_key_and_csr()
     with CertificateClient(stack["registry"], token=mesh["client_token"]) as certs:
         pair = _write_pair(tmp_path, "after-rotation", certs.sign(csr).certificate_pem, key)
-    until(lambda: _server_serial(mesh["secure_port"], pair) == format(served.serial_number, "x"), 15,
-          "the server's Envoy did not present its new leaf")  # fmt: skip
+    seen: dict[str, str] = {}
+
+    def presents_the_leaf_on_file() -> bool:
+        on_file = x509.load_pem_x509_certificate(identity.read_bytes())
+        assert verify_leaf(bundle, on_file, datetime.now(UTC)) == SpiffeId(stack["trust_domain"], mesh["server_svc"])
+        seen.update(on_file=format(on_file.serial_number, "x"), presented=_server_serial(mesh["secure_port"], pair))
+        return seen["on_file"] == seen["presented"]
+
+    try:
+        until(presents_the_leaf_on_file, 15, "the server's Envoy did not present the leaf on file")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last look: {seen}") from exc
     until(_through(mesh, mesh["svip"]), 15, "the SVIP stopped answering after the rotation")
 
 
