@@ -449,6 +449,7 @@ SET_ELSEWHERE: dict[str, str] = {
     "etcd": "--etcd, a launcher flag (without it `up` starts an embedded etcd)",
     "xds_ports": "--xds-port (the first port; the others follow)",
     "actor_resources": "--actor-resource",
+    "colocate": "--shape (auto: colocated on the local Ray `up` starts)",
     "metrics_ports": "resolved by deploy, one free port per actor",
     "log_dir": "<state dir>/logs",
     "log_echo": "whether `up` runs on a terminal",
@@ -506,12 +507,32 @@ def add_up_flags(parser: argparse.ArgumentParser) -> None:
         help="a Ray resource every control-plane actor asks for (keeps them on nodes that offer it; repeatable)",
     )
     groups["deployment"].add_argument(
+        "--shape",
+        dest="up_shape",
+        choices=SHAPES,
+        default=AUTO_SHAPE,
+        help="how the roles run: 'colocated', all in one mesh host actor (the least memory and processes); "
+        "'separate', one actor per role (what spreads over a cluster's nodes); 'auto' (default): colocated on the "
+        "local Ray `up` starts, separate with --ray-address",
+    )
+    groups["deployment"].add_argument(
         "--cluster-secret-file",
         dest="up_cluster_secret_file",
         metavar="PATH",
         help="a 0600 file holding the secret the actors' internal gRPC calls carry "
         f"({cluster_auth.MIN_LENGTH}+ printable characters; default: a random one per deployment)",
     )
+
+
+AUTO_SHAPE, COLOCATED, SEPARATE = "auto", "colocated", "separate"
+SHAPES = (AUTO_SHAPE, COLOCATED, SEPARATE)
+
+
+def colocate(shape: str, ray_address: str | None) -> bool:
+    """Whether the `--shape` given runs every role in one mesh host (auto: on a local Ray, not on a cluster)."""
+    if shape not in SHAPES:
+        raise ConfigError(f"--shape: {shape!r} is not one of {', '.join(SHAPES)}")
+    return shape == COLOCATED or (shape == AUTO_SHAPE and not ray_address)
 
 
 def actor_resources(pairs: list[str]) -> tuple[tuple[str, float], ...]:
@@ -553,4 +574,8 @@ def mesh_settings(args: argparse.Namespace, etcd: str = "") -> MeshSettings:
     secret_file = getattr(args, "up_cluster_secret_file", None)
     if secret_file:
         settings = dataclasses.replace(settings, cluster_secret=read_cluster_secret(secret_file))
-    return dataclasses.replace(settings, actor_resources=actor_resources(getattr(args, "up_actor_resource", [])))
+    return dataclasses.replace(
+        settings,
+        actor_resources=actor_resources(getattr(args, "up_actor_resource", [])),
+        colocate=colocate(getattr(args, "up_shape", AUTO_SHAPE) or AUTO_SHAPE, getattr(args, "ray_address", None)),
+    )

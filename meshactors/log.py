@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -23,6 +24,8 @@ Echo = Literal["all", "warnings", "none"]
 
 _configured = False
 _file: Path | None = None
+_sink: Any = None
+_ACTOR_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _LEVELS = logging.getLevelNamesMapping()
 
 
@@ -64,18 +67,35 @@ def human(event: dict[str, Any]) -> str:
     return str(_console(None, "", dict(event)))
 
 
+ROUTE_KEY = "hosted_role"  # the context field that names a co-hosted role (its records go to its own file)
+MAX_ROUTED_FILES = 64  # files of co-hosted roles one process keeps open (role names come from the deployment)
+
+
 class _Sink:
-    """The structlog logger of a process: every record to the file as JSON, some to the stream."""
+    """The structlog logger of a process: every record to the file as JSON, some to the stream. Routed (a host of
+    several roles), a record whose context binds ROUTE_KEY goes to that actor's own file beside the process's."""
 
     def __init__(self, file: BoundedFile | None, to_stderr: bool, stream_json: bool, stream_min: int) -> None:
         self.file, self.to_stderr, self.stream_json, self.stream_min = file, to_stderr, stream_json, stream_min
+        self.routed: dict[str, BoundedFile] | None = None  # actor name -> its file, once routing is on
         self._lock = threading.Lock()
+
+    def _file_of(self, actor: Any) -> BoundedFile | None:
+        if self.routed is None or self.file is None or not isinstance(actor, str) or not actor:
+            return self.file
+        routed = self.routed.get(actor)
+        if routed is None:
+            if len(self.routed) >= MAX_ROUTED_FILES or not _ACTOR_NAME.fullmatch(actor):
+                return self.file
+            routed = self.routed[actor] = BoundedFile(self.file.path.with_name(f"{actor}.log"))
+        return routed
 
     def msg(self, **event: Any) -> None:
         level = _LEVELS.get(str(event.get("level", "info")).upper(), logging.INFO)
         with self._lock:
-            if self.file is not None:
-                self.file.write_line(str(_json(None, "", dict(event))))
+            file = self._file_of(event.get(ROUTE_KEY))
+            if file is not None:
+                file.write_line(str(_json(None, "", dict(event))))
             if self.to_stderr and level >= self.stream_min:
                 text = _json(None, "", dict(event)) if self.stream_json else human(event)
                 # the stderr of the moment, not the one at configure time: a process that swaps stderr later
@@ -91,7 +111,7 @@ def configure(level: str | None = None, json: bool | None = None, file: Path | N
     `file`: also write every record there as JSON (bounded, rotated). `echo` says what stderr gets: every record
     ("all", JSON unless `json` is False or stderr is a terminal), warnings and errors as human lines
     ("warnings"), or nothing ("none")."""
-    global _configured, _file
+    global _configured, _file, _sink
     level_name = (level or os.environ.get("MESHACTORS_LOG_LEVEL") or "INFO").upper()
     if json is None:
         env = os.environ.get("MESHACTORS_LOG_JSON")
@@ -116,11 +136,22 @@ def configure(level: str | None = None, json: bool | None = None, file: Path | N
         logger_factory=lambda *_: sink,
         cache_logger_on_first_use=False,
     )
-    _configured, _file = True, file
+    _configured, _file, _sink = True, file, sink
 
 
-def file_path() -> Path | None:
-    """The file this process writes its records to (None: stderr only)."""
+def route_by_actor() -> None:
+    """From now on a record whose context binds ROUTE_KEY (structlog.contextvars) goes to <that name>.log beside this
+    process's file: how the roles a mesh host runs keep a log file each."""
+    if _sink is not None:
+        with _sink._lock:
+            if _sink.routed is None:
+                _sink.routed = {}
+
+
+def file_path(actor: str | None = None) -> Path | None:
+    """The file this process writes its records to (None: stderr only); with `actor`, that of a routed actor."""
+    if actor and _file is not None and _sink is not None and _sink.routed is not None:
+        return _file.with_name(f"{actor}.log")
     return _file
 
 

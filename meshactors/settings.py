@@ -50,6 +50,9 @@ class MeshSettings:
     dashboard_port: int = defaults.DASHBOARD_PORT  # the mesh dashboard (HTTP), on registry_host
     # Ray resources every control-plane actor asks for, e.g. {"meshactors": 1} to keep them on labeled nodes.
     actor_resources: tuple[tuple[str, float], ...] = ()
+    # The co-hosted shape: every role (shards, builders, xDS servers, APIs, dashboard, controller) runs as a
+    # component of one mesh host actor (meshactors.runtime.host), not in an actor process of its own.
+    colocate: bool = False
     # Where each actor writes its records (<log_dir>/<actor>.log, JSON, rotated); "": stderr only. On a node that
     # cannot create it, an actor writes under Ray's session log directory instead (meshactors.runtime.logs).
     log_dir: str = ""

@@ -46,13 +46,11 @@ ACTOR_OPTIONS: dict[str, Any] = {
 AUTH_LOAD_WAIT_S = 10.0  # how long an API waits for its token table before listening anyway (answering UNAVAILABLE)
 
 
-@ray.remote
-class RegistryShardActor(LogSource):
+class RegistryShardRole(LogSource):
     """Hosts one RegistryShardCore. State is a cache of etcd, reloaded on every (re)start. The registry API
     forwards writes to it over a direct gRPC channel (its address comes from a Ray call)."""
 
-    async def __init__(self, settings: MeshSettings, shard: str) -> None:
-        configure_actor(settings)
+    async def start(self, settings: MeshSettings, shard: str) -> None:
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
         self.core = RegistryShardCore(
@@ -108,13 +106,12 @@ class RegistryApiStatistics:
     address: str  # where the Registry gRPC API listens
 
 
-@ray.remote
-class RegistryApiActor(LogSource):
+class RegistryApiRole(LogSource):
     """Serves the Registry, PolicyService, IntentionService, TokenService and CertificateService (the mesh CA) gRPC
     APIs on one fixed address, so clients need one address and reconnect to it after a restart. Every call is
     checked against the token table it keeps. The CA reloads its root from etcd on every (re)start."""
 
-    async def __init__(self, settings: MeshSettings) -> None:
+    async def start(self, settings: MeshSettings) -> None:
         import grpc
 
         from meshactors.registry.cert_service import CertificateService
@@ -124,7 +121,6 @@ class RegistryApiActor(LogSource):
         from meshactors.registry.token_service import TokenService
         from meshactors.v1 import auth_pb2_grpc, certificate_pb2_grpc, intention_pb2_grpc, policy_pb2_grpc
 
-        configure_actor(settings)
         self._log = log.get("runtime.registry_api")
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
@@ -187,19 +183,17 @@ class EurekaApiStatistics:
     revision: int  # the last etcd revision the view applied
 
 
-@ray.remote
-class EurekaApiActor(LogSource):
+class EurekaApiRole(LogSource):
     """Serves the Eureka-compatible REST API on a fixed port: writes go to the shards like the registry API's,
     reads come from a view of etcd that it loads on (re)start and keeps current with a watch. Every request is
     checked against the token table it keeps (basic auth with the token as the password, or a Bearer token)."""
 
-    async def __init__(self, settings: MeshSettings) -> None:
+    async def start(self, settings: MeshSettings) -> None:
         from meshactors.eureka import http as eureka_http
         from meshactors.eureka.service import EurekaRegistry, follow
         from meshactors.eureka.view import EurekaView
         from meshactors.tlsconfig import server_context
 
-        configure_actor(settings)
         self._log = log.get("runtime.eureka_api")
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
@@ -245,6 +239,33 @@ class EurekaApiActor(LogSource):
             version=self.view.version,
             revision=self.view.revision,
         )
+
+
+@ray.remote
+class RegistryShardActor(RegistryShardRole):
+    """RegistryShardRole in a Ray actor of its own (the separate shape; runtime.host co-hosts roles)."""
+
+    async def __init__(self, settings: MeshSettings, shard: str) -> None:
+        configure_actor(settings)
+        await self.start(settings, shard)
+
+
+@ray.remote
+class RegistryApiActor(RegistryApiRole):
+    """RegistryApiRole in a Ray actor of its own (the separate shape; runtime.host co-hosts roles)."""
+
+    async def __init__(self, settings: MeshSettings) -> None:
+        configure_actor(settings)
+        await self.start(settings)
+
+
+@ray.remote
+class EurekaApiActor(EurekaApiRole):
+    """EurekaApiRole in a Ray actor of its own (the separate shape; runtime.host co-hosts roles)."""
+
+    async def __init__(self, settings: MeshSettings) -> None:
+        configure_actor(settings)
+        await self.start(settings)
 
 
 def actor_options(settings: MeshSettings) -> dict[str, Any]:

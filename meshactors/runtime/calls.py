@@ -9,6 +9,7 @@ import ray
 from ray import exceptions as rex
 
 from meshactors.errors import MeshError, Unavailable
+from meshactors.runtime.hosting import ComponentHandle, LocalHandle
 from meshactors.runtime.topology import lookup
 
 DEFAULT_TIMEOUT_S = 15.0
@@ -46,19 +47,45 @@ class Handles:
         return handle
 
 
+def _ref(handle: Any, method: str, args: tuple[Any, ...]) -> Any:
+    """The Ray call of `method` on an actor or on a role of a host in another process."""
+    if isinstance(handle, ComponentHandle):
+        return handle.remote(method, *args)
+    return getattr(handle, method).remote(*args)
+
+
+def _local_failure(exc: Exception, what: str) -> MeshError:
+    """What a role of this process raised, as a Ray call would have delivered it."""
+    return exc if isinstance(exc, MeshError) else MeshError(f"{what} failed: {exc!r}")
+
+
 async def call(handle: Any, method: str, *args: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """Await an actor method from asyncio code (inside actors)."""
+    """Await an actor method from asyncio code (inside actors); a role of this very process is called directly."""
     what = f"{method}()"
+    if isinstance(handle, LocalHandle):
+        try:
+            return await asyncio.wait_for(handle.invoke(method, *args), timeout_s)
+        except TimeoutError as exc:
+            raise _map(exc, what) from exc
+        except Exception as exc:
+            raise _local_failure(exc, what) from exc
     try:
-        return await asyncio.wait_for(asyncio.ensure_future(getattr(handle, method).remote(*args)), timeout_s)
+        return await asyncio.wait_for(asyncio.ensure_future(_ref(handle, method, args)), timeout_s)
     except (rex.RayError, TimeoutError) as exc:
         raise _map(exc, what) from exc
 
 
 def call_sync(handle: Any, method: str, *args: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """Call an actor method from a plain driver thread (CLI, launcher, tests)."""
+    """Call an actor method from a plain driver thread (CLI, launcher, tests, a host's worker threads)."""
     what = f"{method}()"
+    if isinstance(handle, LocalHandle):
+        try:
+            return handle.invoke_sync(method, *args, timeout_s=timeout_s)
+        except TimeoutError as exc:
+            raise _map(exc, what) from exc
+        except Exception as exc:
+            raise _local_failure(exc, what) from exc
     try:
-        return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
+        return ray.get(_ref(handle, method, args), timeout=timeout_s)
     except (rex.RayError, TimeoutError) as exc:
         raise _map(exc, what) from exc

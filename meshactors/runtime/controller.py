@@ -12,9 +12,17 @@ from meshactors import defaults, log
 from meshactors.aio import TaskSet
 from meshactors.auth.guard import Authenticator
 from meshactors.errors import MeshError
-from meshactors.runtime.actors import EurekaApiActor, RegistryApiActor, RegistryShardActor, actor_options
+from meshactors.runtime.actors import (
+    EurekaApiActor,
+    EurekaApiRole,
+    RegistryApiActor,
+    RegistryApiRole,
+    RegistryShardActor,
+    RegistryShardRole,
+    actor_options,
+)
 from meshactors.runtime.calls import call
-from meshactors.runtime.dashboard_actor import DashboardActor
+from meshactors.runtime.dashboard_actor import DashboardActor, DashboardRole
 from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import scrape_check
 from meshactors.runtime.topology import (
@@ -27,7 +35,7 @@ from meshactors.runtime.topology import (
     shard_name,
     xds_server_name,
 )
-from meshactors.runtime.xds_actors import SnapshotBuilderActor, XdsServerActor
+from meshactors.runtime.xds_actors import SnapshotBuilderActor, SnapshotBuilderRole, XdsServerActor, XdsServerRole
 from meshactors.settings import MeshSettings
 from meshactors.store.etcd import EtcdStore
 from meshactors.supervise import ControllerState, ControllerStatistics, Observed
@@ -35,27 +43,37 @@ from meshactors.telemetry import http as metrics_http
 from meshactors.telemetry import metrics
 
 
-def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]]:
-    """Every actor of the deployment but the controller: name -> (actor class, constructor arguments)."""
-    specs: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+def role_specs(settings: MeshSettings) -> dict[str, tuple[type, tuple[Any, ...]]]:
+    """Every role of the deployment but the controller: name -> (role class, the arguments of its start)."""
+    specs: dict[str, tuple[type, tuple[Any, ...]]] = {}
     for i in range(settings.shards):
-        specs[shard_name(i)] = (RegistryShardActor, (settings, shard_name(i)))
+        specs[shard_name(i)] = (RegistryShardRole, (settings, shard_name(i)))
     for i in range(settings.builders):
-        specs[builder_name(i)] = (SnapshotBuilderActor, (settings, builder_name(i)))
+        specs[builder_name(i)] = (SnapshotBuilderRole, (settings, builder_name(i)))
     for i, port in enumerate(settings.xds_port_list()):
-        specs[xds_server_name(i)] = (XdsServerActor, (settings, xds_server_name(i), port))
-    specs[REGISTRY_API] = (RegistryApiActor, (settings,))
-    specs[EUREKA_API] = (EurekaApiActor, (settings,))
-    specs[DASHBOARD] = (DashboardActor, (settings,))
+        specs[xds_server_name(i)] = (XdsServerRole, (settings, xds_server_name(i), port))
+    specs[REGISTRY_API] = (RegistryApiRole, (settings,))
+    specs[EUREKA_API] = (EurekaApiRole, (settings,))
+    specs[DASHBOARD] = (DashboardRole, (settings,))
     return specs
 
 
-@ray.remote
-class ControllerActor(LogSource):
+# the actor class that runs each role in a process of its own (the separate shape)
+_ACTOR_OF: dict[type, Any] = {
+    RegistryShardRole: RegistryShardActor, SnapshotBuilderRole: SnapshotBuilderActor, XdsServerRole: XdsServerActor,
+    RegistryApiRole: RegistryApiActor, EurekaApiRole: EurekaApiActor, DashboardRole: DashboardActor,
+}  # fmt: skip
+
+
+def actor_specs(settings: MeshSettings) -> dict[str, tuple[Any, tuple[Any, ...]]]:
+    """Every actor of the separate shape but the controller: name -> (actor class, constructor arguments)."""
+    return {name: (_ACTOR_OF[role], args) for name, (role, args) in role_specs(settings).items()}
+
+
+class ControllerRole(LogSource):
     """Reconciles the deployment every `interval_s`: creates missing actors, reports restarts and moves."""
 
-    async def __init__(self, settings: MeshSettings, interval_s: float = defaults.CONTROLLER_INTERVAL_S) -> None:
-        configure_actor(settings)
+    async def start(self, settings: MeshSettings, interval_s: float = defaults.CONTROLLER_INTERVAL_S) -> None:
         self._log = log.get("runtime.controller")
         self.settings = settings
         self.specs = actor_specs(settings)
@@ -103,6 +121,9 @@ class ControllerActor(LogSource):
         return seen
 
     def _create(self, name: str) -> None:
+        if self.settings.colocate:  # the mesh host runs every role itself (and restarts one whose start failed)
+            self._log.warning("a co-hosted role is missing; its host restarts it", actor=name)
+            return
         cls, args = self.specs[name]
         cls.options(
             name=name, namespace=self.settings.namespace, get_if_exists=True, **actor_options(self.settings)
@@ -130,3 +151,12 @@ class ControllerActor(LogSource):
 
     async def statistics(self) -> ControllerStatistics:
         return self.state.statistics(self.converged)
+
+
+@ray.remote
+class ControllerActor(ControllerRole):
+    """ControllerRole in a Ray actor of its own (the separate shape; runtime.host co-hosts roles)."""
+
+    async def __init__(self, settings: MeshSettings, interval_s: float = defaults.CONTROLLER_INTERVAL_S) -> None:
+        configure_actor(settings)
+        await self.start(settings, interval_s)

@@ -42,17 +42,15 @@ class DashboardStatistics:
     sample_errors: int
 
 
-@ray.remote
-class DashboardActor(LogSource):
+class DashboardRole(LogSource):
     """Serves the dashboard's page and JSON API on a fixed port. Registrations and policies come from etcd (a listing,
     then a watch, reloaded on every restart); actors and proxies from the functions `meshactors status` and
     `proxy-status` use, sampled on a thread. Every API request is checked against the token table it keeps."""
 
-    async def __init__(self, settings: MeshSettings) -> None:
+    async def start(self, settings: MeshSettings) -> None:
         # here, not at the top: the controller imports this module for the class, and has no use for the HTTP server
         from meshactors.dashboard import http as dashboard_http
 
-        configure_actor(settings)
         self._log = log.get("runtime.dashboard")
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
@@ -218,3 +216,12 @@ class DashboardActor(LogSource):
             samples=self._sampled,
             sample_errors=self._sample_errors,
         )
+
+
+@ray.remote
+class DashboardActor(DashboardRole):
+    """DashboardRole in a Ray actor of its own (the separate shape; runtime.host co-hosts roles)."""
+
+    async def __init__(self, settings: MeshSettings) -> None:
+        configure_actor(settings)
+        await self.start(settings)

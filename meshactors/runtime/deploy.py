@@ -14,6 +14,7 @@ from meshactors.errors import NotReady, Unavailable
 from meshactors.runtime.actors import actor_options
 from meshactors.runtime.calls import call_sync
 from meshactors.runtime.controller import ControllerActor
+from meshactors.runtime.hosting import HOST, ComponentHandle, actor_of
 from meshactors.runtime.topology import (
     CONTROLLER,
     DASHBOARD,
@@ -93,9 +94,17 @@ def deploy(
     `on_ready(name)` is called once for each actor as the controller first reports it ready, the controller last.
     A reused controller keeps the settings it was created with (its actors keep their cluster secret)."""
     settings = with_cluster_secret(resolve_ports(settings))
-    controller = ControllerActor.options(
-        name=CONTROLLER, namespace=settings.namespace, get_if_exists=True, **actor_options(settings)
-    ).remote(settings)
+    if settings.colocate:  # one mesh host runs every role, the controller among them
+        from meshactors.runtime.host import MeshHostActor
+
+        host = MeshHostActor.options(
+            name=HOST, namespace=settings.namespace, get_if_exists=True, **actor_options(settings)
+        ).remote(settings)
+        controller: Any = ComponentHandle(host, CONTROLLER)
+    else:
+        controller = ControllerActor.options(
+            name=CONTROLLER, namespace=settings.namespace, get_if_exists=True, **actor_options(settings)
+        ).remote(settings)
     if on_ready is None:
         wait_ready({CONTROLLER: controller}, timeout_s)
     else:
@@ -144,10 +153,16 @@ def _wait_reporting(controller: Any, timeout_s: float, on_ready: Callable[[str],
 
 
 def teardown(settings: MeshSettings) -> None:
-    """Kill (without restart) the controller first, then every actor it created; missing ones are fine."""
-    for name in actor_names(settings):
+    """Kill (without restart) the controller first, then every actor it created, or the mesh host that runs them
+    all; missing ones are fine."""
+    killed: set[str] = set()
+    for name in [HOST, *actor_names(settings)]:
         handle = lookup(name, settings.namespace)
         if handle is None:
             continue
-        ray.kill(handle, no_restart=True)
+        actor = actor_of(handle)
+        if actor._actor_id.hex() in killed:
+            continue
+        killed.add(actor._actor_id.hex())
+        ray.kill(actor, no_restart=True)
         _log.info("actor stopped", name=name)

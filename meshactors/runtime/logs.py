@@ -40,6 +40,8 @@ def configure_actor(settings: MeshSettings) -> None:
 class LogSource:
     """Every actor's own log, readable through Ray: how `meshactors logs` reads actors on a cluster's other nodes."""
 
+    log_name: str | None = None  # a co-hosted role: the name its records are routed under (meshactors.log)
+
     async def log_chunk(self, inode: int, offset: int, max_bytes: int) -> tuple[int, int, str]:
         """Whole lines of this actor's log file from `offset` (see meshactors.logview.read_chunk)."""
-        return read_chunk(log.file_path(), inode, offset, min(max_bytes, 4 * 1024 * 1024))
+        return read_chunk(log.file_path(self.log_name), inode, offset, min(max_bytes, 4 * 1024 * 1024))

@@ -14,6 +14,7 @@ import ray
 
 from meshactors.errors import Unavailable
 from meshactors.runtime.calls import DEFAULT_TIMEOUT_S, call_sync
+from meshactors.runtime.hosting import actor_of
 from meshactors.runtime.topology import list_names, lookup
 
 
@@ -55,8 +56,9 @@ def call_actor(name: str, namespace: str, method: str, *args: Any, timeout_s: fl
 
 
 def kill(handle: Any, restart: bool = True) -> None:
-    """Kill an actor's process; with `restart` Ray restarts it (as it would after a crash), else its name is freed."""
-    ray.kill(handle, no_restart=not restart)
+    """Kill an actor's process; with `restart` Ray restarts it (as it would after a crash), else its name is freed.
+    A role of a mesh host: the host's process, with every role it runs (what a crash of that process would do)."""
+    ray.kill(actor_of(handle), no_restart=not restart)
 
 
 def actor_names(namespace: str) -> list[str]:

@@ -9,6 +9,8 @@ import ray
 from ray._private import state as ray_state
 
 from meshactors.registry.shardmap import shard_name
+from meshactors.runtime import hosting
+from meshactors.runtime.hosting import HOST, ComponentHandle, LocalHandle
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.settings import builder_map, builder_name
 from meshactors.supervise import MISSING, Observed
@@ -54,8 +56,8 @@ def name_of(kind: str, index: int | None = None) -> str:
 
 
 def parse(name: str) -> tuple[str, int | None]:
-    """(kind, index) of an actor name; (OTHER, None) if it is not one of ours."""
-    if name in KINDS and name not in INDEXED:
+    """(kind, index) of an actor name (HOST for the mesh host); (OTHER, None) if it is not one of ours."""
+    if (name in KINDS and name not in INDEXED) or name == HOST:
         return name, None
     kind, sep, index = name.rpartition("-")
     if sep and kind in INDEXED and index.isdigit() and str(int(index)) == index:
@@ -84,28 +86,56 @@ def deployment_names(settings: MeshSettings) -> list[str]:
 
 
 def list_names(namespace: str) -> list[str]:
-    """The names of every named actor in `namespace`, sorted (ours and any other)."""
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace)
+    """The names of every named actor in `namespace`, sorted (ours and any other), with the roles of a mesh host
+    as names of their own (the co-hosted shape)."""
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace}
+    if HOST in names:
+        names |= set(hosting.local_names() or _hosted_by(ray.get_actor(HOST, namespace=namespace)))
+    return sorted(names)
 
 
 def names_of_kind(names: list[str], kind: str) -> list[str]:
     return [n for n in names if kind_of(n) == kind]
 
 
+HOSTED_ASK_S = 15.0  # how long a driver waits for a (restarting) host to say which roles it hosts
+
+
+def _hosted_by(host: Any) -> frozenset[str]:
+    """The roles `host` hosts: asked once per host actor (they are fixed by its settings), then remembered."""
+    actor_id = host._actor_id.hex()
+    known = hosting.hosted(actor_id)
+    if known is None:
+        known = hosting.remember_hosted(actor_id, list(ray.get(host.components.remote(), timeout=HOSTED_ASK_S)))
+    return known
+
+
 def lookup(name: str, namespace: str) -> Any | None:
-    """The handle of a named actor, or None if the name is free (a handle stays valid across restarts)."""
+    """The handle of a named actor, or None if the name is free (a handle stays valid across restarts). A role of
+    a mesh host gives a LocalHandle in the host's process and a ComponentHandle elsewhere (runtime.hosting)."""
+    if (here := hosting.local(name)) is not None:
+        return here
     try:
         return ray.get_actor(name, namespace=namespace)
     except ValueError:
+        pass
+    if name == HOST:
         return None
+    try:
+        host = ray.get_actor(HOST, namespace=namespace)
+    except ValueError:
+        return None
+    return ComponentHandle(host, name) if name in _hosted_by(host) else None
 
 
 def observe(name: str, namespace: str) -> tuple[Observed, Any]:
-    """Ray's view of one named actor (MISSING if the name is free) and its handle."""
+    """Ray's view of one named actor (MISSING if the name is free) and its handle; for a role of a mesh host, the
+    host's process (its state, restarts, node and pid)."""
     handle = lookup(name, namespace)
     if handle is None:
         return Observed(name, MISSING), None
-    info = ray_state.actors(actor_id=handle._actor_id.hex()) or {}
+    actor_id = handle.actor_id if isinstance(handle, LocalHandle | ComponentHandle) else handle._actor_id.hex()
+    info = ray_state.actors(actor_id=actor_id) or {}
     return (
         Observed(
             name=name,
@@ -141,6 +171,7 @@ __all__ = [
     "CONTROLLER",
     "DASHBOARD",
     "EUREKA_API",
+    "HOST",
     "INDEXED",
     "KINDS",
     "OTHER",

@@ -19,6 +19,7 @@ from meshactors import log
 from meshactors.aio import TaskSet
 from meshactors.auth.guard import Authenticator, Metadata
 from meshactors.auth.model import require_admin
+from meshactors.runtime.calls import call
 from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import etcd_revision, public_credentials, scrape_check, start_fixed, start_internal
 from meshactors.runtime.topology import lookup, xds_server_name
@@ -66,15 +67,13 @@ RELAY_EVERY_S = 1.0  # how often an xDS server relays the metrics reports of nod
 AUTH_LOAD_WAIT_S = 10.0  # how long a server waits for its token table before listening anyway
 
 
-@ray.remote
-class SnapshotBuilderActor(LogSource):
+class SnapshotBuilderRole(LogSource):
     """Hosts one SnapshotBuilderCore; reloads every registration from etcd on (re)start."""
 
-    async def __init__(self, settings: MeshSettings, name: str) -> None:
+    async def start(self, settings: MeshSettings, name: str) -> None:
         from meshactors.snapshot.publisher import SnapshotBuilderCore
         from meshactors.snapshot.service import SnapshotService
 
-        configure_actor(settings)
         self.store = EtcdStore.from_spec(settings.etcd)
         await self.store.connect()
         self.core = SnapshotBuilderCore(
@@ -113,16 +112,11 @@ class SnapshotBuilderActor(LogSource):
         return SnapshotBuilderStatistics(self._address, self.core.statistics())
 
 
-async def _awaited(ref: Any) -> Any:
-    return await ref
-
-
-@ray.remote
-class XdsServerActor(LogSource):
+class XdsServerRole(LogSource):
     """Serves delta and SotW ADS on a fixed address; refuses streams until every builder and its token table
     have loaded. Every stream is authenticated against that table; a revoked token's streams end."""
 
-    async def __init__(self, settings: MeshSettings, name: str, port: int) -> None:
+    async def start(self, settings: MeshSettings, name: str, port: int) -> None:
         from meshactors.envoy import csds
         from meshactors.envoy.metrics_codec import metrics_generic_handler
         from meshactors.runtime.builder_links import BuilderLinks
@@ -130,7 +124,6 @@ class XdsServerActor(LogSource):
         from meshactors.xds.host import XdsHost
         from meshactors.xds.metrics_sink import MetricsSink
 
-        configure_actor(settings)
         self._log = log.get("runtime.xds_server", server=name)
         self.settings = settings
         self.store = EtcdStore.from_spec(settings.etcd)
@@ -241,7 +234,7 @@ class XdsServerActor(LogSource):
                 if handle is None:
                     continue
                 handles[peer] = handle
-                calls.append(asyncio.wait_for(_awaited(handle.activity.remote(batch)), RELAY_EVERY_S * 5))
+                calls.append(call(handle, "activity", batch, timeout_s=RELAY_EVERY_S * 5))
             for peer, result in zip(peers, await asyncio.gather(*calls, return_exceptions=True), strict=False):
                 if isinstance(result, BaseException):
                     self._log.warning("relaying metrics reports failed", peer=peer, error=str(result)[:300])
@@ -288,6 +281,24 @@ class XdsServerActor(LogSource):
     async def sessions(self) -> list[dict[str, Any]]:
         """Every connected session as plain data (node id, stream kind, what it subscribed and ACKed)."""
         return [asdict(s) for s in self.host.statistics().streams]
+
+
+@ray.remote
+class SnapshotBuilderActor(SnapshotBuilderRole):
+    """SnapshotBuilderRole in a Ray actor of its own (the separate shape; runtime.host co-hosts roles)."""
+
+    async def __init__(self, settings: MeshSettings, name: str) -> None:
+        configure_actor(settings)
+        await self.start(settings, name)
+
+
+@ray.remote
+class XdsServerActor(XdsServerRole):
+    """XdsServerRole in a Ray actor of its own (the separate shape; runtime.host co-hosts roles)."""
+
+    async def __init__(self, settings: MeshSettings, name: str, port: int) -> None:
+        configure_actor(settings)
+        await self.start(settings, name, port)
 
 
 __all__ = ["SnapshotBuilderActor", "XdsServerActor", "builder_name", "xds_server_name"]

@@ -24,13 +24,25 @@ def settings_of(*argv: str, etcd: str = "") -> MeshSettings:
 
 def test_no_flags_give_the_records_defaults() -> None:
     s = settings_of()
-    assert s == MeshSettings(etcd="", xds_ports=(defaults.XDS_PORT, defaults.XDS_PORT + 1))
+    # the embedded default (a local Ray) runs every role in one mesh host
+    assert s == MeshSettings(etcd="", xds_ports=(defaults.XDS_PORT, defaults.XDS_PORT + 1), colocate=True)
     assert (s.namespace, s.key_prefix, s.registry_host, s.xds_host) == (
         defaults.NAMESPACE, defaults.KEY_PREFIX, defaults.HOST, defaults.HOST,
     )  # fmt: skip
     assert (s.shards, s.builders, s.xds_servers) == (defaults.SHARDS, defaults.BUILDERS, defaults.XDS_SERVERS)
     assert (s.registry_port, s.eureka_port) == (defaults.REGISTRY_PORT, defaults.EUREKA_PORT)
     assert (s.shard, s.builder, s.xds) == (ShardSettings(), BuilderSettings(), HostSettings())
+
+
+def test_the_shape_is_colocated_on_a_local_ray_and_separate_on_a_cluster_unless_named() -> None:
+    assert settings_of().colocate and settings_of("--shape", "auto").colocate
+    assert not settings_of("--ray-address", "10.0.0.1:6379").colocate
+    assert settings_of("--ray-address", "10.0.0.1:6379", "--shape", "colocated").colocate
+    assert not settings_of("--shape", "separate").colocate
+    with pytest.raises(SystemExit):  # argparse names the choices
+        settings_of("--shape", "together")
+    with pytest.raises(ConfigError, match="--shape"):
+        flags.colocate("together", None)
 
 
 def test_every_flag_lands_in_its_field() -> None:
@@ -42,7 +54,7 @@ def test_every_flag_lands_in_its_field() -> None:
         "--xds-servers", "3", "--xds-port", "9000", "--max-new-streams-per-s", "20", "--xds-fetch-timeout-s", "7",
         "--xds-unsubscribe-grace-s", "9", "--xds-max-names-per-type", "100", "--xds-max-name-length", "64",
         "--xds-max-type-urls", "8", "--actor-resource", "meshactors=1", "--builder-names-coalesce-ms", "50",
-        "--xds-max-unknown-vips", "77",
+        "--xds-max-unknown-vips", "77", "--shape", "separate",
         etcd="http://e:2379",
     )  # fmt: skip
     assert s == MeshSettings(
