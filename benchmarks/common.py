@@ -142,7 +142,8 @@ class Stack:
 
 
 def control_plane_pids(info: dict[str, Any]) -> dict[str, int]:
-    """PIDs of the deployment's actors (name -> pid), asked from Ray in a short-lived driver process."""
+    """PIDs of the deployment's actor processes (Ray actor name -> pid; the co-hosted shape has one, the mesh
+    host), asked from Ray in a short-lived driver process."""
     code = (
         "import json, sys, ray\n"
         "from meshactors.runtime.controller import observe\n"

@@ -12,6 +12,7 @@ from typing import Any
 from benchmarks.adsclients import ClientFleet
 from benchmarks.common import Deadline, Stack, control_plane_pids, free_port, rss_bytes, table, work_dir
 from meshactors.registry.client import RegistryClient
+from meshactors.runtime.hosting import HOST
 from meshactors.v1 import registry_pb2 as pb
 
 VIP = "idle-svc"
@@ -56,7 +57,8 @@ def run(target: int = 10_000, processes: int = 4, time_bound_s: float = 600) -> 
                 pb.Instance(vip=VIP, host="127.0.0.1", port=19600, instance_id="idle",
                             lease=pb.LeaseSettings(renewal_interval_seconds=1200, duration_seconds=3600))
             )  # fmt: skip
-        pid = control_plane_pids(stack.info)["xds-server-0"]
+        named = control_plane_pids(stack.info)  # the process holding the sessions: the xDS server's, or the host's
+        pid = named.get("xds-server-0") or named[HOST]
         # one session first, so the VIP's resources and the server's first-use costs are not counted per session
         warm = ClientFleet(1, 1, stack.info["xds"], VIP, work, token=stack.info["proxy_token"])
         warm.start()

@@ -265,11 +265,13 @@ def follow(
     stop: Callable[[], bool],
     poll_s: float = 0.1,
     remote: RemoteLogs | None = None,
+    tails: dict[Path, _Tail] | None = None,
 ) -> None:
     """Emit every record appended to the chosen logs from now on (new sources too) until `stop()`; with `remote`,
-    the actors' through it and only the driver's and etcd's from local files."""
-    tails: dict[Path, _Tail] = {}
-    first = True
+    the actors' through it and only the driver's and etcd's from local files. `tails` (from `tails_at_end`):
+    "now" is when those were taken, not when this starts."""
+    first = tails is None
+    tails = {} if tails is None else tails
     while not stop():
         available = sources(state_dir)
         chosen = {n: f for n, f in available.items() if wanted(n, target) and (not remote or n in (DRIVER, ETCD))}
@@ -285,6 +287,15 @@ def follow(
         for record in remote.poll() if remote is not None else ():
             emit(record)
         time.sleep(poll_s)
+
+
+def tails_at_end(state_dir: Path, target: str | None = None) -> dict[Path, _Tail]:
+    """The chosen logs as they end now: what `follow` given them emits is what is appended from this moment."""
+    tails: dict[Path, _Tail] = {}
+    for source, files in sources(state_dir).items():
+        if wanted(source, target):
+            tails[files[-1]] = _Tail(source, files[-1], at_end=True)
+    return tails
 
 
 def show(

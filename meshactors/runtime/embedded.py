@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -66,7 +67,8 @@ LOCAL_RAY_CONFIG: dict[str, Any] = {"prestart_worker_first_driver": False, "enab
 @contextlib.contextmanager
 def lean_local_ray() -> Iterator[None]:
     """While it is open, a local Ray started by ray.init runs no autoscaler monitor (~48 MB PSS: one node, nothing
-    to scale) and no dashboard head process (~59 MB PSS: even with include_dashboard=False Ray 2.60 starts it for
+    to scale), no log monitor (~45 MB PSS: `up` echoes the actors' own log files instead, see echo_actor_logs)
+    and no dashboard head process (~59 MB PSS: even with include_dashboard=False Ray 2.60 starts it for
     its job and state HTTP APIs, which the mesh never calls). Ray's own knob for the first (RayParams.no_monitor,
     what `ray start --no-monitor` sets) is not one of ray.init's arguments, and it has none for the second; a
     head whose API server did not start is a state Ray handles (it tolerates that start failing when the
@@ -79,6 +81,7 @@ def lean_local_ray() -> Iterator[None]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.no_monitor = True
+            self.include_log_monitor = False
 
     def _no_api_server(self: Any, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
         _log.debug("Ray dashboard head not started", include_dashboard=include_dashboard)
@@ -90,6 +93,38 @@ def lean_local_ray() -> Iterator[None]:
     finally:
         parameter.RayParams = params_class  # type: ignore[misc]
         node.Node.start_api_server = start_api_server  # type: ignore[method-assign]
+
+
+_ECHOED_LEVELS = frozenset({"warning", "warn", "error", "critical", "exception", "fatal"})
+
+
+def echo_actor_logs(state_dir: Path, human: bool, stop: threading.Event) -> threading.Thread:
+    """What Ray's log monitor did for `log_to_driver`, from the actors' own files (a local Ray runs none): every
+    record an actor writes, as stored (JSON), to `up`'s stderr; on a person's terminal only warnings and errors,
+    as human lines. A thread that logs and never dies, until `stop`."""
+    from meshactors.logview import DRIVER, ETCD, Record, follow, render, tails_at_end
+
+    def emit(record: Record) -> None:
+        if record.source in (DRIVER, ETCD):
+            return
+        if not human:
+            print(record.line, file=sys.stderr, flush=True)
+        elif str((record.fields or {}).get("level", "")).lower() in _ECHOED_LEVELS:
+            print(render(record), file=sys.stderr, flush=True)
+
+    tails = tails_at_end(state_dir)  # what the files hold before this moment is not echoed
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                follow(state_dir, None, emit, stop=stop.is_set, poll_s=0.2, tails=tails)
+            except Exception as exc:
+                _log.warning("echoing the actors' logs failed; again in a second", error=repr(exc)[:300])
+                stop.wait(1.0)
+
+    thread = threading.Thread(target=run, name="actor-log-echo", daemon=True)
+    thread.start()
+    return thread
 
 
 SECRET_FIELDS = frozenset({"token", "proxy_token", "dashboard"})  # ready-file fields never logged or printed
@@ -300,6 +335,7 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
             etcd = etcd_server.enable_auth(_credentials_path(state_dir))
             progress.step(f"etcd started ({redact(etcd)}, authentication on)", etcd=redact(etcd))
         quiet = {"logging_level": logging.ERROR} if opts.human else {}
+        echo = "warnings" if opts.human else "all"  # what the actors echo to stderr, which Ray carries to `up`
         if opts.ray_address:
             ray.init(address=opts.ray_address, namespace=opts.settings.namespace, log_to_driver=True, **quiet)
             progress.step(f"joined Ray at {opts.ray_address}", ray_address=opts.ray_address)
@@ -308,17 +344,19 @@ def run_up(opts: UpOptions, stop: threading.Event | None = None) -> int:
                 ray.init(
                     namespace=opts.settings.namespace,
                     include_dashboard=False,
-                    log_to_driver=True,
+                    log_to_driver=False,  # no log monitor: `up` echoes the actors' files itself
                     _system_config=dict(LOCAL_RAY_CONFIG),
                     **quiet,
                 )
             started_ray = True
+            echo = "none"  # the actors write their files only, and this process echoes them
+            echo_actor_logs(state_dir, opts.human, stop)
             progress.step("Ray started (local)")
         admin_token, proxy_token = ensure_tokens(etcd, opts.settings.keys, state_dir)
         progress.step("API tokens ready", admin_token_file=str(state_dir / "admin-token"))
         ca_key = ensure_ca_key_file(Path(opts.settings.ca_key_file or state_dir / defaults.CA_KEY_FILE))
         wanted = dataclasses.replace(
-            opts.settings, etcd=etcd, log_dir=str(log_dir), log_echo="warnings" if opts.human else "all",
+            opts.settings, etcd=etcd, log_dir=str(log_dir), log_echo=echo,
             ca_key_file=str(ca_key),
         )  # fmt: skip
         settings = deploy(wanted, on_ready=_KindsReady(wanted, progress))

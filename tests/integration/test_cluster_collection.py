@@ -20,6 +20,8 @@ from meshactors.envoy.metrics_codec import metrics_generic_handler
 from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endpoints
 from meshactors.registry.client import RegistryClient
 from meshactors.runtime.builder_links import BuilderLinks
+from meshactors.runtime.calls import call_sync
+from meshactors.runtime.ops import handle_of
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.builder import KNOWN_VIPS_KEY
 from meshactors.snapshot.source import VIP_SOURCE, VipSource
@@ -178,7 +180,7 @@ def test_an_envoys_metrics_reports_reach_the_server_of_its_ads_stream(
     the metrics stream on another server, which relays the reports (every second, one call per peer)."""
     servers = xds_endpoints(stack["xds"])
     assert len(servers) >= 2, "the embedded default runs two xDS servers"
-    actors = [ray_driver.get_actor(f"xds-server-{i}", namespace=stack["namespace"]) for i in range(len(servers))]
+    actors = [handle_of(f"xds-server-{i}", stack["namespace"]) for i in range(len(servers))]
     node = f"relay-{uuid.uuid4().hex[:6]}"
     listen, admin = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
     envoy = start_generic_envoy(
@@ -192,7 +194,7 @@ def test_an_envoys_metrics_reports_reach_the_server_of_its_ads_stream(
 
         def session() -> tuple[str, Any] | None:
             for actor in actors:
-                stats = ray_driver.get(actor.statistics.remote(), timeout=10)
+                stats = call_sync(actor, "statistics", timeout_s=10)
                 for s in stats.host.streams:
                     if s.node_id == node and s.kind == "delta":
                         return stats.address, s

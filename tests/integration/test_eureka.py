@@ -373,12 +373,13 @@ def test_killing_the_eureka_api_loses_nothing(
 ) -> None:
     """The Eureka API actor holds no state of its own: restarted, it reloads its view from etcd and carries on."""
     from meshactors.runtime.controller import observe
+    from meshactors.runtime.ops import kill
 
     app, vip = f"SURVIVOR-{_tag()}".upper(), f"survivor-{_tag()}"
     iid = f"127.0.0.1:{app.lower()}:8080"
     assert eureka.request("POST", f"/apps/{app}", java_json(app, iid, 8080, vip), JSON).status == 204
     before, handle = observe("eureka-api", stack["namespace"])
-    ray_driver.kill(handle, no_restart=False)
+    kill(handle, restart=True)  # its process (in the co-hosted shape: the mesh host, every role with it)
 
     def answers() -> bool:
         try:

@@ -15,6 +15,7 @@ from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
 from meshactors.registry.shardmap import ShardMap
 from meshactors.runtime.calls import call_sync
+from meshactors.runtime.ops import handle_of
 from meshactors.snapshot.publisher import builder_map
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.keys import KeySchema
@@ -30,7 +31,7 @@ WRONG = (("no secret", ()), ("a wrong secret", cluster_auth.call_metadata(cluste
 
 
 def _address(ray: Any, actor: str) -> str:
-    return str(call_sync(ray.get_actor(actor), "address", timeout_s=15))
+    return str(call_sync(handle_of(actor, ray.get_runtime_context().namespace), "address", timeout_s=15))
 
 
 def _vip_of(shard: str, shards: int) -> str:
@@ -85,7 +86,7 @@ async def test_a_shard_refuses_a_register_without_the_secret_and_writes_nothing(
 
 
 def _builder_stats(ray: Any) -> Any:
-    return call_sync(ray.get_actor(BUILDER), "statistics", timeout_s=15).builder
+    return call_sync(handle_of(BUILDER, ray.get_runtime_context().namespace), "statistics", timeout_s=15).builder
 
 
 async def test_a_builder_refuses_subscribe_and_updates_without_the_secret(

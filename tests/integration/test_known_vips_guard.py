@@ -18,6 +18,8 @@ from meshactors.envoy.process import EnvoyProcess, start_generic_envoy, xds_endp
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
 from meshactors.runtime.builder_links import BuilderLinks
+from meshactors.runtime.calls import call_sync
+from meshactors.runtime.ops import handle_of
 from meshactors.runtime.topology import observe
 from meshactors.settings import MeshSettings
 from meshactors.snapshot.builder import KNOWN_VIPS_KEY
@@ -74,7 +76,7 @@ def _xds_stats(ray: Any, namespace: str) -> dict[str, Any]:
     from meshactors.runtime.status import to_json
 
     return {
-        n: to_json(ray.get(ray.get_actor(n, namespace=namespace).statistics.remote(), timeout=10))
+        n: to_json(call_sync(handle_of(n, namespace), "statistics", timeout_s=10))
         for n in ("xds-server-0", "xds-server-1")
     }
 

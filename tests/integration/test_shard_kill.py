@@ -14,6 +14,7 @@ from meshactors.errors import Unavailable
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
 from meshactors.registry.shardmap import ShardMap
+from meshactors.runtime.ops import handle_of, kill
 from meshactors.store import codec
 from meshactors.store.etcd import EtcdStore
 from meshactors.store.keys import KeySchema
@@ -49,7 +50,6 @@ def _register_with_retry(client: RegistryClient, msg: pb.Instance, deadline: flo
 async def test_killing_a_shard_mid_stream_loses_no_registration(
     stack: dict[str, Any], store: EtcdStore, ray_driver: Any, victim: str
 ) -> None:
-    ray = ray_driver
     vips = _vips_for(victim, 4)
     total = 160
     acked: list[str] = []
@@ -71,11 +71,11 @@ async def test_killing_a_shard_mid_stream_loses_no_registration(
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    before = ray.get_actor(victim)
+    before = handle_of(victim, stack["namespace"])
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     assert halfway.wait(60)
-    ray.kill(before, no_restart=False)
+    kill(before, restart=True)  # its process: in the co-hosted shape the mesh host, every role with it
     killed_at = time.monotonic()
     t.join(120)
     assert not t.is_alive() and not errors, errors

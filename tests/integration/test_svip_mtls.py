@@ -389,16 +389,20 @@ class _Load:
 
 
 def _restarted(ray_driver: Any, namespace: str, name: str) -> None:
-    """Kill actor `name` (Ray restarts it) and wait until the restarted one answers."""
-    actor = ray_driver.get_actor(name, namespace=namespace)
-    ray_driver.kill(actor, no_restart=False)
+    """Kill actor `name`'s process (Ray restarts it) and wait until the restarted one answers ready."""
+    from meshactors.runtime.calls import call_sync
+    from meshactors.runtime.ops import kill
+    from meshactors.runtime.topology import observe
+
+    before, handle = observe(name, namespace)
+    kill(handle, restart=True)
 
     def ready() -> bool:
         try:
-            ray_driver.get(ray_driver.get_actor(name, namespace=namespace).__ray_ready__.remote(), timeout=2)
+            now, current = observe(name, namespace)
+            return now.restarts > before.restarts and bool(call_sync(current, "ready", timeout_s=2))
         except Exception:
             return False
-        return True
 
     until(ready, 60, f"{name} did not come back")
 
@@ -536,7 +540,9 @@ def test_the_ca_root_survives_its_actor_being_killed(
             return ""
 
     with _Load(mesh) as load:
-        ray_driver.kill(ray_driver.get_actor("registry-api", namespace=stack["namespace"]), no_restart=False)
+        from meshactors.runtime.ops import handle_of, kill
+
+        kill(handle_of("registry-api", stack["namespace"]), restart=True)
         until(lambda: not bundle_again(), 30, "the killed registry API kept answering")  # ray.kill is asynchronous
         assert until(bundle_again, 60, "the CA did not come back") == before
         leaf = x509.load_pem_x509_certificate(until(sign, 30, "no certificate after the restart").encode())

@@ -13,6 +13,8 @@ import pytest
 from meshactors.envoy.process import EnvoyProcess
 from meshactors.model import InstanceRef
 from meshactors.registry.client import RegistryClient
+from meshactors.runtime.calls import call_sync
+from meshactors.runtime.ops import handle_of, kill
 from meshactors.testing.backends import get, guard_knows
 from meshactors.v1 import registry_pb2 as pb
 from meshactors.xds.types import CLUSTER, ENDPOINT
@@ -102,8 +104,7 @@ def _sessions_of(ray: Any, namespace: str, node_id: str) -> dict[str, list[dict[
     out = {}
     for name in ("xds-server-0", "xds-server-1"):
         try:
-            handle = ray.get_actor(name, namespace=namespace)
-            sessions = ray.get(handle.sessions.remote(), timeout=10)
+            sessions = call_sync(handle_of(name, namespace), "sessions", timeout_s=10)
         except Exception:
             continue
         out[name] = [s for s in sessions if s["node_id"] == node_id]
@@ -163,7 +164,7 @@ def test_killing_the_attached_xds_server_keeps_traffic_flowing_and_resends_nothi
     t = threading.Thread(target=load, daemon=True)
     t.start()
     time.sleep(0.5)
-    ray.kill(ray.get_actor(victim, namespace=stack["namespace"]), no_restart=False)
+    kill(handle_of(victim, stack["namespace"]), restart=True)
 
     def reattached() -> bool:
         now = _sessions_of(ray, stack["namespace"], "e2e-envoy")

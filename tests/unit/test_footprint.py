@@ -11,13 +11,14 @@ from benchmarks import footprint
 from meshactors.runtime.embedded import LOCAL_RAY_CONFIG, lean_local_ray
 
 
-def test_lean_local_ray_starts_no_monitor_and_no_api_server_and_restores_ray_on_exit() -> None:
+def test_lean_local_ray_starts_no_monitors_and_no_api_server_and_restores_ray_on_exit() -> None:
     params_class, start_api_server = parameter.RayParams, node.Node.start_api_server
     with lean_local_ray():
-        assert parameter.RayParams(include_dashboard=False).no_monitor is True
+        params = parameter.RayParams(include_dashboard=False)
+        assert params.no_monitor is True and params.include_log_monitor is False
         assert node.Node.start_api_server(object(), include_dashboard=False, raise_on_failure=False) is None
     assert parameter.RayParams is params_class and node.Node.start_api_server is start_api_server
-    assert parameter.RayParams().no_monitor is False
+    assert parameter.RayParams().no_monitor is False and parameter.RayParams().include_log_monitor is None
 
 
 def test_lean_local_ray_restores_ray_when_the_start_fails() -> None:
