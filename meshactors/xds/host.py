@@ -275,7 +275,8 @@ class XdsHost:
             )
 
     def _session(self, kind: str, context: grpc.aio.ServicerContext) -> Session:
-        stream_id = f"{self.name}-{next(self._ids)}"
+        # unique across restarts too: a proxy that reconnects to the restarted server gets a stream id of its own
+        stream_id = f"{self.name}-{self.incarnation[:6]}-{next(self._ids)}"
         session = Session(kind, stream_id, KindView(self.cache), context)
         if kind == "delta":
             session.machine = DeltaStream(
