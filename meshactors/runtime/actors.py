@@ -31,18 +31,6 @@ if TYPE_CHECKING:
 # load its class. What only one role serves (the Eureka REST app, the registry API's services and their policy
 # and token code) is imported in that role's __init__, so a shard's process does not carry them (~12 MB RSS each).
 
-# Detached, named, restarted forever; calls Ray retries on the new instance must be idempotent.
-# Ray nices its workers to 15 by default; the control plane answers proxies on their first request's
-# critical path, so its actors run at normal priority.
-ACTOR_OPTIONS: dict[str, Any] = {
-    "lifetime": "detached",
-    "max_restarts": -1,
-    "max_task_retries": -1,
-    "num_cpus": 0,
-    "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}},
-}
-
-
 AUTH_LOAD_WAIT_S = 10.0  # how long an API waits for its token table before listening anyway (answering UNAVAILABLE)
 
 
@@ -266,10 +254,3 @@ class EurekaApiActor(EurekaApiRole):
     async def __init__(self, settings: MeshSettings) -> None:
         configure_actor(settings)
         await self.start(settings)
-
-
-def actor_options(settings: MeshSettings) -> dict[str, Any]:
-    """ACTOR_OPTIONS plus the deployment's placement resources."""
-    if not settings.actor_resources:
-        return dict(ACTOR_OPTIONS)
-    return {**ACTOR_OPTIONS, "resources": dict(settings.actor_resources)}

@@ -19,11 +19,11 @@ from meshactors.runtime.actors import (
     RegistryApiRole,
     RegistryShardActor,
     RegistryShardRole,
-    actor_options,
 )
 from meshactors.runtime.calls import call
 from meshactors.runtime.dashboard_actor import DashboardActor, DashboardRole
 from meshactors.runtime.logs import LogSource, configure_actor
+from meshactors.runtime.options import actor_options
 from meshactors.runtime.servers import scrape_check
 from meshactors.runtime.topology import (
     CONTROLLER,

@@ -11,10 +11,9 @@ import ray
 
 from meshactors import cluster_auth, log
 from meshactors.errors import NotReady, Unavailable
-from meshactors.runtime.actors import actor_options
 from meshactors.runtime.calls import call_sync
-from meshactors.runtime.controller import ControllerActor
 from meshactors.runtime.hosting import HOST, ComponentHandle, actor_of
+from meshactors.runtime.options import actor_options
 from meshactors.runtime.topology import (
     CONTROLLER,
     DASHBOARD,
@@ -102,6 +101,8 @@ def deploy(
         ).remote(settings)
         controller: Any = ComponentHandle(host, CONTROLLER)
     else:
+        from meshactors.runtime.controller import ControllerActor  # with every actor class it creates
+
         controller = ControllerActor.options(
             name=CONTROLLER, namespace=settings.namespace, get_if_exists=True, **actor_options(settings)
         ).remote(settings)

@@ -21,7 +21,6 @@ from meshactors import log
 from meshactors.aio import TaskSet
 from meshactors.errors import InvalidArgument, NotFound
 from meshactors.runtime import hosting
-from meshactors.runtime.controller import ControllerRole, role_specs
 from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.topology import CONTROLLER
 from meshactors.settings import MeshSettings
@@ -37,7 +36,10 @@ class MeshHostStatistics:
 
 
 def hosted_specs(settings: MeshSettings) -> dict[str, tuple[type, tuple[Any, ...]]]:
-    """The host's roles, the controller first: name -> (role class, the arguments of its start)."""
+    """The host's roles, the controller first: name -> (role class, the arguments of its start). Imported here,
+    not at the top: `up` imports this module for the class, and runs none of the roles itself."""
+    from meshactors.runtime.controller import ControllerRole, role_specs
+
     return {CONTROLLER: (ControllerRole, (settings,)), **role_specs(settings)}
 
 
