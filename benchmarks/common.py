@@ -141,23 +141,35 @@ class Stack:
         self.up.stop()
 
 
-def control_plane_pids(info: dict[str, Any]) -> dict[str, int]:
+def control_plane_pids(info: dict[str, Any], roles: bool = False) -> dict[str, int]:
     """PIDs of the deployment's actor processes (Ray actor name -> pid; the co-hosted shape has one, the mesh
-    host), asked from Ray in a short-lived driver process."""
+    host), asked from Ray in a short-lived driver process. With `roles`, every role's name too, each with the pid
+    of the process that runs it (several names share the mesh host's)."""
     code = (
         "import json, sys, ray\n"
-        "from meshactors.runtime.controller import observe\n"
+        "from meshactors.runtime.topology import list_names, observe\n"
         "ns = sys.argv[2]\n"
         "ray.init(address=sys.argv[1], namespace=ns, log_to_driver=False, logging_level='ERROR')\n"
         "names = [a['name'] for a in ray.util.list_named_actors(all_namespaces=True) if a['namespace'] == ns]\n"
+        "names = list_names(ns) if sys.argv[3] == 'roles' else names\n"
         "print(json.dumps({n: observe(n, ns)[0].pid for n in names}))\n"
     )
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
     out = subprocess.run(
-        [sys.executable, "-c", code, info["ray_address"], info["namespace"]],
+        [sys.executable, "-c", code, info["ray_address"], info["namespace"], "roles" if roles else "actors"],
         capture_output=True, text=True, timeout=60, check=True, env=env,
     )  # fmt: skip
     return {k: int(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def process_names(info: dict[str, Any]) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """(pid -> the actor name of that process, pid -> the roles it runs besides, for a mesh host)."""
+    names = {pid: name for name, pid in control_plane_pids(info).items()}
+    hosted: dict[int, list[str]] = {}
+    for name, pid in control_plane_pids(info, roles=True).items():
+        if names.get(pid) != name:
+            hosted.setdefault(pid, []).append(name)
+    return names, {pid: sorted(roles) for pid, roles in hosted.items()}
 
 
 def drive_clients(

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.adsclients import ClientFleet
-from benchmarks.common import FREE_PORTS, Deadline, control_plane_pids, table, work_dir
+from benchmarks.common import FREE_PORTS, Deadline, process_names, table, work_dir
 from meshactors.registry.client import RegistryClient
 from meshactors.testing.stack import UpProcess
 from meshactors.v1 import registry_pb2 as pb
 
 LEASE = pb.LeaseSettings(renewal_interval_seconds=1200, duration_seconds=3600)
-CLUSTER_SHAPE = ("--shards", "3", "--builders", "3", "--xds-servers", "3")
+CLUSTER_SHAPE = ("--shape", "separate", "--shards", "3", "--builders", "3", "--xds-servers", "3")  # an actor per role
 MIB = 2**20
 
 # (role, pattern on the command line), first match wins; Ray names an actor's process `ray::<ActorClass>`
@@ -179,9 +179,11 @@ def measure_shape(
         print(f"  footprint {label}: ready in {ready_s:.1f} s; idle ...", file=sys.stderr, flush=True)
         _settle(5.0)
         idle = snapshot(root, {})
-        names = {pid: name for name, pid in control_plane_pids(info).items()}
+        names, hosted = process_names(info)
         for row in idle["per_process"]:
             row["name"] = names.get(row["pid"], "")
+            if row["pid"] in hosted:
+                row["roles"] = hosted[row["pid"]]
         print(f"  footprint {label}: idle {idle['processes']} processes, {idle['pss_mib']} MiB PSS; loading "
               f"{vips} VIPs x {instances} instances ...", file=sys.stderr, flush=True)  # fmt: skip
         load_s = _load(info, vips, instances, deadline)

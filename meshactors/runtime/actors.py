@@ -14,6 +14,7 @@ from meshactors.auth.guard import Authenticator
 from meshactors.registry.shard import RegistryShardCore
 from meshactors.registry.shard_service import ShardService
 from meshactors.registry.shardmap import ShardMap
+from meshactors.runtime import hosting
 from meshactors.runtime.calls import Handles, call
 from meshactors.runtime.logs import LogSource, configure_actor
 from meshactors.runtime.servers import etcd_revision, public_credentials, scrape_check, start_fixed, start_internal
@@ -25,7 +26,7 @@ from meshactors.telemetry import metrics
 from meshactors.v1 import registry_pb2_grpc
 
 if TYPE_CHECKING:
-    from meshactors.registry.routing import GrpcShardBackend
+    from meshactors.registry.service import ShardBackend
 
 # Every actor class of this module runs in a Ray worker process of its own, and that process imports this module to
 # load its class. What only one role serves (the Eureka REST app, the registry API's services and their policy
@@ -77,8 +78,18 @@ class RegistryShardRole(LogSource):
         return {"address": self._address, **self.core.statistics()}
 
 
-def shard_backend(settings: MeshSettings) -> GrpcShardBackend:
-    """How the APIs reach the shards: direct gRPC to the address each shard actor reports (asked by Ray call)."""
+def shard_backend(settings: MeshSettings) -> ShardBackend:
+    """How the APIs reach the shards: in the co-hosted shape by a direct call to the shard of this very process;
+    else by direct gRPC to the address each shard actor reports (asked by Ray call)."""
+    if settings.colocate:
+        from meshactors.registry.local import LocalShardBackend
+
+        def core_of(shard: str) -> RegistryShardCore | None:
+            here = hosting.local(shard)
+            role = here.role if here is not None else None
+            return role.core if isinstance(role, RegistryShardRole) else None
+
+        return LocalShardBackend(core_of)
     from meshactors.registry.routing import GrpcShardBackend
 
     handles = Handles(settings.namespace)

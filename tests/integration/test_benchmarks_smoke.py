@@ -88,13 +88,15 @@ def test_report_runs_every_benchmark_and_writes_every_figure(tmp_path: Path) -> 
         snap = fp[phase]
         roles = {row["role"] for row in snap["per_process"]}
         assert {"up (driver)", "etcd", "ray gcs", "ray raylet", "actor"} <= roles, roles
-        # what the local Ray of `up` no longer starts (issue 19): idle prestarted workers, the autoscaler monitor
-        # and the dashboard head
-        assert not roles & {"ray idle worker", "ray autoscaler monitor", "ray dashboard"}, roles
+        # what the local Ray of `up` no longer starts (issue 19): idle prestarted workers, the autoscaler monitor,
+        # the log monitor and the dashboard head
+        assert not roles & {"ray idle worker", "ray autoscaler monitor", "ray log monitor", "ray dashboard"}, roles
         assert snap["processes"] == len(snap["per_process"]) and snap["pss_mib"] > 0
         assert snap["pss_mib"] <= snap["rss_mib"]
-    named = {row["name"] for row in fp["idle"]["per_process"] if row["role"] == "actor"}
-    assert {"controller", "registry-api", "registry-shard-0", "xds-server-0"} <= named, named
+    # the embedded default is co-hosted: one actor process, the mesh host, running every role
+    [host] = [row for row in fp["idle"]["per_process"] if row["role"] == "actor"]
+    assert host["name"] == "mesh-host", host
+    assert {"controller", "registry-api", "registry-shard-0", "xds-server-0", "dashboard"} <= set(host["roles"]), host
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "First request" in md and "Propagation" in md and "Eureka" in md and "sovereign" in md
     _scale_figures(results["scale"])
