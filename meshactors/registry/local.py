@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 from meshactors import log
 from meshactors.errors import MeshError, Unavailable
@@ -25,9 +25,16 @@ class LocalShardBackend:
     """A ShardBackend over direct calls. `core_of(shard)` is the shard's core in this process, or None while it
     is not running."""
 
-    def __init__(self, core_of: Callable[[str], RegistryShardCore | None], retry_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        core_of: Callable[[str], RegistryShardCore | None],
+        retry_s: float = 10.0,
+        enter: Callable[[str, Coroutine[Any, Any, Any]], Awaitable[Any]] | None = None,
+    ) -> None:
         self.core_of = core_of
         self.retry_s = retry_s
+        # how a call runs as the shard's own work (the host runs it in the shard's context); default: as it is
+        self.enter = enter or (lambda _shard, coro: coro)
 
     async def _core(self, shard: str) -> RegistryShardCore:
         deadline = time.monotonic() + self.retry_s
@@ -39,10 +46,10 @@ class LocalShardBackend:
             delay = min(delay * 2, 0.5)
         return core
 
-    async def _run(self, shard: str, method: str, call: Callable[[RegistryShardCore], Awaitable[T]]) -> T:
+    async def _run(self, shard: str, method: str, call: Callable[[RegistryShardCore], Coroutine[Any, Any, T]]) -> T:
         core = await self._core(shard)
         try:
-            return await call(core)
+            return cast(T, await self.enter(shard, call(core)))
         except MeshError:
             raise
         except Exception as exc:
@@ -57,7 +64,11 @@ class LocalShardBackend:
 
     async def heartbeat_many(self, shard: str, refs: list[InstanceRef]) -> list[int | MeshError]:
         core = await self._core(shard)
-        outcomes = await asyncio.gather(*(core.heartbeat(ref) for ref in refs), return_exceptions=True)
+
+        async def all_of() -> list[int | BaseException]:
+            return await asyncio.gather(*(core.heartbeat(ref) for ref in refs), return_exceptions=True)
+
+        outcomes = await self.enter(shard, all_of())
         out: list[int | MeshError] = []
         for outcome in outcomes:
             if isinstance(outcome, MeshError) or not isinstance(outcome, BaseException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,11 @@ def shard_backend(settings: MeshSettings) -> ShardBackend:
             role = here.role if here is not None else None
             return role.core if isinstance(role, RegistryShardRole) else None
 
-        return LocalShardBackend(core_of)
+        def enter(shard: str, coro: Coroutine[Any, Any, Any]) -> Awaitable[Any]:
+            here = hosting.local(shard)
+            return here.run(coro) if here is not None else coro
+
+        return LocalShardBackend(core_of, enter=enter)
     from meshactors.registry.routing import GrpcShardBackend
 
     handles = Handles(settings.namespace)

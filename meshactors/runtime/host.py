@@ -11,6 +11,7 @@ whose start fails is started again in place, with a backoff, without touching th
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,7 @@ class MeshHostActor(LogSource):
         """Start one role until it has started: logs and never gives up. Runs in a task of its own, so the name
         bound here is in the context of every task the role spawns (its records go to its file)."""
         structlog.contextvars.bind_contextvars(**{log.ROUTE_KEY: name})
+        self.handles[name].context = contextvars.copy_context()  # calls into the role run in it too
         backoff = START_BACKOFF_S[0]
         while True:
             role = role_class()

@@ -12,11 +12,14 @@ role reloading from etcd, as a separate actor would.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
-from typing import Any
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
 from meshactors.errors import Unavailable
 
+T = TypeVar("T")
 HOST = "mesh-host"  # the Ray actor name of the host (not a role: it has no kind in topology.KINDS)
 
 
@@ -28,12 +31,21 @@ class LocalHandle:
         self.actor_id = actor_id  # the host actor's: what Ray reports about the process
         self.loop = loop
         self.role: Any = None
+        self.context: contextvars.Context | None = None  # the role's own (its records go to its log file)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """`coro` as the role's own work: in a task of the role's context, whoever awaits it."""
+        if self.context is None:
+            return coro
+        return asyncio.create_task(coro, context=self.context.copy())
 
     async def invoke(self, method: str, *args: Any) -> Any:
         role = self.role
         if role is None:
             raise Unavailable(f"{self.name} is starting")
-        return await getattr(role, method)(*args)
+        # the method of the role's class, as a Ray actor call finds it (an instance attribute of the same name,
+        # like the xDS server's `address`, does not hide it)
+        return await self.run(getattr(type(role), method)(role, *args))
 
     def invoke_sync(self, method: str, *args: Any, timeout_s: float) -> Any:
         """From a thread other than the host's event loop (the dashboard's sampler, `to_thread` code)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import ray
 from ray._private import state as ray_state
+from ray.exceptions import RayError
 
 from meshactors.registry.shardmap import shard_name
 from meshactors.runtime import hosting
@@ -102,11 +103,16 @@ HOSTED_ASK_S = 15.0  # how long a driver waits for a (restarting) host to say wh
 
 
 def _hosted_by(host: Any) -> frozenset[str]:
-    """The roles `host` hosts: asked once per host actor (they are fixed by its settings), then remembered."""
+    """The roles `host` hosts: asked once per host actor (they are fixed by its settings), then remembered; none
+    while the host does not answer (asked again next time)."""
     actor_id = host._actor_id.hex()
     known = hosting.hosted(actor_id)
     if known is None:
-        known = hosting.remember_hosted(actor_id, list(ray.get(host.components.remote(), timeout=HOSTED_ASK_S)))
+        try:
+            names = list(ray.get(host.components.remote(), timeout=HOSTED_ASK_S))
+        except (RayError, TimeoutError):
+            return frozenset()
+        known = hosting.remember_hosted(actor_id, names)
     return known
 
 

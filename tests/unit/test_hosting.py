@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,10 @@ from meshactors.runtime.calls import call, call_sync
 class _Role:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
+        self.address = "127.0.0.1:1"  # an attribute named like a method, as the xDS server's
+
+    async def address(self) -> str:  # type: ignore[no-redef]
+        return "the method"
 
     async def ready(self) -> bool:
         return True
@@ -27,6 +32,9 @@ class _Role:
     async def add(self, a: int, b: int) -> int:
         self.calls.append(("add", threading.get_ident()))
         return a + b
+
+    async def context(self) -> dict[str, object]:
+        return structlog.contextvars.get_contextvars()
 
     async def broken(self) -> None:
         raise KeyError("inside")
@@ -43,6 +51,7 @@ async def test_a_local_role_answers_once_started_and_directly_on_the_loop() -> N
     handle.role = role = _Role()
     assert await call(handle, "add", 2, 3) == 5
     assert role.calls == [("add", threading.get_ident())]  # on this very loop: no Ray, no thread
+    assert await call(handle, "address") == "the method"  # the class's method, as a Ray call finds it
     with pytest.raises(MeshError, match=r"broken\(\) failed: KeyError"):  # what a Ray call would have raised
         await call(handle, "broken")
     with pytest.raises(Unavailable, match="not now"):  # a MeshError arrives as itself
@@ -56,6 +65,23 @@ async def test_a_blocking_call_of_a_local_role_runs_on_the_hosts_loop_from_a_thr
     assert role.calls[0][1] == threading.get_ident()  # it ran on the loop's thread
     with pytest.raises(RuntimeError, match="blocking call from the host's own event loop"):
         handle.invoke_sync("ready", timeout_s=1)
+
+
+async def test_a_call_into_a_role_runs_in_the_roles_context_so_its_records_go_to_its_file() -> None:
+    [handle] = hosting.host_here(["role-c"], "2" * 32, asyncio.get_running_loop()).values()
+    handle.role = _Role()
+
+    async def role_start() -> None:  # what the host does in the task that starts the role
+        structlog.contextvars.bind_contextvars(**{log.ROUTE_KEY: "role-c"})
+        handle.context = contextvars.copy_context()
+
+    await asyncio.create_task(role_start())
+    structlog.contextvars.bind_contextvars(**{log.ROUTE_KEY: "the-caller"})
+    try:
+        assert (await call(handle, "context"))[log.ROUTE_KEY] == "role-c"
+        assert structlog.contextvars.get_contextvars()[log.ROUTE_KEY] == "the-caller"  # the caller's is untouched
+    finally:
+        structlog.contextvars.clear_contextvars()
 
 
 def test_a_component_handle_calls_the_hosts_invoke_with_the_role_name() -> None:

@@ -68,3 +68,16 @@ async def test_a_shard_not_running_yet_is_waited_for_then_unavailable() -> None:
     never = LocalShardBackend(lambda shard: None, retry_s=0.2)
     with pytest.raises(Unavailable, match="registry shard registry-shard-1 is not running"):
         await never.heartbeat("registry-shard-1", REF)
+
+
+async def test_every_call_runs_through_the_enter_hook_as_the_shards_own_work() -> None:
+    entered: list[str] = []
+
+    def enter(shard: str, coro: Any) -> Any:
+        entered.append(shard)
+        return coro
+
+    backend = LocalShardBackend(lambda shard: _Core(), enter=enter)
+    await backend.heartbeat("registry-shard-0", REF)
+    await backend.heartbeat_many("registry-shard-1", [REF, REF])
+    assert entered == ["registry-shard-0", "registry-shard-1"]
