@@ -149,10 +149,16 @@ def _main(
 
 
 def run(
-    registrations: int = 5000, processes: int = 2, concurrency: int = 32, heartbeat_s: float = 10.0
+    registrations: int = 5000,
+    processes: int = 2,
+    concurrency: int = 32,
+    heartbeat_s: float = 10.0,
+    up_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """`up_args`: the deployment measured (default: the embedded default, co-hosted; `("--shape", "separate")`
+    for an actor per role, the API's hop to a shard then over gRPC)."""
     work = work_dir("registry")
-    stack = Stack.start(work)
+    stack = Stack.start(work, *up_args)
     per = registrations // processes
     try:
         results, cpu, per_actor = drive_clients(
@@ -167,7 +173,9 @@ def run(
         "benchmark": "registry",
         "settings": {"registrations": registrations, "client_processes": processes,
                      "concurrency_per_process": concurrency, "heartbeat_seconds": heartbeat_s, "shards": 2,
-                     "path": "gRPC client -> registry API actor -> shard actor (direct gRPC) -> etcd"},
+                     "up_args": list(up_args),
+                     "path": "gRPC client -> registry API -> shard (a direct gRPC call between actors; a call on "
+                             "the same event loop when co-hosted) -> etcd"},
         "figures": {
             "registrations": throughput(results, "reg"),
             "heartbeats": throughput(results, "hb"),

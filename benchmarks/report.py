@@ -45,7 +45,8 @@ def _targets(results: dict[str, Any]) -> list[str]:
          " KiB per session here"),
         (">= 1,000 registrations/s", f"{r['registrations']['per_second']}/s", r["registrations"]["per_second"] >= 1000,
          f"a bare grpc.aio unary echo server with the same clients does {r['floor_bare_grpc_unary_calls_per_second']}"
-         " calls/s here, and a registration crosses four gRPC hops"),
+         " calls/s here; a registration crosses two gRPC hops (client -> API, shard -> etcd: the API calls a "
+         "co-hosted shard directly) and a lease grant plus a fenced txn, and every role shares one core"),
         (">= 5,000 heartbeats/s", f"{r['heartbeats']['per_second']}/s", r["heartbeats"]["per_second"] >= 5000,
          "the same floor: one Python gRPC unary call at the API per heartbeat already costs more than 1/5,000 s "
          "of the machine"),
