@@ -29,16 +29,18 @@ from meshactors.v1 import registry_pb2_grpc
 if TYPE_CHECKING:
     from meshactors.registry.service import ShardBackend
 
-# Every actor class of this module runs in a Ray worker process of its own, and that process imports this module to
-# load its class. What only one role serves (the Eureka REST app, the registry API's services and their policy
-# and token code) is imported in that role's __init__, so a shard's process does not carry them (~12 MB RSS each).
+# Every actor class of this module runs in a Ray worker process of its own (the separate shape; the mesh host runs
+# the roles instead), and that process imports this module to load its class. What only one role serves (the
+# Eureka REST app, the registry API's services and their policy and token code) is imported in that role's start,
+# so a shard's process does not carry them (~12 MB RSS each).
 
 AUTH_LOAD_WAIT_S = 10.0  # how long an API waits for its token table before listening anyway (answering UNAVAILABLE)
 
 
 class RegistryShardRole(LogSource):
     """Hosts one RegistryShardCore. State is a cache of etcd, reloaded on every (re)start. The registry API
-    forwards writes to it over a direct gRPC channel (its address comes from a Ray call)."""
+    forwards writes to it over a direct gRPC channel (its address comes from a Ray call), or, co-hosted, by a
+    direct call (registry.local)."""
 
     async def start(self, settings: MeshSettings, shard: str) -> None:
         self.store = EtcdStore.from_spec(settings.etcd)

@@ -96,9 +96,17 @@ def local(name: str) -> LocalHandle | None:
         return _local.get(name)
 
 
-def local_names() -> list[str]:
+def local_names(actor_id: str) -> list[str]:
+    """The roles this process hosts as the host actor `actor_id` (none: this process is not that host)."""
     with _lock:
-        return sorted(_local)
+        return sorted(name for name, handle in _local.items() if handle.actor_id == actor_id)
+
+
+def forget(names: list[str]) -> None:
+    """This process no longer hosts `names` (a test's own registrations)."""
+    with _lock:
+        for name in names:
+            _local.pop(name, None)
 
 
 def remember_hosted(actor_id: str, names: list[str]) -> frozenset[str]:

@@ -91,7 +91,11 @@ def list_names(namespace: str) -> list[str]:
     as names of their own (the co-hosted shape)."""
     names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace}
     if HOST in names:
-        names |= set(hosting.local_names() or _hosted_by(ray.get_actor(HOST, namespace=namespace)))
+        try:
+            host = ray.get_actor(HOST, namespace=namespace)
+        except ValueError:  # gone since the listing
+            return sorted(names)
+        names |= set(hosting.local_names(host._actor_id.hex()) or _hosted_by(host))
     return sorted(names)
 
 

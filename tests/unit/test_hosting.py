@@ -18,6 +18,14 @@ from meshactors.runtime import hosting
 from meshactors.runtime.calls import call, call_sync
 
 
+@pytest.fixture(autouse=True)
+def _no_roles_left_behind() -> Iterator[None]:
+    """The roles a test registers are gone after it (the registry is per process, and integration tests that run
+    later in the same process look roles up)."""
+    yield
+    hosting.forget(["role-a", "role-b", "role-c"])
+
+
 class _Role:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
@@ -45,7 +53,8 @@ class _Role:
 
 async def test_a_local_role_answers_once_started_and_directly_on_the_loop() -> None:
     [handle] = hosting.host_here(["role-a"], "0" * 32, asyncio.get_running_loop()).values()
-    assert hosting.local("role-a") is handle and "role-a" in hosting.local_names()
+    assert hosting.local("role-a") is handle and hosting.local_names("0" * 32) == ["role-a"]
+    assert hosting.local_names("f" * 32) == []  # this process is not that host
     with pytest.raises(Unavailable, match="role-a is starting"):
         await call(handle, "ready")
     handle.role = role = _Role()
@@ -84,6 +93,14 @@ async def test_a_call_into_a_role_runs_in_the_roles_context_so_its_records_go_to
         structlog.contextvars.clear_contextvars()
 
 
+def test_forgotten_roles_are_no_longer_found_here() -> None:
+    loop = asyncio.new_event_loop()
+    hosting.host_here(["role-a"], "3" * 32, loop)
+    hosting.forget(["role-a"])
+    loop.close()
+    assert hosting.local("role-a") is None and hosting.local_names("3" * 32) == []
+
+
 def test_a_component_handle_calls_the_hosts_invoke_with_the_role_name() -> None:
     sent: list[tuple[object, ...]] = []
 
@@ -98,8 +115,10 @@ def test_a_component_handle_calls_the_hosts_invoke_with_the_role_name() -> None:
     handle = hosting.ComponentHandle(_Host(), "xds-server-0")
     assert handle.remote("statistics", False) == "ref" and sent == [("xds-server-0", "statistics", False)]
     assert hosting.actor_of(handle) is handle.host
+    loop = asyncio.new_event_loop()
     with pytest.raises(Unavailable, match="hosted by this process"):
-        hosting.actor_of(hosting.LocalHandle("x", "", asyncio.new_event_loop()))
+        hosting.actor_of(hosting.LocalHandle("x", "", loop))
+    loop.close()
 
 
 @pytest.fixture
